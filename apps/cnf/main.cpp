@@ -1,0 +1,468 @@
+// cnf — the command line. Thin: parses flags and config files, builds options, calls the
+// library, prints results to stdout and progress to stderr (DESIGN.md §5).
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "cnf/core/error.h"
+#include "cnf/core/runtime.h"
+#include "cnf/data/sources.h"
+#include "cnf/io/config.h"
+#include "cnf/io/files.h"
+#include "cnf/io/plot.h"
+#include "cnf/io/progress.h"
+#include "cnf/metrics/distances.h"
+#include "cnf/ode/solve.h"
+#include "cnf/path/schedule.h"
+#include "cnf/train/flow.h"
+#include "cnf/train/trainer.h"
+
+using namespace cnf;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// ------------------------------------------------------------------ shared options
+
+struct Common {
+  uint64_t seed = 0;
+  int threads = 1;
+  std::string device = "cpu";
+  std::string json;
+  std::string config;
+};
+
+void add_common(CLI::App* sub, Common& c) {
+  sub->add_option("--config", c.config, "TOML file of options (flags given here override it)");
+  sub->add_option("--seed", c.seed, "Random seed")->capture_default_str();
+  sub->add_option("--threads", c.threads, "LibTorch threads (OpenBLAS is held at 1)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
+  sub->add_option("--json", c.json, "Write the command's figures to this JSON file");
+}
+
+torch::Device setup(const Common& c) {
+  set_threads(c.threads);
+  seed_global(c.seed);
+  return parse_device(c.device);
+}
+
+struct EvalArgs {
+  int64_t n = 1000;
+  std::string method = "euler";
+  int64_t steps = 100;
+};
+
+// `prefix` is "" for sample/eval (--method, --steps, -n) and "eval-" for train/demo,
+// where --steps means training steps.
+void add_eval(CLI::App* sub, EvalArgs& e, const std::string& n_help, const std::string& prefix) {
+  sub->add_option(prefix.empty() ? "-n,--n" : "--" + prefix + "n", e.n, n_help)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--" + prefix + "method", e.method,
+                  "ODE method: " + ode::tableaus().joined_names())
+      ->capture_default_str();
+  sub->add_option("--" + prefix + "steps", e.steps, "ODE steps from t = 1 to t = 0")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+}
+
+void write_json(const std::string& path, const json& j) {
+  if (!path.empty()) io::write_text_atomic(path, j.dump(2) + "\n");
+}
+
+void make_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  CNF_CHECK(!ec, "cannot create output folder '", dir, "': ", ec.message(),
+            "; choose a writable --out");
+}
+
+// What held-out comparisons use: two independent halves A and B of held-out data.
+// W2(samples, A) is the model's score; W2(B, A) the floor that finite samples allow.
+struct Holdout {
+  torch::Tensor a, b;
+};
+Holdout halves(const torch::Tensor& holdout) {
+  const int64_t m = holdout.size(0) / 2;
+  CNF_CHECK(m >= 1, "need at least 2 held-out rows to evaluate, got ", holdout.size(0));
+  return {holdout.slice(0, 0, m), holdout.slice(0, m, 2 * m)};
+}
+
+struct Evaluation {
+  torch::Tensor samples;
+  int64_t nfe = 0;
+  double w2 = 0, w2_floor = 0, mmd2 = 0, seconds = 0;
+};
+
+Evaluation evaluate(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
+                    const data::Source& prior, const Holdout& h, const EvalArgs& e, uint64_t seed,
+                    torch::Device device, const ode::Observer& observer = {}) {
+  auto gen = make_generator(seed + 1);
+  auto x_1 = prior.sample(h.a.size(0), gen).to(device);
+  ode::SolveOptions so;
+  so.method = e.method;
+  so.steps = e.steps;
+  so.observer = observer;
+  auto t0 = std::chrono::steady_clock::now();
+  auto sol = train::generate(model, schedule, x_1, so);
+  Evaluation ev;
+  ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ev.samples = sol.y[0].to(torch::kCPU);
+  ev.nfe = sol.nfe;
+  check_finite(ev.samples, "generated samples");
+  ev.w2 = metrics::w2(ev.samples, h.a);
+  ev.w2_floor = metrics::w2(h.b, h.a);
+  ev.mmd2 = metrics::mmd2(ev.samples, h.a);
+  return ev;
+}
+
+// --------------------------------------------------------------------- train / demo
+
+struct TrainArgs {
+  Common common;
+  train::FlowSpec spec;
+  train::TrainOptions opt;
+  EvalArgs eval;
+  int64_t dim = 2;
+  std::string out = "out/train";
+  std::string resume;
+  int64_t checkpoint_every = 0;
+  bool quiet = false;
+};
+
+void add_train(CLI::App* sub, TrainArgs& a) {
+  add_common(sub, a.common);
+  auto& s = a.spec;
+  auto& o = a.opt;
+  sub->add_option("--data", s.data,
+                  "Data rho_0: a toy set (8gaussians, moons, circles, checkerboard, pinwheel, "
+                  "2spirals, swissroll, rings), normal, gmm:K, or a .npy/.csv file")
+      ->capture_default_str();
+  sub->add_option("--prior", s.prior, "Prior rho_1: normal (N(0, I)) or any data spec (bridge)")
+      ->capture_default_str();
+  sub->add_option("--dim", a.dim, "Dimension for normal and gmm:K data")->capture_default_str();
+  sub->add_option("--schedule", s.schedule, "Affine path: " + path::schedules().joined_names())
+      ->capture_default_str();
+  sub->add_option("--sigma-min", s.sigma_min, "sigma_min of the condot path")
+      ->capture_default_str();
+  sub->add_option("--arch", s.model.arch, "Velocity network: mlp")->capture_default_str();
+  sub->add_option("--width", s.model.width, "Hidden units per layer")->capture_default_str();
+  sub->add_option("--depth", s.model.depth, "Hidden layers")->capture_default_str();
+  sub->add_option("--activation", s.model.activation,
+                  "tanh, relu, silu, selu, gelu or softplus")
+      ->capture_default_str();
+  sub->add_option("--time-embedding", s.model.time_embedding, "concat or fourier")
+      ->capture_default_str();
+  sub->add_option("--fourier-features", s.model.fourier_features,
+                  "Frequencies of the fourier time embedding")
+      ->capture_default_str();
+  sub->add_option("--steps", o.steps, "Optimization steps")->capture_default_str();
+  sub->add_option("--batch-size", o.batch_size, "Minibatch size")->capture_default_str();
+  sub->add_option("--optimizer", o.optimizer, "adam or adamw")->capture_default_str();
+  sub->add_option("--lr", o.lr, "Learning rate")->capture_default_str();
+  sub->add_option("--weight-decay", o.weight_decay, "Weight decay")->capture_default_str();
+  sub->add_option("--lr-schedule", o.lr_schedule, "constant, cosine or linear")
+      ->capture_default_str();
+  sub->add_option("--warmup-steps", o.warmup_steps, "Linear LR warm-up steps")
+      ->capture_default_str();
+  sub->add_option("--grad-clip", o.grad_clip, "Max global gradient norm (0: off)")
+      ->capture_default_str();
+  sub->add_option("--ema-decay", o.ema_decay, "EMA decay of the sampling weights (0: off)")
+      ->capture_default_str();
+  sub->add_option("--coupling", o.coupling, "Pairing of data and noise: independent")
+      ->capture_default_str();
+  sub->add_option("--out", a.out, "Output folder (checkpoint, config, samples, plots, metrics)")
+      ->capture_default_str();
+  sub->add_option("--resume", a.resume, "Resume from this checkpoint (exact continuation)");
+  sub->add_option("--checkpoint-every", a.checkpoint_every,
+                  "Also write the checkpoint every N steps (0: only at the end)")
+      ->capture_default_str();
+  add_eval(sub, a.eval, "Samples for the final evaluation (W2 against as many held-out points)",
+           "eval-");
+  sub->add_flag("--quiet", a.quiet, "No progress output");
+}
+
+std::string effective_config(const CLI::App* sub) {
+  std::istringstream in(sub->config_to_str(true, false));
+  std::string line, out;
+  while (std::getline(in, line))
+    if (line.rfind("config=", 0) != 0 && line.rfind("json=", 0) != 0) out += line + "\n";
+  return out;
+}
+
+int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
+  auto device = setup(a.common);
+  train::TrainOptions opt = a.opt;
+  opt.seed = a.common.seed;
+  opt.device = device;
+  opt.validate();
+  make_dir(a.out);
+  const std::string config = effective_config(sub);
+  io::write_text_atomic(a.out + "/config.toml", config);
+
+  auto split = data::split_source(a.spec.data, a.dim, 2 * a.eval.n, 0.1, a.common.seed);
+  auto prior = data::make_source(a.spec.prior, split.train->dim());
+  train::Trainer trainer(a.spec, opt, split.train, prior);
+  const std::string ckpt = a.out + "/model.pt";
+  if (!a.resume.empty()) trainer.resume(a.resume);
+
+  io::Progress progress(opt.steps, demo ? "demo: training" : "train", !a.quiet);
+  double last_loss = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  trainer.run([&](int64_t step, const objective::LossResult& r) {
+    if (step % 50 == 0 || step == opt.steps) {
+      last_loss = r.loss.item<double>();
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "loss %.4f", last_loss);
+      progress.update(step, buf);
+    }
+    if (a.checkpoint_every > 0 && step % a.checkpoint_every == 0) trainer.save(ckpt, config);
+    return true;
+  });
+  const double train_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  progress.finish();
+  trainer.save(ckpt, config);
+
+  // Evaluate the EMA weights (or the weights) by sampling the ODE from t = 1 to 0.
+  auto model = trainer.ema_model();
+  model->eval();
+  auto schedule = a.spec.make_schedule();
+  auto h = halves(split.holdout);
+  const int64_t n_traj = std::min<int64_t>(h.a.size(0), 300);
+  std::vector<torch::Tensor> traj;
+  auto ev = evaluate(*model, *schedule, *prior, h, a.eval, a.common.seed, device,
+                     [&](double, const ode::State& y) {
+                       traj.push_back(y[0].slice(0, 0, n_traj).to(torch::kCPU));
+                     });
+  io::write_npy(a.out + "/samples.npy", ev.samples);
+  if (ev.samples.size(1) >= 2) {
+    auto proj = [](const torch::Tensor& x) { return x.slice(1, 0, 2); };
+    io::PlotOptions po;
+    po.width = 500;
+    po.height = 500;
+    io::panels_png(a.out + "/samples.png",
+                   {{{proj(h.a), {31, 119, 180}, "held-out data"}},
+                    {{proj(ev.samples), {214, 39, 40}, "samples"}}},
+                   {"held-out data", "samples (" + a.eval.method + ", " +
+                                         std::to_string(ev.nfe) + " NFE)"},
+                   po);
+    po.title = "trajectories t=1 (noise) to t=0 (data)";
+    io::trajectories_png(a.out + "/trajectories.png", torch::stack(traj).slice(2, 0, 2), po);
+    // 2-D histogram of the samples as a density heat map.
+    const int bins = 100;
+    auto xy = proj(ev.samples).to(torch::kFloat64);
+    const double lo = -5, hi = 5;
+    auto idx = ((xy - lo) / (hi - lo) * bins).floor().to(torch::kLong).clamp(0, bins - 1);
+    auto flat = (bins - 1 - idx.select(1, 1)) * bins + idx.select(1, 0);
+    auto hist = torch::bincount(flat, {}, bins * bins).to(torch::kFloat64).reshape({bins, bins});
+    po.title = "sample density (histogram)";
+    io::heatmap_png(a.out + "/density.png", hist, {lo, hi, lo, hi}, po);
+  }
+
+  json j = {{"w2", ev.w2},
+            {"w2_floor", ev.w2_floor},
+            {"mmd2", ev.mmd2},
+            {"nfe", ev.nfe},
+            {"method", a.eval.method},
+            {"n_eval", ev.samples.size(0)},
+            {"train_seconds", train_seconds},
+            {"train_steps", trainer.steps_done()},
+            {"steps_per_second", opt.steps / std::max(train_seconds, 1e-9)},
+            {"sample_seconds", ev.seconds},
+            {"final_loss", last_loss},
+            {"data", a.spec.data},
+            {"prior", a.spec.prior},
+            {"schedule", a.spec.schedule},
+            {"threads", a.common.threads}};
+  io::write_text_atomic(a.out + "/metrics.json", j.dump(2) + "\n");
+  write_json(a.common.json, j);
+
+  std::printf("%s %s -> %s, %s path, %lld steps in %.1f s (%.0f steps/s, %d thread%s)\n",
+              demo ? "demo:" : "trained", a.spec.prior.c_str(), a.spec.data.c_str(),
+              a.spec.schedule.c_str(), static_cast<long long>(trainer.steps_done()),
+              train_seconds, opt.steps / std::max(train_seconds, 1e-9), a.common.threads,
+              a.common.threads == 1 ? "" : "s");
+  std::printf("W2(samples, held-out) = %.4f   floor W2(held-out, held-out) = %.4f   "
+              "MMD^2 = %.2e   NFE = %lld (%s)\n",
+              ev.w2, ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe), a.eval.method.c_str());
+  std::printf("wrote %s/{model.pt, config.toml, samples.npy, metrics.json%s}\n", a.out.c_str(),
+              ev.samples.size(1) >= 2 ? ", samples.png, trajectories.png, density.png" : "");
+  return 0;
+}
+
+// ------------------------------------------------------------------ sample / eval
+
+struct SampleArgs {
+  Common common;
+  EvalArgs eval;
+  std::string ckpt, out;
+};
+
+int run_sample(const SampleArgs& a) {
+  auto device = setup(a.common);
+  CNF_CHECK(a.out.size() > 4 && a.out.substr(a.out.size() - 4) == ".npy",
+            "--out must name a .npy file, got '", a.out, "'");
+  auto c = train::load_checkpoint(a.ckpt, device);
+  auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
+  auto gen = make_generator(a.common.seed);
+  auto x_1 = prior->sample(a.eval.n, gen).to(device);
+  ode::SolveOptions so;
+  so.method = a.eval.method;
+  so.steps = a.eval.steps;
+  auto t0 = std::chrono::steady_clock::now();
+  auto sol = train::generate(*c.model, *c.spec.make_schedule(), x_1, so);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto x = sol.y[0].to(torch::kCPU);
+  check_finite(x, "generated samples");
+  io::write_npy(a.out, x);
+  std::printf("wrote %lld samples to %s (%s, NFE %lld, %.3f s)\n",
+              static_cast<long long>(a.eval.n), a.out.c_str(), a.eval.method.c_str(),
+              static_cast<long long>(sol.nfe), secs);
+  write_json(a.common.json, {{"n", a.eval.n}, {"nfe", sol.nfe}, {"method", a.eval.method},
+                             {"seconds", secs}, {"out", a.out}});
+  return 0;
+}
+
+struct EvalCmdArgs {
+  Common common;
+  EvalArgs eval;
+  std::string ckpt, data;
+  int64_t dim = 0;
+};
+
+int run_eval(const EvalCmdArgs& a) {
+  auto device = setup(a.common);
+  auto c = train::load_checkpoint(a.ckpt, device);
+  const std::string spec = a.data.empty() ? c.spec.data : a.data;
+  // The same split seed as training, so a table's held-out rows stay unseen.
+  auto split = data::split_source(spec, a.dim > 0 ? a.dim : c.spec.model.dim, 2 * a.eval.n, 0.1,
+                                  a.common.seed);
+  CNF_CHECK(split.holdout.size(1) == c.spec.model.dim, "data '", spec, "' has dimension ",
+            split.holdout.size(1), " but the model in '", a.ckpt, "' has ", c.spec.model.dim);
+  auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
+  auto ev = evaluate(*c.model, *c.spec.make_schedule(), *prior, halves(split.holdout), a.eval,
+                     a.common.seed, device);
+  std::printf("W2 = %.4f  W2 floor = %.4f  MMD^2 = %.3e  NFE = %lld  (n = %lld, %s)\n", ev.w2,
+              ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe),
+              static_cast<long long>(ev.samples.size(0)), a.eval.method.c_str());
+  write_json(a.common.json, {{"w2", ev.w2},
+                             {"w2_floor", ev.w2_floor},
+                             {"mmd2", ev.mmd2},
+                             {"nfe", ev.nfe},
+                             {"n", ev.samples.size(0)},
+                             {"method", a.eval.method},
+                             {"data", spec}});
+  return 0;
+}
+
+// ------------------------------------------------------------------- config files
+
+// Places the config file's entries (as --key=value) before the command line's own
+// arguments, so that with TakeLast a flag given on the command line wins.
+std::vector<std::string> expand_config(const std::vector<std::string>& args, CLI::App& app) {
+  if (args.size() < 2) return args;
+  std::string path;
+  for (size_t i = 1; i < args.size(); ++i) {
+    if (args[i] == "--config" && i + 1 < args.size()) path = args[i + 1];
+    if (args[i].rfind("--config=", 0) == 0) path = args[i].substr(9);
+  }
+  if (path.empty()) return args;
+  CLI::App* sub = nullptr;
+  for (auto* s : app.get_subcommands({}))
+    if (s->get_name() == args[1]) sub = s;
+  CNF_CHECK(sub != nullptr, "--config needs a verb first, e.g. cnf train --config ", path);
+  std::vector<std::string> out{args[0], args[1]};
+  for (const auto& e : io::read_config(path)) {
+    if (e.key == "config") continue;
+    if (sub->get_option_no_throw("--" + e.key) == nullptr) {
+      std::string valid;
+      for (const auto* o : sub->get_options())
+        if (!o->get_lnames().empty() && o->get_lnames()[0] != "help")
+          valid += (valid.empty() ? "" : ", ") + o->get_lnames()[0];
+      fail("config file '", path, "' line ", e.line, ": '", e.key, "' is not an option of cnf ",
+           args[1], "; valid keys: ", valid);
+    }
+    out.push_back("--" + e.key + "=" + e.value);
+  }
+  out.insert(out.end(), args.begin() + 2, args.end());
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "cnf: continuous normalizing flows and flow matching.\n"
+      "Time runs from data (t = 0) to noise (t = 1); sampling integrates dx/dt = v_t(x) "
+      "from 1 to 0."};
+  app.require_subcommand(1);
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+
+  TrainArgs train_args;
+  auto* train_cmd = app.add_subcommand("train", "Train a velocity field by flow matching");
+  add_train(train_cmd, train_args);
+
+  TrainArgs demo_args;
+  demo_args.out = "out/demo";
+  demo_args.spec.data = "moons";
+  demo_args.opt.steps = 6000;
+  demo_args.opt.lr = 2e-3;
+  demo_args.opt.lr_schedule = "cosine";
+  demo_args.opt.ema_decay = 0.999;
+  demo_args.eval.n = 1000;
+  auto* demo_cmd = app.add_subcommand(
+      "demo", "The main job: flow matching on the OT path on a 2-D toy set, then samples, "
+              "plots and W2 to held-out data");
+  add_train(demo_cmd, demo_args);
+
+  SampleArgs sample_args;
+  auto* sample_cmd = app.add_subcommand("sample", "Draw samples from a trained flow");
+  add_common(sample_cmd, sample_args.common);
+  sample_cmd->add_option("--ckpt", sample_args.ckpt, "Checkpoint written by cnf train")
+      ->required();
+  sample_cmd->add_option("--out", sample_args.out, "Output .npy file")->required();
+  add_eval(sample_cmd, sample_args.eval, "Number of samples", "");
+
+  EvalCmdArgs eval_args;
+  auto* eval_cmd = app.add_subcommand("eval", "W2 and MMD of a trained flow against held-out data");
+  add_common(eval_cmd, eval_args.common);
+  eval_cmd->add_option("--ckpt", eval_args.ckpt, "Checkpoint written by cnf train")->required();
+  eval_cmd->add_option("--data", eval_args.data, "Held-out data spec (default: the model's)");
+  eval_cmd->add_option("--dim", eval_args.dim, "Dimension for normal/gmm data (default: model's)");
+  add_eval(eval_cmd, eval_args.eval, "Samples (W2 against as many held-out points)", "");
+
+  try {
+    std::vector<std::string> args(argv, argv + argc);
+    args = expand_config(args, app);
+    std::vector<const char*> cargs;
+    for (const auto& s : args) cargs.push_back(s.c_str());
+    try {
+      app.parse(static_cast<int>(cargs.size()), cargs.data());
+    } catch (const CLI::ParseError& e) {
+      return app.exit(e);
+    }
+    if (train_cmd->parsed()) return run_train(train_args, train_cmd, false);
+    if (demo_cmd->parsed()) return run_train(demo_args, demo_cmd, true);
+    if (sample_cmd->parsed()) return run_sample(sample_args);
+    if (eval_cmd->parsed()) return run_eval(eval_args);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "cnf: error: %s\n", e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "cnf: error inside LibTorch: %s\n", e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "cnf: error: %s\n", e.what());
+    return 1;
+  }
+  return 1;
+}

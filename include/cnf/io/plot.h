@@ -1,0 +1,54 @@
+// cnf/io/plot.h — small PNG plots without a plotting library: scatter plots, density
+// heat maps and trajectories in 2-D, rendered into an RGB raster and written with
+// stb_image_write (atomically, see io/files.h).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+namespace cnf::io {
+
+using RGB = std::array<uint8_t, 3>;
+
+/// One set of points in a scatter plot: [N, 2] tensor (any float dtype, any device).
+struct Series {
+  at::Tensor points;
+  RGB color{31, 119, 180};
+  std::string label;
+};
+
+struct PlotOptions {
+  int width = 600;
+  int height = 600;
+  /// Data range shown, {xmin, xmax, ymin, ymax}; all zero means "fit the data" (with 5%
+  /// margin, same scale on both axes).
+  std::array<double, 4> range{0, 0, 0, 0};
+  std::string title;  ///< drawn with a built-in 5x7 pixel font (ASCII)
+  int point_radius = 1;
+  /// Opacity of each point in [0, 1]; < 1 shows density through overdraw.
+  double alpha = 0.5;
+};
+
+/// Scatter plot of several series on one axes box.
+void scatter_png(const std::string& path, const std::vector<Series>& series,
+                 const PlotOptions& options = {});
+
+/// Several scatter panels side by side in one PNG, each with its own title and
+/// the same data range (so they can be compared).
+void panels_png(const std::string& path, const std::vector<std::vector<Series>>& panels,
+                const std::vector<std::string>& titles, const PlotOptions& options = {});
+
+/// Heat map of values on a grid: `values` [H, W] (row 0 is the top, i.e. y = ymax) over
+/// `range` = {xmin, xmax, ymin, ymax}, colored with a perceptual (viridis-like) map.
+void heatmap_png(const std::string& path, const at::Tensor& values, std::array<double, 4> range,
+                 const PlotOptions& options = {});
+
+/// Trajectories: `paths` [T, N, 2] (time-major), each drawn as a polyline, with the
+/// start points (index 0) and end points (index T-1) marked in distinct colors.
+void trajectories_png(const std::string& path, const at::Tensor& paths,
+                      const PlotOptions& options = {});
+
+}  // namespace cnf::io

@@ -1,0 +1,90 @@
+// cnf/nn/velocity.h — velocity-field networks: v_t(x) = forward(x, t).
+//
+// x: [B, ...features], t: [B] (floating point, broadcast inside). Every network of cnf
+// derives from VelocityFieldImpl so solvers, objectives and checkpoints take any of them.
+#pragma once
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/sequential.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cnf/core/registry.h"
+
+namespace cnf::nn {
+
+class VelocityFieldImpl : public torch::nn::Module {
+ public:
+  /// v_t(x) for x: [B, ...], t: [B].
+  virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) = 0;
+  /// Shape of one sample (e.g. {2} or {1, 28, 28}).
+  virtual std::vector<int64_t> sample_shape() const = 0;
+};
+using VelocityField = std::shared_ptr<VelocityFieldImpl>;
+
+/// Element-wise activations the MLP offers, by name.
+enum class Activation { tanh, relu, silu, selu, gelu, softplus };
+Activation parse_activation(const std::string& name);
+std::string activation_name(Activation a);
+torch::Tensor activate(Activation a, const torch::Tensor& x);
+
+/// How time enters the MLP: appended as one input ("concat"), or as sin/cos Fourier
+/// features of `fourier_features` log-spaced frequencies ("fourier"; Tancik et al. 2020).
+enum class TimeEmbedding { concat, fourier };
+TimeEmbedding parse_time_embedding(const std::string& name);
+std::string time_embedding_name(TimeEmbedding e);
+
+/// Options of the time-conditioned MLP, LibTorch style:
+///   MLPOptions(2).width(64).depth(3).activation("selu")
+struct MLPOptions {
+  explicit MLPOptions(int64_t dim) : dim_(dim) {}
+  TORCH_ARG(int64_t, dim);
+  /// Hidden units per layer.
+  TORCH_ARG(int64_t, width) = 64;
+  /// Number of hidden layers (depth 3 means 3 hidden layers, 4 linear maps).
+  TORCH_ARG(int64_t, depth) = 3;
+  TORCH_ARG(std::string, activation) = "selu";
+  TORCH_ARG(std::string, time_embedding) = "concat";
+  TORCH_ARG(int64_t, fourier_features) = 8;
+};
+
+/// Multilayer perceptron [x, embed(t)] -> width x depth -> dim.
+class MLPVelocityImpl : public VelocityFieldImpl {
+ public:
+  explicit MLPVelocityImpl(const MLPOptions& options);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override;
+  std::vector<int64_t> sample_shape() const override { return {options.dim()}; }
+  /// The input fed to the first layer: [x, embed(t)].
+  torch::Tensor embed_input(const torch::Tensor& x, const torch::Tensor& t) const;
+
+  MLPOptions options;
+  Activation activation;
+  TimeEmbedding time_embedding;
+  std::vector<torch::nn::Linear> layers;
+  torch::Tensor frequencies;  // buffer, fourier embedding only
+};
+TORCH_MODULE(MLPVelocity);
+
+/// Generic description of a velocity-field network, as read from flags or a checkpoint.
+struct ModelSpec {
+  std::string arch = "mlp";
+  int64_t dim = 2;
+  int64_t width = 64;
+  int64_t depth = 3;
+  std::string activation = "selu";
+  std::string time_embedding = "concat";
+  int64_t fourier_features = 8;
+};
+
+/// Builds the network named by `spec.arch` (registry: mlp).
+VelocityField make_model(const ModelSpec& spec);
+std::vector<std::string> model_names();
+
+/// Number of trainable scalars.
+int64_t count_parameters(const torch::nn::Module& m);
+
+}  // namespace cnf::nn

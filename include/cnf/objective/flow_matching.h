@@ -1,0 +1,43 @@
+// cnf/objective/flow_matching.h — conditional flow matching on an affine path.
+//
+//   L(theta) = E_{t, (x_0, x_1) ~ coupling} || v_theta(x_t, t) - (d_alpha_t x_0 + d_sigma_t x_1) ||^2
+//
+// with t ~ U[t_min, 1] (Lipman et al., ICLR 2023, eq. 9 / 23; Albergo & Vanden-Eijnden
+// 2023; Liu et al. 2023 for the rectified (condot, sigma_min = 0) case). Its minimizer is
+// the marginal velocity u_t(x) = E[d_alpha_t x_0 + d_sigma_t x_1 | x_t = x].
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <map>
+#include <string>
+
+#include "cnf/nn/velocity.h"
+#include "cnf/path/schedule.h"
+
+namespace cnf::objective {
+
+/// A training minibatch: data x_0 and noise (or prior samples) x_1, already coupled.
+struct Batch {
+  at::Tensor x_0, x_1;
+};
+
+/// A scalar loss and named diagnostics (detached tensors; read them only when logging).
+struct LossResult {
+  at::Tensor loss;
+  std::map<std::string, at::Tensor> diagnostics;
+};
+
+struct FlowMatchingOptions {
+  path::SchedulePtr schedule;
+  /// Times are drawn from U[t_min, t_max]; t_min < 0 means "the schedule's t_min()".
+  double t_min = -1.0;
+  double t_max = 1.0;
+};
+
+/// Conditional flow-matching loss of `field` on `batch`; t drawn from `gen`.
+LossResult flow_matching_loss(nn::VelocityFieldImpl& field, const Batch& batch,
+                              const FlowMatchingOptions& options, at::Generator& gen);
+
+}  // namespace cnf::objective

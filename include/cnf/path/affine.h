@@ -1,0 +1,54 @@
+// cnf/path/affine.h — sampling an affine path and everything derived from a schedule.
+//
+//   x_t  = alpha_t x_0 + sigma_t x_1                  (x_0 data, x_1 noise)
+//   u_t  = d_alpha_t x_0 + d_sigma_t x_1              (conditional target velocity)
+//   f(t) = d log alpha_t / dt,  g(t)^2 = d sigma_t^2 / dt - 2 f(t) sigma_t^2
+//   score = -E[x_1 | x_t] / sigma_t
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "cnf/path/schedule.h"
+
+namespace cnf::path {
+
+/// One draw from the conditional path: x_t and its conditional velocity dx_t.
+struct PathSample {
+  at::Tensor t;     ///< [B]
+  at::Tensor x_t;   ///< [B, ...]
+  at::Tensor dx_t;  ///< [B, ...] the flow-matching target u_t(x_t | x_0, x_1)
+};
+
+/// Broadcasts a per-sample quantity `a` of shape [B] against `like` of shape [B, ...].
+at::Tensor expand_as_batch(const at::Tensor& a, const at::Tensor& like);
+
+/// x_t and the target velocity at times `t` ([B]) between data x_0 and noise x_1.
+PathSample sample_path(const Schedule& schedule, const at::Tensor& x_0, const at::Tensor& x_1,
+                       const at::Tensor& t);
+
+/// What a network predicts. All four are interchangeable given (alpha_t, sigma_t, ...).
+enum class Param { velocity, score, data, noise };
+
+/// "velocity", "score", "data" (x_0-prediction), "noise" (x_1 / epsilon-prediction).
+Param parse_param(const std::string& name);
+std::string param_name(Param p);
+
+/// The one conversion between parameterizations (DESIGN.md §1): reads `pred` as `from`
+/// at state `x_t` and time `t` ([B]) and returns it as `to`. Through the pair
+/// (x0_hat, x1_hat) solving  [alpha sigma; d_alpha d_sigma] [x0; x1] = [x_t; v].
+at::Tensor convert(const Schedule& schedule, const at::Tensor& pred, Param from, Param to,
+                   const at::Tensor& x_t, const at::Tensor& t);
+
+/// Drift and diffusion coefficients of the forward SDE dx = f(t) x dt + g(t) dw whose
+/// marginals given x_0 are N(alpha_t x_0, sigma_t^2 I).
+struct SDECoefficients {
+  at::Tensor f, g;
+};
+SDECoefficients sde_coefficients(const Schedule& schedule, const at::Tensor& t);
+
+/// Log signal-to-noise ratio lambda_t = log(alpha_t / sigma_t).
+at::Tensor log_snr(const Schedule& schedule, const at::Tensor& t);
+
+}  // namespace cnf::path

@@ -1,0 +1,112 @@
+// cnf/path/schedule.h — affine probability paths x_t = alpha_t x_0 + sigma_t x_1.
+//
+// Time runs from data (t = 0) to noise (t = 1), see shared/DESIGN.md. (Lipman et al.,
+// "Flow Matching for Generative Modeling", ICLR 2023, and the facebookresearch
+// flow_matching library put data at t = 1; t -> 1 - t maps between the two.)
+//
+// A schedule returns (alpha_t, sigma_t, d_alpha_t, d_sigma_t). Everything else — the
+// conditional target velocity, the SDE coefficients f and g, the signal-to-noise ratio,
+// conversions between parameterizations — is derived from these four in one place
+// (path/affine.h), never re-derived per schedule.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+
+#include "cnf/core/registry.h"
+
+namespace cnf::path {
+
+/// alpha_t, sigma_t and their time derivatives, each with the shape of `t`.
+struct ScheduleValues {
+  at::Tensor alpha_t, sigma_t, d_alpha_t, d_sigma_t;
+};
+
+class Schedule {
+ public:
+  virtual ~Schedule() = default;
+  /// The four coefficients at times `t` (any shape, floating point).
+  virtual ScheduleValues operator()(const at::Tensor& t) const = 0;
+  /// The registry name and the parameters, e.g. "vp(beta_min=0.1, beta_max=20)".
+  virtual std::string describe() const = 0;
+  /// Smallest time at which training and likelihoods may evaluate the path: where
+  /// sigma_t -> 0 makes d_sigma_t or the score blow up (VP, VE), it is > 0.
+  virtual double t_min() const { return 0.0; }
+
+  /// Convenience for solvers, whose time is a double (float64 arithmetic).
+  ScheduleValues at_time(double t) const;
+};
+
+using SchedulePtr = std::shared_ptr<const Schedule>;
+
+/// Conditional OT / rectified path: alpha_t = 1 - t, sigma_t = sigma_min + (1 - sigma_min) t.
+/// Lipman et al. 2023, eq. (20) under t -> 1 - t; sigma_min = 0 is rectified flow
+/// (Liu et al. 2023).
+class CondOT final : public Schedule {
+ public:
+  explicit CondOT(double sigma_min = 0.0);
+  ScheduleValues operator()(const at::Tensor& t) const override;
+  std::string describe() const override;
+  double sigma_min() const { return sigma_min_; }
+
+ private:
+  double sigma_min_;
+};
+
+/// Variance-preserving path with a linear beta(t) = beta_min + t (beta_max - beta_min):
+/// alpha_t = exp(-1/2 int_0^t beta), sigma_t = sqrt(1 - alpha_t^2) (Song et al., ICLR 2021).
+class VP final : public Schedule {
+ public:
+  explicit VP(double beta_min = 0.1, double beta_max = 20.0);
+  ScheduleValues operator()(const at::Tensor& t) const override;
+  std::string describe() const override;
+  double t_min() const override { return 1e-3; }
+
+ private:
+  double beta_min_, beta_max_;
+};
+
+/// Sub-VP path: alpha_t as VP, sigma_t = 1 - alpha_t^2 (Song et al., ICLR 2021, eq. 34).
+class SubVP final : public Schedule {
+ public:
+  explicit SubVP(double beta_min = 0.1, double beta_max = 20.0);
+  ScheduleValues operator()(const at::Tensor& t) const override;
+  std::string describe() const override;
+  double t_min() const override { return 1e-3; }
+
+ private:
+  double beta_min_, beta_max_;
+};
+
+/// Variance-exploding path: alpha_t = 1, sigma_t = sigma_min (sigma_max / sigma_min)^t.
+/// Note alpha_1 = 1: the prior at t = 1 is N(0, sigma_max^2 I) up to the data's spread.
+class VE final : public Schedule {
+ public:
+  explicit VE(double sigma_min = 0.01, double sigma_max = 10.0);
+  ScheduleValues operator()(const at::Tensor& t) const override;
+  std::string describe() const override;
+
+ private:
+  double sigma_min_, sigma_max_;
+};
+
+/// Cosine path: alpha_t = cos(pi t / 2), sigma_t = sin(pi t / 2) (variance preserving,
+/// trigonometric interpolant; Albergo & Vanden-Eijnden 2023).
+class Cosine final : public Schedule {
+ public:
+  ScheduleValues operator()(const at::Tensor& t) const override;
+  std::string describe() const override;
+};
+
+/// Factory signature of the schedule registry (default parameters).
+using ScheduleFactory = SchedulePtr (*)();
+
+/// Every schedule cnf offers, by name: condot, vp, subvp, ve, cosine.
+const Registry<ScheduleFactory>& schedules();
+
+/// Builds a schedule from its registry name; `sigma_min` applies to condot.
+SchedulePtr make_schedule(const std::string& name, double sigma_min = 0.0);
+
+}  // namespace cnf::path

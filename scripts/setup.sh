@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages cnf needs, only those that are missing.
+# Idempotent; runs as root (or through sudo when available).
+set -euo pipefail
+
+PACKAGES=(
+  cmake g++ make ccache pkg-config
+  libtorch-dev            # LibTorch 1.13.1 (calls the system libblas.so.3)
+  libopenblas0-pthread    # fast BLAS behind libblas.so.3 (25x the reference BLAS)
+  liblemon-dev            # network simplex for exact optimal transport
+  libtomlplusplus-dev     # TOML config files
+  libcli11-dev            # command-line parsing
+  nlohmann-json3-dev      # metrics.json and --json output
+  libstb-dev              # stb_image_write for PNG files
+  libgtest-dev libgmock-dev googletest
+  libbenchmark-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    echo "setup: missing packages (${missing[*]}) and not root; run as root: apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,112 @@
+#include "cnf/nn/velocity.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "cnf/core/error.h"
+
+namespace cnf::nn {
+
+namespace {
+const Registry<Activation>& activations() {
+  static const Registry<Activation> r("activation", {{"tanh", Activation::tanh},
+                                                     {"relu", Activation::relu},
+                                                     {"silu", Activation::silu},
+                                                     {"selu", Activation::selu},
+                                                     {"gelu", Activation::gelu},
+                                                     {"softplus", Activation::softplus}});
+  return r;
+}
+const Registry<TimeEmbedding>& embeddings() {
+  static const Registry<TimeEmbedding> r(
+      "time embedding", {{"concat", TimeEmbedding::concat}, {"fourier", TimeEmbedding::fourier}});
+  return r;
+}
+template <class T>
+std::string name_of(const Registry<T>& r, T value) {
+  for (const auto& [name, v] : r.entries())
+    if (v == value) return name;
+  return "?";
+}
+}  // namespace
+
+Activation parse_activation(const std::string& name) { return activations().get(name); }
+std::string activation_name(Activation a) { return name_of(activations(), a); }
+TimeEmbedding parse_time_embedding(const std::string& name) { return embeddings().get(name); }
+std::string time_embedding_name(TimeEmbedding e) { return name_of(embeddings(), e); }
+
+torch::Tensor activate(Activation a, const torch::Tensor& x) {
+  switch (a) {
+    case Activation::tanh: return torch::tanh(x);
+    case Activation::relu: return torch::relu(x);
+    case Activation::silu: return torch::silu(x);
+    case Activation::selu: return torch::selu(x);
+    case Activation::gelu: return torch::gelu(x);
+    case Activation::softplus: return torch::softplus(x);
+  }
+  return x;
+}
+
+MLPVelocityImpl::MLPVelocityImpl(const MLPOptions& o)
+    : options(o),
+      activation(parse_activation(o.activation())),
+      time_embedding(parse_time_embedding(o.time_embedding())) {
+  CNF_CHECK(o.dim() >= 1, "mlp dim must be >= 1, got ", o.dim());
+  CNF_CHECK(o.width() >= 1, "mlp width must be >= 1, got ", o.width());
+  CNF_CHECK(o.depth() >= 1, "mlp depth must be >= 1, got ", o.depth());
+  int64_t t_dim = 1;
+  if (time_embedding == TimeEmbedding::fourier) {
+    CNF_CHECK(o.fourier_features() >= 1, "fourier_features must be >= 1, got ",
+              o.fourier_features());
+    // Frequencies pi * 2^k, k = 0..F-1: resolves features down to 2^-F in time.
+    frequencies = register_buffer(
+        "frequencies", M_PI * torch::pow(2.0, torch::arange(o.fourier_features(), torch::kFloat)));
+    t_dim = 2 * o.fourier_features();
+  }
+  int64_t in = o.dim() + t_dim;
+  for (int64_t k = 0; k <= o.depth(); ++k) {
+    int64_t out = k == o.depth() ? o.dim() : o.width();
+    layers.push_back(register_module("layer" + std::to_string(k), torch::nn::Linear(in, out)));
+    in = out;
+  }
+}
+
+torch::Tensor MLPVelocityImpl::embed_input(const torch::Tensor& x, const torch::Tensor& t) const {
+  auto tt = t.to(x.scalar_type()).reshape({-1, 1});
+  if (tt.size(0) == 1 && x.size(0) != 1) tt = tt.expand({x.size(0), 1});
+  if (time_embedding == TimeEmbedding::concat) return torch::cat({x, tt}, 1);
+  auto phase = tt * frequencies.to(x.scalar_type()).unsqueeze(0);
+  return torch::cat({x, torch::sin(phase), torch::cos(phase)}, 1);
+}
+
+torch::Tensor MLPVelocityImpl::forward(const torch::Tensor& x, const torch::Tensor& t) {
+  auto h = embed_input(x.reshape({x.size(0), -1}), t);
+  const auto n = layers.size();
+  for (size_t k = 0; k < n; ++k) {
+    h = layers[k]->forward(h);
+    if (k + 1 < n) h = activate(activation, h);
+  }
+  return h.view(x.sizes());
+}
+
+VelocityField make_model(const ModelSpec& spec) {
+  if (spec.arch == "mlp")
+    return std::make_shared<MLPVelocityImpl>(MLPOptions(spec.dim)
+                                                 .width(spec.width)
+                                                 .depth(spec.depth)
+                                                 .activation(spec.activation)
+                                                 .time_embedding(spec.time_embedding)
+                                                 .fourier_features(spec.fourier_features));
+  fail("unknown model architecture '", spec.arch, "'; valid names: mlp");
+}
+
+std::vector<std::string> model_names() { return {"mlp"}; }
+
+int64_t count_parameters(const torch::nn::Module& m) {
+  int64_t n = 0;
+  for (const auto& p : m.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace cnf::nn

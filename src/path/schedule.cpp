@@ -1,0 +1,111 @@
+#include "cnf/path/schedule.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "cnf/core/error.h"
+
+namespace cnf::path {
+
+ScheduleValues Schedule::at_time(double t) const {
+  return (*this)(torch::full({}, t, torch::kFloat64));
+}
+
+CondOT::CondOT(double sigma_min) : sigma_min_(sigma_min) {
+  CNF_CHECK(sigma_min >= 0.0 && sigma_min < 1.0, "condot sigma_min must be in [0, 1), got ",
+            sigma_min);
+}
+ScheduleValues CondOT::operator()(const at::Tensor& t) const {
+  return {1.0 - t, sigma_min_ + (1.0 - sigma_min_) * t, -torch::ones_like(t),
+          torch::full_like(t, 1.0 - sigma_min_)};
+}
+std::string CondOT::describe() const {
+  return "condot(sigma_min=" + std::to_string(sigma_min_) + ")";
+}
+
+namespace {
+void check_beta(const char* name, double beta_min, double beta_max) {
+  CNF_CHECK(beta_min > 0.0 && beta_max >= beta_min, name,
+            " needs 0 < beta_min <= beta_max, got beta_min=", beta_min, " beta_max=", beta_max);
+}
+// log alpha_t = -1/2 int_0^t beta(s) ds and its derivative -1/2 beta(t).
+std::pair<at::Tensor, at::Tensor> vp_log_alpha(const at::Tensor& t, double b0, double b1) {
+  auto log_alpha = -0.5 * (b0 * t + 0.5 * (b1 - b0) * t * t);
+  auto d_log_alpha = -0.5 * (b0 + (b1 - b0) * t);
+  return {log_alpha, d_log_alpha};
+}
+}  // namespace
+
+VP::VP(double beta_min, double beta_max) : beta_min_(beta_min), beta_max_(beta_max) {
+  check_beta("vp", beta_min, beta_max);
+}
+ScheduleValues VP::operator()(const at::Tensor& t) const {
+  auto [log_alpha, d_log_alpha] = vp_log_alpha(t, beta_min_, beta_max_);
+  auto alpha = torch::exp(log_alpha);
+  auto d_alpha = alpha * d_log_alpha;
+  // sigma^2 = 1 - alpha^2 = -expm1(2 log alpha): accurate near t = 0.
+  auto sigma = torch::sqrt(-torch::expm1(2.0 * log_alpha));
+  auto d_sigma = -alpha * d_alpha / sigma;
+  return {alpha, sigma, d_alpha, d_sigma};
+}
+std::string VP::describe() const {
+  return "vp(beta_min=" + std::to_string(beta_min_) + ", beta_max=" + std::to_string(beta_max_) +
+         ")";
+}
+
+SubVP::SubVP(double beta_min, double beta_max) : beta_min_(beta_min), beta_max_(beta_max) {
+  check_beta("subvp", beta_min, beta_max);
+}
+ScheduleValues SubVP::operator()(const at::Tensor& t) const {
+  auto [log_alpha, d_log_alpha] = vp_log_alpha(t, beta_min_, beta_max_);
+  auto alpha = torch::exp(log_alpha);
+  auto d_alpha = alpha * d_log_alpha;
+  auto sigma = -torch::expm1(2.0 * log_alpha);
+  auto d_sigma = -2.0 * alpha * d_alpha;
+  return {alpha, sigma, d_alpha, d_sigma};
+}
+std::string SubVP::describe() const {
+  return "subvp(beta_min=" + std::to_string(beta_min_) + ", beta_max=" +
+         std::to_string(beta_max_) + ")";
+}
+
+VE::VE(double sigma_min, double sigma_max) : sigma_min_(sigma_min), sigma_max_(sigma_max) {
+  CNF_CHECK(sigma_min > 0.0 && sigma_max > sigma_min, "ve needs 0 < sigma_min < sigma_max, got ",
+            "sigma_min=", sigma_min, " sigma_max=", sigma_max);
+}
+ScheduleValues VE::operator()(const at::Tensor& t) const {
+  const double log_ratio = std::log(sigma_max_ / sigma_min_);
+  auto sigma = sigma_min_ * torch::exp(log_ratio * t);
+  return {torch::ones_like(t), sigma, torch::zeros_like(t), sigma * log_ratio};
+}
+std::string VE::describe() const {
+  return "ve(sigma_min=" + std::to_string(sigma_min_) + ", sigma_max=" +
+         std::to_string(sigma_max_) + ")";
+}
+
+ScheduleValues Cosine::operator()(const at::Tensor& t) const {
+  const double h = M_PI / 2.0;
+  auto c = torch::cos(h * t), s = torch::sin(h * t);
+  return {c, s, -h * s, h * c};
+}
+std::string Cosine::describe() const { return "cosine"; }
+
+const Registry<ScheduleFactory>& schedules() {
+  static const Registry<ScheduleFactory> registry(
+      "schedule", {
+                      {"condot", [] { return SchedulePtr(std::make_shared<CondOT>()); }},
+                      {"vp", [] { return SchedulePtr(std::make_shared<VP>()); }},
+                      {"subvp", [] { return SchedulePtr(std::make_shared<SubVP>()); }},
+                      {"ve", [] { return SchedulePtr(std::make_shared<VE>()); }},
+                      {"cosine", [] { return SchedulePtr(std::make_shared<Cosine>()); }},
+                  });
+  return registry;
+}
+
+SchedulePtr make_schedule(const std::string& name, double sigma_min) {
+  if (name == "condot") return std::make_shared<CondOT>(sigma_min);
+  return schedules().get(name)();
+}
+
+}  // namespace cnf::path

@@ -1,0 +1,312 @@
+#include "cnf/train/trainer.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+
+#include "cnf/core/error.h"
+#include "cnf/core/runtime.h"
+#include "cnf/io/files.h"
+
+namespace cnf::train {
+
+// ---------------------------------------------------------------------------- FlowSpec
+
+std::string FlowSpec::serialize() const {
+  std::ostringstream os;
+  os.precision(17);
+  os << "arch=" << model.arch << "\ndim=" << model.dim << "\nwidth=" << model.width
+     << "\ndepth=" << model.depth << "\nactivation=" << model.activation
+     << "\ntime_embedding=" << model.time_embedding
+     << "\nfourier_features=" << model.fourier_features << "\nschedule=" << schedule
+     << "\nsigma_min=" << sigma_min << "\ndata=" << data << "\nprior=" << prior << "\n";
+  return os.str();
+}
+
+FlowSpec FlowSpec::parse(const std::string& text, const std::string& origin) {
+  FlowSpec s;
+  std::istringstream is(text);
+  std::string line;
+  int lineno = 0;
+  while (std::getline(is, line)) {
+    ++lineno;
+    if (line.empty()) continue;
+    auto eq = line.find('=');
+    CNF_CHECK(eq != std::string::npos, origin, ": flow spec line ", lineno, " '", line,
+              "' is not key=value");
+    auto key = line.substr(0, eq), value = line.substr(eq + 1);
+    try {
+      if (key == "arch") s.model.arch = value;
+      else if (key == "dim") s.model.dim = std::stoll(value);
+      else if (key == "width") s.model.width = std::stoll(value);
+      else if (key == "depth") s.model.depth = std::stoll(value);
+      else if (key == "activation") s.model.activation = value;
+      else if (key == "time_embedding") s.model.time_embedding = value;
+      else if (key == "fourier_features") s.model.fourier_features = std::stoll(value);
+      else if (key == "schedule") s.schedule = value;
+      else if (key == "sigma_min") s.sigma_min = std::stod(value);
+      else if (key == "data") s.data = value;
+      else if (key == "prior") s.prior = value;
+      else fail(origin, ": unknown flow spec field '", key, "' on line ", lineno);
+    } catch (const std::logic_error&) {
+      fail(origin, ": flow spec field '", key, "' has a bad value '", value, "'");
+    }
+  }
+  return s;
+}
+
+path::SchedulePtr FlowSpec::make_schedule() const { return path::make_schedule(schedule, sigma_min); }
+
+// ------------------------------------------------------------------------ TrainOptions
+
+void TrainOptions::validate() const {
+  CNF_CHECK(steps >= 0, "steps must be >= 0, got ", steps);
+  CNF_CHECK(batch_size >= 1, "batch_size must be >= 1, got ", batch_size);
+  CNF_CHECK(optimizer == "adam" || optimizer == "adamw", "unknown optimizer '", optimizer,
+            "'; valid names: adam, adamw");
+  CNF_CHECK(lr > 0 && std::isfinite(lr), "lr must be > 0, got ", lr);
+  CNF_CHECK(weight_decay >= 0, "weight_decay must be >= 0, got ", weight_decay);
+  CNF_CHECK(lr_schedule == "constant" || lr_schedule == "cosine" || lr_schedule == "linear",
+            "unknown lr_schedule '", lr_schedule, "'; valid names: constant, cosine, linear");
+  CNF_CHECK(warmup_steps >= 0, "warmup_steps must be >= 0, got ", warmup_steps);
+  CNF_CHECK(grad_clip >= 0, "grad_clip must be >= 0 (0 disables it), got ", grad_clip);
+  CNF_CHECK(ema_decay >= 0 && ema_decay < 1, "ema_decay must be in [0, 1) (0 disables it), got ",
+            ema_decay);
+}
+
+double learning_rate(const TrainOptions& o, int64_t step) {
+  double factor = 1.0;
+  if (o.warmup_steps > 0 && step < o.warmup_steps)
+    factor = static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
+  const double span = static_cast<double>(std::max<int64_t>(1, o.steps - o.warmup_steps));
+  const double progress =
+      std::clamp(static_cast<double>(step - o.warmup_steps) / span, 0.0, 1.0);
+  if (o.lr_schedule == "cosine") factor *= 0.5 * (1.0 + std::cos(M_PI * progress));
+  if (o.lr_schedule == "linear") factor *= 1.0 - progress;
+  return o.lr * factor;
+}
+
+// ----------------------------------------------------------------------------- Trainer
+
+struct Trainer::State {
+  FlowSpec spec;
+  TrainOptions opt;
+  data::SourcePtr data, prior;
+  path::SchedulePtr schedule;
+  coupling::CouplingPtr coupling;
+  nn::VelocityField model, ema;
+  std::vector<torch::Tensor> params, ema_params;
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  at::Generator gen;
+  int64_t step = 0;
+};
+
+namespace {
+void set_lr(torch::optim::Optimizer& opt, const std::string& kind, double lr) {
+  for (auto& group : opt.param_groups()) {
+    if (kind == "adamw")
+      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+    else
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+  }
+}
+
+at::Tensor generator_state(at::Generator gen) {  // a handle: the copy shares the state
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return at::Tensor(gen.get_state());
+}
+void set_generator_state(at::Generator& gen, const at::Tensor& state) {
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+std::string read_string(torch::serialize::InputArchive& ar, const std::string& key,
+                        const std::string& path) {
+  c10::IValue v;
+  CNF_CHECK(ar.try_read(key, v) && v.isString(), "checkpoint '", path, "' has no '", key,
+            "' field; it was not written by cnf train (or is from an incompatible version)");
+  return v.toStringRef();
+}
+
+torch::serialize::InputArchive open_archive(const std::string& path) {
+  {
+    std::ifstream probe(path, std::ios::binary);
+    CNF_CHECK(probe.good(), "cannot open checkpoint '", path,
+              "': no such file or no permission; pass the .pt file written by cnf train");
+  }
+  torch::serialize::InputArchive ar;
+  try {
+    ar.load_from(path);
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    why = why.substr(0, why.find('\n'));
+    fail("checkpoint '", path, "' is truncated or not a cnf checkpoint (", why,
+         "); use an intact .pt file written by cnf train");
+  }
+  auto format = read_string(ar, "format", path);
+  CNF_CHECK(format == "cnf-checkpoint-1", "checkpoint '", path, "' has format '", format,
+            "', this cnf reads 'cnf-checkpoint-1'");
+  return ar;
+}
+
+void load_module(torch::serialize::InputArchive& ar, const std::string& key, torch::nn::Module& m,
+                 const std::string& path) {
+  torch::serialize::InputArchive sub;
+  CNF_CHECK(ar.try_read(key, sub), "checkpoint '", path, "' has no '", key, "' weights");
+  try {
+    m.load(sub);
+  } catch (const std::exception& e) {
+    std::string why = e.what();
+    fail("checkpoint '", path, "': the '", key, "' weights do not fit the network of its spec (",
+         why.substr(0, why.find('\n')), ")");
+  }
+}
+}  // namespace
+
+Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data::SourcePtr prior)
+    : s_(std::make_unique<State>()) {
+  options.validate();
+  CNF_CHECK(data && prior, "trainer needs a data source and a prior");
+  CNF_CHECK(data->dim() == prior->dim(), "data '", data->spec(), "' has dimension ", data->dim(),
+            " but prior '", prior->spec(), "' has dimension ", prior->dim(),
+            "; use sources of equal dimension");
+  spec.model.dim = data->dim();
+  s_->spec = spec;
+  s_->opt = options;
+  s_->data = std::move(data);
+  s_->prior = std::move(prior);
+  s_->schedule = spec.make_schedule();
+  s_->coupling = coupling::make_coupling(options.coupling);
+  s_->gen = make_generator(options.seed);
+  {
+    // Weight initialization draws from LibTorch's global generator: seed it from ours.
+    torch::manual_seed(options.seed);
+    s_->model = nn::make_model(spec.model);
+  }
+  s_->model->to(options.device);
+  s_->params = s_->model->parameters();
+  if (options.ema_decay > 0) {
+    s_->ema = nn::make_model(spec.model);
+    s_->ema->to(options.device);
+    s_->ema_params = s_->ema->parameters();
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < s_->params.size(); ++i) {
+      s_->ema_params[i].copy_(s_->params[i]);
+      s_->ema_params[i].set_requires_grad(false);
+    }
+  }
+  if (options.optimizer == "adamw")
+    s_->optimizer = std::make_unique<torch::optim::AdamW>(
+        s_->params, torch::optim::AdamWOptions(options.lr).weight_decay(options.weight_decay));
+  else
+    s_->optimizer = std::make_unique<torch::optim::Adam>(
+        s_->params, torch::optim::AdamOptions(options.lr).weight_decay(options.weight_decay));
+}
+
+Trainer::~Trainer() = default;
+
+objective::LossResult Trainer::step() {
+  auto& s = *s_;
+  const auto& o = s.opt;
+  auto x_0 = s.data->sample(o.batch_size, s.gen).to(o.device);
+  auto x_1 = s.prior->sample(o.batch_size, s.gen).to(o.device);
+  auto [a, b] = s.coupling->pair(x_0, x_1, s.gen);
+  s.optimizer->zero_grad();
+  objective::FlowMatchingOptions fm;
+  fm.schedule = s.schedule;
+  auto result = objective::flow_matching_loss(*s.model, {a, b}, fm, s.gen);
+  const double loss = result.loss.item<double>();
+  CNF_CHECK(std::isfinite(loss), "training diverged at step ", s.step + 1, ": the loss is ", loss,
+            "; lower --lr, set --grad-clip, or check the data for outliers");
+  result.loss.backward();
+  if (o.grad_clip > 0) {
+    const double norm = torch::nn::utils::clip_grad_norm_(s.params, o.grad_clip);
+    CNF_CHECK(std::isfinite(norm), "training diverged at step ", s.step + 1,
+              ": the gradient norm is ", norm, "; lower --lr or check the data for outliers");
+    result.diagnostics["grad_norm"] = torch::tensor(norm);
+  }
+  set_lr(*s.optimizer, o.optimizer, learning_rate(o, s.step));
+  s.optimizer->step();
+  if (s.ema) {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < s.params.size(); ++i)
+      s.ema_params[i].mul_(o.ema_decay).add_(s.params[i], 1.0 - o.ema_decay);
+  }
+  ++s.step;
+  return result;
+}
+
+void Trainer::run(const StepCallback& on_step) {
+  s_->model->train();
+  while (s_->step < s_->opt.steps) {
+    auto r = step();
+    if (on_step && !on_step(s_->step, r)) break;
+  }
+}
+
+void Trainer::save(const std::string& path, const std::string& config_text) const {
+  const auto& s = *s_;
+  torch::serialize::OutputArchive ar;
+  ar.write("format", c10::IValue(std::string("cnf-checkpoint-1")));
+  ar.write("spec", c10::IValue(s.spec.serialize()));
+  ar.write("config", c10::IValue(config_text));
+  ar.write("step", c10::IValue(s.step));
+  ar.write("rng", generator_state(s.gen));
+  torch::serialize::OutputArchive model_ar, opt_ar;
+  s.model->save(model_ar);
+  ar.write("model", model_ar);
+  if (s.ema) {
+    torch::serialize::OutputArchive ema_ar;
+    s.ema->save(ema_ar);
+    ar.write("ema", ema_ar);
+  }
+  s.optimizer->save(opt_ar);
+  ar.write("optimizer", opt_ar);
+  io::write_atomic(path, [&](std::ostream& os) { ar.save_to(os); });
+}
+
+void Trainer::resume(const std::string& path) {
+  auto& s = *s_;
+  auto ar = open_archive(path);
+  auto stored = read_string(ar, "spec", path);
+  CNF_CHECK(stored == s.spec.serialize(), "checkpoint '", path,
+            "' was trained with a different model/path/data spec:\n", stored,
+            "use the same options to resume, or start a new run");
+  load_module(ar, "model", *s.model, path);
+  if (s.ema) load_module(ar, "ema", *s.ema, path);
+  torch::serialize::InputArchive opt_ar;
+  CNF_CHECK(ar.try_read("optimizer", opt_ar), "checkpoint '", path, "' has no optimizer state");
+  s.optimizer->load(opt_ar);
+  c10::IValue step;
+  CNF_CHECK(ar.try_read("step", step) && step.isInt(), "checkpoint '", path, "' has no step");
+  s.step = step.toInt();
+  at::Tensor rng;
+  CNF_CHECK(ar.try_read("rng", rng), "checkpoint '", path, "' has no generator state");
+  set_generator_state(s.gen, rng);
+}
+
+int64_t Trainer::steps_done() const { return s_->step; }
+const FlowSpec& Trainer::spec() const { return s_->spec; }
+const TrainOptions& Trainer::options() const { return s_->opt; }
+nn::VelocityField Trainer::model() const { return s_->model; }
+nn::VelocityField Trainer::ema_model() const { return s_->ema ? s_->ema : s_->model; }
+
+Checkpoint load_checkpoint(const std::string& path, c10::Device device) {
+  auto ar = open_archive(path);
+  Checkpoint c;
+  c.spec = FlowSpec::parse(read_string(ar, "spec", path), path);
+  c.config = read_string(ar, "config", path);
+  c10::IValue step;
+  if (ar.try_read("step", step) && step.isInt()) c.step = step.toInt();
+  c.model = nn::make_model(c.spec.model);
+  torch::serialize::InputArchive probe;
+  load_module(ar, ar.try_read("ema", probe) ? "ema" : "model", *c.model, path);
+  c.model->to(device);
+  c.model->eval();
+  return c;
+}
+
+}  // namespace cnf::train

@@ -1,0 +1,450 @@
+// io: NPY and CSV readers/writers, atomic writes, PNG plots and the progress report.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "cnf/core/error.h"
+#include "cnf/io/files.h"
+#include "cnf/io/plot.h"
+#include "cnf/io/progress.h"
+
+namespace fs = std::filesystem;
+using namespace cnf;
+
+namespace {
+
+/// A fresh folder per test, removed afterwards.
+class TempDir {
+ public:
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = fs::temp_directory_path() / ("cnf-io-" + std::to_string(::getpid()) + "-" +
+                                         info->test_suite_name() + "-" + info->name());
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+/// An .npy file assembled by hand: magic, version, little-endian header length, the
+/// header dict padded with spaces and a newline, then `data` verbatim.
+std::string npy_bytes(const std::string& dict, const std::string& data, int major = 1) {
+  std::string header = dict;
+  const size_t preamble = major == 1 ? 10 : 12;
+  while ((preamble + header.size() + 1) % 64 != 0) header.push_back(' ');
+  header.push_back('\n');
+  std::string out = "\x93NUMPY";
+  out.push_back(static_cast<char>(major));
+  out.push_back(0);
+  const size_t n = header.size();
+  out.push_back(static_cast<char>(n & 0xff));
+  out.push_back(static_cast<char>((n >> 8) & 0xff));
+  if (major != 1) out.append(2, '\0');
+  return out + header + data;
+}
+
+template <class T>
+std::string raw(const std::vector<T>& values, bool big_endian = false) {
+  std::string out(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
+  if (big_endian)  // the test machine is little-endian (x86-64/aarch64)
+    for (size_t i = 0; i < values.size(); ++i)
+      std::reverse(out.begin() + i * sizeof(T), out.begin() + (i + 1) * sizeof(T));
+  return out;
+}
+
+io::Series points(const torch::Tensor& xy) {
+  io::Series s;
+  s.points = xy;
+  return s;
+}
+
+/// Runs `fn`, expecting cnf::Error whose message contains every one of `parts`.
+void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    for (const auto& part : parts)
+      EXPECT_NE(what.find(part), std::string::npos) << "'" << part << "' not in: " << what;
+    return;
+  }
+  ADD_FAILURE() << "expected cnf::Error";
+}
+
+}  // namespace
+
+// --- NPY -------------------------------------------------------------------------------
+
+TEST(NpyTest, RoundTripKeepsDtypeShapeAndBits) {
+  TempDir dir;
+  const std::vector<std::vector<int64_t>> shapes = {{}, {5}, {2, 3, 4}, {0, 3}};
+  for (auto dtype : {torch::kFloat32, torch::kFloat64, torch::kInt64}) {
+    for (const auto& shape : shapes) {
+      torch::Tensor x = dtype == torch::kInt64 ? torch::randint(-1000, 1000, shape, torch::kInt64)
+                                               : torch::randn(shape, torch::dtype(dtype));
+      const std::string path = dir.file("x.npy");
+      io::write_npy(path, x);
+      torch::Tensor y = io::read_npy(path);
+      EXPECT_EQ(y.scalar_type(), x.scalar_type());
+      EXPECT_EQ(y.sizes(), x.sizes());
+      // The payload is copied byte for byte, so equality is exact.
+      EXPECT_TRUE(torch::equal(y, x)) << "dtype " << dtype << " shape " << x.sizes();
+    }
+  }
+}
+
+TEST(NpyTest, RoundTripBoolUint8AndNonContiguous) {
+  TempDir dir;
+  torch::Tensor b = torch::tensor({true, false, true});
+  io::write_npy(dir.file("b.npy"), b);
+  EXPECT_TRUE(torch::equal(io::read_npy(dir.file("b.npy")), b));
+  torch::Tensor u = torch::arange(0, 256, torch::kUInt8);
+  io::write_npy(dir.file("u.npy"), u);
+  EXPECT_TRUE(torch::equal(io::read_npy(dir.file("u.npy")), u));
+  // A transposed view must be written in logical (C) order, not storage order.
+  torch::Tensor t = torch::arange(6, torch::kFloat64).reshape({2, 3}).t();
+  io::write_npy(dir.file("t.npy"), t);
+  EXPECT_TRUE(torch::equal(io::read_npy(dir.file("t.npy")), t));
+}
+
+TEST(NpyTest, WrittenHeaderFollowsTheNumpyFormat) {
+  TempDir dir;
+  io::write_npy(dir.file("v.npy"), torch::zeros({3}, torch::kFloat32));
+  const std::string bytes = read_bytes(dir.file("v.npy"));
+  ASSERT_GE(bytes.size(), 10u);
+  EXPECT_EQ(bytes.substr(0, 8), std::string("\x93NUMPY\x01\x00", 8));
+  const size_t header_len =
+      static_cast<unsigned char>(bytes[8]) | static_cast<unsigned char>(bytes[9]) << 8;
+  const std::string header = bytes.substr(10, header_len);
+  EXPECT_NE(header.find("'descr': '<f4'"), std::string::npos) << header;
+  EXPECT_NE(header.find("'shape': (3,)"), std::string::npos) << header;  // 1-tuple comma
+  EXPECT_EQ(header.back(), '\n');
+  // NumPy requires the data to start on a 64-byte boundary.
+  EXPECT_EQ((10 + header_len) % 64, 0u);
+  EXPECT_EQ(bytes.size(), 10 + header_len + 3 * 4);
+}
+
+TEST(NpyTest, ReadsHandMadeLittleEndian) {
+  TempDir dir;
+  const std::string path = dir.file("le.npy");
+  write_bytes(path, npy_bytes("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
+                              raw<double>({1, 2, 3, 4, 5, 6.5})));
+  torch::Tensor x = io::read_npy(path);
+  EXPECT_EQ(x.scalar_type(), torch::kFloat64);
+  // Small integers and halves are exact in binary floating point.
+  EXPECT_TRUE(torch::equal(x, torch::tensor({{1.0, 2.0, 3.0}, {4.0, 5.0, 6.5}}, torch::kFloat64)));
+}
+
+TEST(NpyTest, ReadsBigEndianAndSwapsBytes) {
+  TempDir dir;
+  write_bytes(dir.file("f.npy"), npy_bytes("{'descr': '>f8', 'fortran_order': False, 'shape': "
+                                           "(3,), }",
+                                           raw<double>({1.5, -2.0, 1e300}, true)));
+  // Byte swapping is lossless: the values come back exactly.
+  EXPECT_TRUE(torch::equal(io::read_npy(dir.file("f.npy")),
+                           torch::tensor({1.5, -2.0, 1e300}, torch::kFloat64)));
+  write_bytes(dir.file("i.npy"),
+              npy_bytes("{'descr': '>i4', 'fortran_order': False, 'shape': (2,), }",
+                        raw<int32_t>({258, -7}, true)));
+  torch::Tensor i = io::read_npy(dir.file("i.npy"));
+  EXPECT_EQ(i.scalar_type(), torch::kInt32);
+  EXPECT_TRUE(torch::equal(i, torch::tensor({258, -7}, torch::kInt32)));
+}
+
+TEST(NpyTest, ReadsFortranOrder) {
+  TempDir dir;
+  // Column-major storage of [[1, 2, 3], [4, 5, 6]].
+  write_bytes(dir.file("f2.npy"), npy_bytes("{'descr': '<i8', 'fortran_order': True, 'shape': "
+                                            "(2, 3), }",
+                                            raw<int64_t>({1, 4, 2, 5, 3, 6})));
+  torch::Tensor x = io::read_npy(dir.file("f2.npy"));
+  EXPECT_TRUE(torch::equal(x, torch::tensor({{1, 2, 3}, {4, 5, 6}}, torch::kInt64)));
+  EXPECT_TRUE(x.is_contiguous());
+
+  // 3-d: in Fortran order element (i, j, k) sits at offset i + 2 j + 6 k.
+  std::vector<float> data(24);
+  for (int k = 0; k < 24; ++k) data[k] = static_cast<float>(k);
+  write_bytes(dir.file("f3.npy"), npy_bytes("{'descr': '<f4', 'fortran_order': True, 'shape': "
+                                            "(2, 3, 4), }",
+                                            raw<float>(data)));
+  torch::Tensor y = io::read_npy(dir.file("f3.npy"));
+  ASSERT_EQ(y.sizes(), torch::IntArrayRef({2, 3, 4}));
+  for (int i = 0; i < 2; ++i)
+    for (int j = 0; j < 3; ++j)
+      for (int k = 0; k < 4; ++k) EXPECT_EQ(y[i][j][k].item<float>(), i + 2 * j + 6 * k);
+}
+
+TEST(NpyTest, ReadsVersion2ZeroDimAndBool) {
+  TempDir dir;
+  write_bytes(dir.file("v2.npy"), npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': "
+                                            "(), }",
+                                            raw<float>({0.25f}), 2));
+  torch::Tensor s = io::read_npy(dir.file("v2.npy"));
+  EXPECT_EQ(s.dim(), 0);
+  EXPECT_EQ(s.item<float>(), 0.25f);  // exact: a power of two
+  // NumPy bools are bytes; a non-zero byte other than 1 is still true.
+  write_bytes(dir.file("b.npy"), npy_bytes("{'descr': '|b1', 'fortran_order': False, 'shape': "
+                                           "(3,), }",
+                                           std::string("\x01\x00\x02", 3)));
+  EXPECT_TRUE(torch::equal(io::read_npy(dir.file("b.npy")), torch::tensor({true, false, true})));
+}
+
+TEST(NpyTest, RejectsCorruptFilesNamingTheFile) {
+  TempDir dir;
+  const std::string ok_dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }";
+
+  const std::string magic = dir.file("magic.npy");
+  write_bytes(magic, "PK\x03\x04 this is a zip, not an npy file");
+  expect_error([&] { io::read_npy(magic); }, {magic, "magic"});
+
+  const std::string truncated = dir.file("truncated.npy");
+  write_bytes(truncated, npy_bytes(ok_dict, raw<float>({1, 2, 3})));  // 3 of 4 floats
+  expect_error([&] { io::read_npy(truncated); }, {truncated, "truncated", "16", "12"});
+
+  const std::string half = dir.file("half.npy");
+  write_bytes(half, npy_bytes("{'descr': '<f2', 'fortran_order': False, 'shape': (2,), }",
+                              std::string(4, '\0')));
+  expect_error([&] { io::read_npy(half); }, {half, "'<f2'", "float16", "astype"});
+
+  const std::string garbage = dir.file("garbage.npy");
+  write_bytes(garbage, npy_bytes("{'descr' '<f4' what is this", raw<float>({1, 2, 3, 4})));
+  expect_error([&] { io::read_npy(garbage); }, {garbage, "header"});
+
+  const std::string short_header = dir.file("short_header.npy");
+  write_bytes(short_header, npy_bytes(ok_dict, "").substr(0, 30));
+  expect_error([&] { io::read_npy(short_header); }, {short_header, "truncated"});
+
+  const std::string missing = dir.file("missing.npy");
+  expect_error([&] { io::read_npy(missing); }, {missing, "no such file"});
+}
+
+// --- CSV -------------------------------------------------------------------------------
+
+TEST(CsvTest, ReadsHeaderAndRows) {
+  TempDir dir;
+  const std::string path = dir.file("t.csv");
+  write_bytes(path, "x,y\n1,2\n3.5,-4e-1\n");
+  torch::Tensor t = io::read_csv(path);
+  EXPECT_EQ(t.scalar_type(), torch::kFloat64);
+  ASSERT_EQ(t.sizes(), torch::IntArrayRef({2, 2}));
+  // The parser rounds correctly, so the doubles equal the C++ literals exactly.
+  EXPECT_EQ(t[1][0].item<double>(), 3.5);
+  EXPECT_EQ(t[1][1].item<double>(), -0.4);
+}
+
+TEST(CsvTest, AcceptsOtherSeparatorsBlankLinesAndCrlf) {
+  TempDir dir;
+  const torch::Tensor expected = torch::tensor({{1.0, 2.0}, {3.0, 4.0}}, torch::kFloat64);
+  const std::vector<std::string> texts = {"1;2\n\n3;4\n", "a\tb\r\n1\t2\r\n3\t4\r\n",
+                                          "  1   2\n3 4\n\n\n", "\xEF\xBB\xBFx,y\n1,+2\n3,4"};
+  for (const auto& text : texts) {
+    write_bytes(dir.file("s.csv"), text);
+    EXPECT_TRUE(torch::equal(io::read_csv(dir.file("s.csv")), expected)) << text;
+  }
+}
+
+TEST(CsvTest, RaggedRowNamesTheLine) {
+  TempDir dir;
+  const std::string path = dir.file("ragged.csv");
+  write_bytes(path, "x,y\n1,2\n\n3\n");  // line 3 is blank, line 4 is short
+  expect_error([&] { io::read_csv(path); }, {path, "line 4", "1 fields", "has 2"});
+}
+
+TEST(CsvTest, NonNumberNamesLineAndColumn) {
+  TempDir dir;
+  const std::string path = dir.file("word.csv");
+  write_bytes(path, "x,y\n1,2\n3,abc\n");
+  expect_error([&] { io::read_csv(path); }, {path, "line 3, column 2", "'abc'"});
+  write_bytes(path, "1,,2\n");
+  expect_error([&] { io::read_csv(path); }, {path, "line 1, column 2", "empty"});
+}
+
+TEST(CsvTest, EmptyFileOrHeaderOnlyIsAnError) {
+  TempDir dir;
+  const std::string path = dir.file("empty.csv");
+  write_bytes(path, "");
+  expect_error([&] { io::read_csv(path); }, {path, "no data rows"});
+  write_bytes(path, "x,y\n\n");
+  expect_error([&] { io::read_csv(path); }, {path, "no data rows", "only a header"});
+}
+
+// --- tables ----------------------------------------------------------------------------
+
+TEST(IoTest, ReadTableRejectsNonFiniteNamingRowAndColumn) {
+  TempDir dir;
+  const std::string csv = dir.file("nan.csv");
+  write_bytes(csv, "a,b\n1,2\n3,nan\n");
+  expect_error([&] { io::read_table(csv); }, {csv, "row 2, column 2", "nan"});
+  const std::string npy = dir.file("inf.npy");
+  io::write_npy(npy, torch::tensor({{0.0f, 1.0f}, {INFINITY, 2.0f}}));
+  expect_error([&] { io::read_table(npy); }, {npy, "row 2, column 1"});
+}
+
+TEST(IoTest, ReadTableShapesAndExtensions) {
+  TempDir dir;
+  io::write_npy(dir.file("v.npy"), torch::arange(4, torch::kInt64));
+  torch::Tensor v = io::read_table(dir.file("v.npy"));
+  EXPECT_EQ(v.scalar_type(), torch::kFloat64);
+  EXPECT_EQ(v.sizes(), torch::IntArrayRef({4, 1}));  // 1-D becomes one column
+  io::write_npy(dir.file("c.npy"), torch::zeros({2, 3, 4}));
+  expect_error([&] { io::read_table(dir.file("c.npy")); }, {"c.npy", "[N, D]"});
+  expect_error([&] { io::read_table(dir.file("x.parquet")); }, {"x.parquet", ".npy or .csv"});
+}
+
+// --- atomic writes ---------------------------------------------------------------------
+
+TEST(IoTest, WriteAtomicLeavesNothingWhenTheWriterThrows) {
+  TempDir dir;
+  const std::string path = dir.file("out.txt");
+  EXPECT_THROW(io::write_atomic(path,
+                                [](std::ostream& out) {
+                                  out << std::string(100000, 'x');  // past the buffer
+                                  throw std::runtime_error("writer failed");
+                                }),
+               std::runtime_error);
+  EXPECT_FALSE(fs::exists(path));
+  EXPECT_TRUE(fs::is_empty(dir.path())) << "a temporary file was left behind";
+
+  // An existing file survives a failed rewrite untouched.
+  io::write_text_atomic(path, "old");
+  EXPECT_THROW(io::write_atomic(path,
+                                [](std::ostream& out) {
+                                  out << "new";
+                                  throw std::runtime_error("writer failed");
+                                }),
+               std::runtime_error);
+  EXPECT_EQ(io::read_text(path), "old");
+}
+
+TEST(IoTest, WriteAtomicNamesAMissingFolder) {
+  TempDir dir;
+  const std::string folder = dir.file("no/such/folder");
+  const std::string path = folder + "/out.npy";
+  expect_error([&] { io::write_text_atomic(path, "x"); }, {path, folder, "does not exist"});
+}
+
+TEST(IoTest, TextRoundTripIncludingBinaryBytes) {
+  TempDir dir;
+  const std::string text("line 1\nline 2\0\xff", 15);
+  io::write_text_atomic(dir.file("t.bin"), text);
+  EXPECT_EQ(io::read_text(dir.file("t.bin")), text);
+}
+
+// --- plots -----------------------------------------------------------------------------
+
+namespace {
+/// Width and height from a PNG's IHDR chunk, after checking the 8-byte signature.
+std::pair<uint32_t, uint32_t> png_size(const std::string& path) {
+  const std::string b = read_bytes(path);
+  EXPECT_GE(b.size(), 24u);
+  if (b.size() < 24) return {0, 0};
+  EXPECT_EQ(b.substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+  EXPECT_EQ(b.substr(12, 4), "IHDR");  // the first chunk must be IHDR
+  auto be32 = [&](size_t at) {
+    uint32_t v = 0;
+    for (size_t k = 0; k < 4; ++k) v = v << 8 | static_cast<unsigned char>(b[at + k]);
+    return v;
+  };
+  return {be32(16), be32(20)};
+}
+}  // namespace
+
+TEST(PlotTest, ScatterWritesPngOfRequestedSize) {
+  TempDir dir;
+  io::PlotOptions o;
+  o.width = 320;
+  o.height = 200;
+  o.title = "two moons";
+  io::Series a{torch::randn({500, 2}), {31, 119, 180}, "data"};
+  io::Series b{torch::randn({100, 2}, torch::kFloat64) + 2, {255, 127, 14}, "model"};
+  io::scatter_png(dir.file("s.png"), {a, b}, o);
+  EXPECT_EQ(png_size(dir.file("s.png")), std::make_pair(320u, 200u));
+}
+
+TEST(PlotTest, PanelsHeatmapAndTrajectoriesWritePngs) {
+  TempDir dir;
+  io::PlotOptions o;
+  o.width = 200;
+  o.height = 180;
+  io::panels_png(dir.file("p.png"),
+                 {{points(torch::randn({50, 2}))}, {points(torch::randn({50, 2}))}},
+                 {"before", "after"}, o);
+  EXPECT_EQ(png_size(dir.file("p.png")), std::make_pair(400u, 180u));  // width is per panel
+
+  torch::Tensor grid = torch::rand({30, 40});
+  io::heatmap_png(dir.file("h.png"), grid, {-1, 1, -1, 1}, o);
+  EXPECT_EQ(png_size(dir.file("h.png")), std::make_pair(200u, 180u));
+
+  torch::Tensor paths = torch::cumsum(torch::randn({10, 20, 2}), 0);
+  io::trajectories_png(dir.file("t.png"), paths, o);
+  EXPECT_EQ(png_size(dir.file("t.png")), std::make_pair(200u, 180u));
+}
+
+TEST(PlotTest, RejectsBadInputsNamingTheFile) {
+  TempDir dir;
+  const std::string path = dir.file("bad.png");
+  expect_error([&] { io::scatter_png(path, {points(torch::randn({5, 3}))}); }, {path, "[N, 2]"});
+  expect_error(
+      [&] {
+        io::heatmap_png(path, torch::rand({4, 4}), {1, 0, 0, 1});
+      },
+      {path, "xmin < xmax"});
+  io::PlotOptions tiny;
+  tiny.width = 10;
+  expect_error([&] { io::scatter_png(path, {}, tiny); }, {path, "width"});
+  EXPECT_FALSE(fs::exists(path));
+}
+
+// --- progress --------------------------------------------------------------------------
+
+TEST(IoProgressTest, PlainLinesEveryTenthWhenNotATerminal) {
+  // CaptureStderr points fd 2 at a file, so the report takes its non-terminal form.
+  ::testing::internal::CaptureStderr();
+  {
+    io::Progress progress(100, "train");
+    for (int i = 1; i <= 100; ++i) progress.update(i, "loss 0.5");
+    progress.finish("ok");
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  // One line per 10% (the loop is far faster than the time-based fallback) plus "done".
+  EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 11) << log;
+  EXPECT_NE(log.find("train: 50/100 (50%)"), std::string::npos) << log;
+  EXPECT_NE(log.find("train: done in"), std::string::npos) << log;
+  EXPECT_EQ(log.find('\r'), std::string::npos) << "no bar redraws in a log file";
+
+  ::testing::internal::CaptureStderr();
+  {
+    io::Progress quiet(10, "quiet", /*enabled=*/false);
+    quiet.update(5);
+    quiet.finish();
+  }
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+}
