@@ -153,6 +153,20 @@ TEST(OtTest, TranslationIsTransportedByIdentity) {
   EXPECT_NEAR(cnf::metrics::w1(x, y), norm, 1e-12);
 }
 
+TEST(OtTest, DegenerateTiedCostsTerminate) {
+  // A lattice against its unit translate has a great many tied optimal plans (every
+  // Euclidean plan that moves mass only along +x costs 1). With floating-point costs the
+  // network simplex saw round-off-negative reduced costs there and never stopped; the
+  // integer costs must finish and still give W1 = W2 = 1 (translation, see above).
+  const at::Tensor axis = torch::arange(6, kF64);
+  const auto grid = torch::meshgrid({axis, axis}, "ij");
+  const at::Tensor x = torch::stack({grid[0].reshape(-1), grid[1].reshape(-1)}, 1);
+  const at::Tensor y = x + torch::tensor({1.0, 0.0}, kF64);
+  // Costs are small integers; the only error is the 2^-56-relative cost rounding.
+  EXPECT_NEAR(cnf::metrics::w1(x, y), 1.0, 1e-12);
+  EXPECT_NEAR(cnf::metrics::w2(x, y), 1.0, 1e-12);
+}
+
 TEST(OtTest, AssignmentMatchesBruteForce) {
   // 7! = 5040 permutations: an exhaustive search is the independent route.
   const at::Tensor x = randn({7, 3}, 6);

@@ -295,7 +295,10 @@ void draw_frame(Canvas& c, const Axes& a, int scale) {
     int x = static_cast<int>(std::floor(a.px(t)));
     for (int k = 1; k <= tick; ++k) c.blend(x, a.box.y1 + k, kFrame, 1.0);
     std::string label = format_tick(t, step);
-    draw_text(c, x - text_width(label, scale) / 2, a.box.y1 + tick + 4, label, scale, kInk);
+    // Kept inside the image: the last label would otherwise be cut at the right edge.
+    const int left = std::clamp(x - text_width(label, scale) / 2, 0,
+                                std::max(0, c.width() - text_width(label, scale) - 1));
+    draw_text(c, left, a.box.y1 + tick + 4, label, scale, kInk);
   }
   for (double t : nice_ticks(a.range[2], a.range[3], 6, &step)) {
     int y = static_cast<int>(std::floor(a.py(t)));

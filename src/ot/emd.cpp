@@ -3,7 +3,12 @@
 // interpolation using Lagrangian mass transport", for its use in OT).
 //
 // The transport problem is a min-cost flow on the complete bipartite digraph with one
-// arc i -> j per pair; supplies are integers, so weights are scaled to integers first.
+// arc i -> j per pair. Supplies and costs are both handed to LEMON as integers:
+//  - supplies, because the network simplex moves integer flow;
+//  - costs, because LEMON's pivot rules test reduced costs with an exact `c < 0`. With
+//    floating costs, round-off makes reduced costs that are zero in exact arithmetic
+//    come out as -1e-16 and the simplex pivots forever on degenerate problems (it hung on
+//    the 1-D Euclidean cost, which has many tied plans). Integer costs are exact.
 
 // LEMON's `INVALID` is defined in liblemon unless header-only mode is asked for; the
 // parts we use (StaticDigraph, NetworkSimplex) are templates, so no library is linked.
@@ -34,19 +39,37 @@ namespace cnf::ot {
 namespace {
 
 using Digraph = lemon::StaticDigraph;
-using Solver = lemon::NetworkSimplex<Digraph, int64_t, double>;
+using Solver = lemon::NetworkSimplex<Digraph, int64_t, int64_t>;
 
 // Weights are quantized to multiples of 1 / kWeightScale. 2^40 keeps every flow and
 // supply far below int64's 9.2e18 while each weight is off by at most 2^-40 ~ 9.1e-13.
 constexpr int64_t kWeightScale = int64_t{1} << 40;
 
-// Reads costs straight from the row-major [n, m] buffer: arc k is pair (k / m, k % m),
-// so no second n*m copy is made for LEMON's cost map.
+// Costs are mapped affinely onto the integers [0, K] with K = 2^56 / (number of nodes).
+// LEMON starts its potentials at 2^62 (max / 2 + 1 for exact types) and they drift by at
+// most (nodes) * K = 2^56 from there, so no reduced cost overflows int64. Rounding moves
+// each cost by at most half a step, so the plan found is optimal for the true costs to
+// within one step per unit mass: (max C - min C) * nodes * 2^-56, e.g. 5.6e-14 of the
+// cost range for 2000 + 2000 points. The reported cost is recomputed from the true costs.
+std::vector<int64_t> integer_costs(const at::Tensor& cost, int64_t nodes) {
+  const double lo = cost.min().item<double>();
+  const double hi = cost.max().item<double>();
+  const double steps = static_cast<double>((int64_t{1} << 56) / nodes);
+  // Subtracting a constant changes every plan's cost by the same amount (the total mass
+  // is fixed), so the optimal plan is unchanged.
+  const double to_int = hi > lo ? steps / (hi - lo) : 0.0;
+  const double* c = cost.data_ptr<double>();
+  std::vector<int64_t> q(static_cast<size_t>(cost.numel()));
+  for (size_t k = 0; k < q.size(); ++k) q[k] = std::llround((c[k] - lo) * to_int);
+  return q;
+}
+
+// Arc k is pair (k / m, k % m): LEMON reads costs straight from the row-major buffer.
 struct CostLookup {
   using Key = Digraph::Arc;
-  using Value = double;
-  const double* data;
-  double operator[](const Key& arc) const { return data[Digraph::index(arc)]; }
+  using Value = int64_t;
+  const int64_t* data;
+  int64_t operator[](const Key& arc) const { return data[Digraph::index(arc)]; }
 };
 
 struct FlowResult {
@@ -79,8 +102,9 @@ FlowResult solve_flow(const std::vector<int64_t>& supply, const std::vector<int6
   for (int64_t j = 0; j < m; ++j)
     node_supply[Digraph::node(static_cast<int>(n + j))] = -demand[j];
 
+  const std::vector<int64_t> int_cost = integer_costs(cost, n + m + 1);  // + LEMON's root
   Solver solver(graph);
-  solver.costMap(CostLookup{cost.data_ptr<double>()}).supplyMap(node_supply);
+  solver.costMap(CostLookup{int_cost.data()}).supplyMap(node_supply);
   const Solver::ProblemType status = solver.run();
   if (status != Solver::OPTIMAL) {
     fail("network simplex did not find an optimal plan (status ",
