@@ -105,9 +105,9 @@ TEST(OtTest, CostMatrixMatchesDirectDifferences) {
   EXPECT_LT((sq - direct).abs().max().item<double>(), 1e-12);
   EXPECT_LT((eu - direct.sqrt()).abs().max().item<double>(), 1e-12);
   // float32 input still gives a float64 matrix.
-  EXPECT_EQ(cnf::ot::cost_matrix(x.to(torch::kFloat32), y, cnf::ot::Cost::sqeuclidean)
-                .scalar_type(),
-            torch::kFloat64);
+  EXPECT_EQ(
+      cnf::ot::cost_matrix(x.to(torch::kFloat32), y, cnf::ot::Cost::sqeuclidean).scalar_type(),
+      torch::kFloat64);
 }
 
 TEST(OtTest, OneDimensionalPlanIsSortedMatching) {
@@ -178,8 +178,7 @@ TEST(OtTest, AssignmentMatchesBruteForce) {
     // Both sum seven O(10) costs in double: 1e-12 is ~100 ulps.
     EXPECT_NEAR(r.cost, best, 1e-12);
     // The returned permutation achieves the returned cost.
-    const double perm_cost =
-        c.gather(1, r.assignment.unsqueeze(1)).mean().item<double>();
+    const double perm_cost = c.gather(1, r.assignment.unsqueeze(1)).mean().item<double>();
     EXPECT_NEAR(perm_cost, r.cost, 1e-12);
     EXPECT_TRUE(torch::equal(std::get<0>(r.assignment.sort()), torch::arange(7, torch::kInt64)));
   }
@@ -206,7 +205,8 @@ TEST(OtTest, UnequalSizesMatchDuplicatedAssignment) {
   const at::Tensor x = randn({6, 2}, 10);
   const at::Tensor y = randn({3, 2}, 11);
   const at::Tensor yy = torch::cat({y, y}, 0);
-  const double best = brute_force_assignment(cnf::ot::cost_matrix(x, yy, cnf::ot::Cost::sqeuclidean));
+  const double best =
+      brute_force_assignment(cnf::ot::cost_matrix(x, yy, cnf::ot::Cost::sqeuclidean));
   EXPECT_NEAR(cnf::ot::emd(x, y).cost, best, 1e-12);  // sums of six O(10) costs
   EXPECT_NEAR(cnf::ot::emd(x, yy).cost, best, 1e-12);
 }
@@ -279,10 +279,8 @@ TEST(OtTest, RejectsBadInputs) {
   const at::Tensor a = torch::tensor({0.5, 0.5}, kF64);
   const at::Tensor b = torch::full({3}, 1.0 / 3, kF64);
   EXPECT_NO_THROW(cnf::ot::emd_weighted(a, b, c));
-  expect_error([&] { cnf::ot::emd_weighted(torch::tensor({1.5, -0.5}, kF64), b, c); },
-               "negative");
-  expect_error([&] { cnf::ot::emd_weighted(torch::tensor({0.5, 0.6}, kF64), b, c); },
-               "sum to 1");
+  expect_error([&] { cnf::ot::emd_weighted(torch::tensor({1.5, -0.5}, kF64), b, c); }, "negative");
+  expect_error([&] { cnf::ot::emd_weighted(torch::tensor({0.5, 0.6}, kF64), b, c); }, "sum to 1");
   expect_error([&] { cnf::ot::emd_weighted(b, b, c); }, "one weight per point");
   expect_error([&] { cnf::ot::emd_weighted(a, b, torch::ones({6}, kF64)); }, "2-D");
   expect_error([&] { cnf::ot::emd_weighted(a, b, torch::ones({0, 3}, kF64)); }, "empty");
@@ -302,8 +300,7 @@ TEST(MetricsTest, GaussianW2DiagonalClosedForm) {
   const double expected = std::sqrt((mu1 - mu2).pow(2).sum().item<double>() +
                                     (a.sqrt() - b.sqrt()).pow(2).sum().item<double>());
   // Eigendecompositions of exactly diagonal matrices are exact to a few ulps.
-  EXPECT_NEAR(cnf::metrics::gaussian_w2(mu1, torch::diag(a), mu2, torch::diag(b)), expected,
-              1e-12);
+  EXPECT_NEAR(cnf::metrics::gaussian_w2(mu1, torch::diag(a), mu2, torch::diag(b)), expected, 1e-12);
   // A common rotation leaves the distance unchanged (W2 is rotation invariant).
   const double th = 0.4;
   const at::Tensor rot = torch::tensor(
@@ -319,12 +316,12 @@ TEST(MetricsTest, GaussianW2DiagonalClosedForm) {
 TEST(MetricsTest, GaussianW2NonCommutingTwoByTwo) {
   // For 2x2 PSD M, tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)), and det M = det S1 det S2.
   const GaussianPair g;
-  const double cross =
-      std::sqrt(torch::matmul(g.cov1, g.cov2).trace().item<double>() +
-                2 * std::sqrt(torch::det(g.cov1).item<double>() * torch::det(g.cov2).item<double>()));
-  const double expected = std::sqrt((g.mu1 - g.mu2).pow(2).sum().item<double>() +
-                                    g.cov1.trace().item<double>() + g.cov2.trace().item<double>() -
-                                    2 * cross);
+  const double cross = std::sqrt(
+      torch::matmul(g.cov1, g.cov2).trace().item<double>() +
+      2 * std::sqrt(torch::det(g.cov1).item<double>() * torch::det(g.cov2).item<double>()));
+  const double expected =
+      std::sqrt((g.mu1 - g.mu2).pow(2).sum().item<double>() + g.cov1.trace().item<double>() +
+                g.cov2.trace().item<double>() - 2 * cross);
   const double got = cnf::metrics::gaussian_w2(g.mu1, g.cov1, g.mu2, g.cov2);
   // Two float64 routes through O(1) matrices: agreement to ~1e-14, 1e-12 leaves margin.
   EXPECT_NEAR(got, expected, 1e-12);
@@ -354,19 +351,29 @@ TEST(MetricsTest, GaussianW2IsTheCostOfTheOptimalMap) {
 TEST(MetricsTest, GaussianW2RejectsBadInputs) {
   const at::Tensor mu = torch::zeros({2}, kF64);
   const at::Tensor eye = torch::eye(2, kF64);
-  expect_error([&] { cnf::metrics::gaussian_w2(mu, torch::diag(torch::tensor({1.0, -1.0}, kF64)), mu, eye); },
-               "positive semidefinite");
-  expect_error([&] { cnf::metrics::gaussian_w2(mu, eye, mu, torch::diag(torch::tensor({-1.0, 1.0}, kF64))); },
-               "positive semidefinite");
-  expect_error([&] { cnf::metrics::gaussian_w2(mu, torch::tensor({{1.0, 0.5}, {0.0, 1.0}}, kF64), mu, eye); },
-               "symmetric");
+  expect_error(
+      [&] {
+        cnf::metrics::gaussian_w2(mu, torch::diag(torch::tensor({1.0, -1.0}, kF64)), mu, eye);
+      },
+      "positive semidefinite");
+  expect_error(
+      [&] {
+        cnf::metrics::gaussian_w2(mu, eye, mu, torch::diag(torch::tensor({-1.0, 1.0}, kF64)));
+      },
+      "positive semidefinite");
+  expect_error(
+      [&] {
+        cnf::metrics::gaussian_w2(mu, torch::tensor({{1.0, 0.5}, {0.0, 1.0}}, kF64), mu, eye);
+      },
+      "symmetric");
   expect_error([&] { cnf::metrics::gaussian_w2(mu, torch::eye(3, kF64), mu, eye); }, "[2, 2]");
   expect_error([&] { cnf::metrics::gaussian_w2(mu, eye, torch::zeros({3}, kF64), eye); },
                "same dimension");
   expect_error([&] { cnf::metrics::gaussian_w2(torch::full({2}, NAN, kF64), eye, mu, eye); },
                "non-finite");
   // A rank-deficient covariance (a degenerate Gaussian) is allowed.
-  EXPECT_NO_THROW(cnf::metrics::gaussian_w2(mu, torch::diag(torch::tensor({1.0, 0.0}, kF64)), mu, eye));
+  EXPECT_NO_THROW(
+      cnf::metrics::gaussian_w2(mu, torch::diag(torch::tensor({1.0, 0.0}, kF64)), mu, eye));
 }
 
 TEST(MetricsTest, Mmd2MatchesHandComputation) {
@@ -410,7 +417,8 @@ TEST(MetricsTest, Mmd2IsUnbiasedUnderTheNullAndDetectsAShift) {
   const int64_t n = 100;
   std::vector<double> null_values;
   for (int r = 0; r < R; ++r)
-    null_values.push_back(cnf::metrics::mmd2(randn({n, 2}, 100 + 2 * r), randn({n, 2}, 101 + 2 * r)));
+    null_values.push_back(
+        cnf::metrics::mmd2(randn({n, 2}, 100 + 2 * r), randn({n, 2}, 101 + 2 * r)));
   const at::Tensor v = torch::tensor(null_values, kF64);
   const double mean = v.mean().item<double>();
   const double sd = v.std().item<double>();

@@ -382,7 +382,8 @@ std::vector<std::string> expand_config(const std::vector<std::string>& args, CLI
   CNF_CHECK(sub != nullptr, "--config needs a verb first, e.g. cnf train --config ", path);
   std::vector<std::string> out{args[0], args[1]};
   for (const auto& e : io::read_config(path)) {
-    if (e.key == "config") continue;
+    // An empty string is every option's unset state; "--key=" would swallow the next word.
+    if (e.key == "config" || e.value.empty()) continue;
     if (sub->get_option_no_throw("--" + e.key) == nullptr) {
       std::string valid;
       for (const auto* o : sub->get_options())

@@ -25,7 +25,9 @@ double seconds_between(Clock::time_point a, Clock::time_point b) {
 std::string format_duration(double seconds) {
   char buf[32];
   const long s = static_cast<long>(seconds + 0.5);
-  if (s < 60) {
+  if (seconds < 9.95) {
+    std::snprintf(buf, sizeof(buf), "%.1fs", seconds);  // short runs: whole seconds say "0s"
+  } else if (s < 60) {
     std::snprintf(buf, sizeof(buf), "%lds", s);
   } else if (s < 3600) {
     std::snprintf(buf, sizeof(buf), "%ldm%02lds", s / 60, s % 60);

@@ -33,9 +33,8 @@ constexpr int64_t kMedianPoints = 1000;
 void check_psd(const at::Tensor& evals, const char* name) {
   const double scale = evals.abs().max().item<double>();
   const double min_eval = evals.min().item<double>();
-  CNF_CHECK(min_eval >= -1e-6 * scale, name,
-            " is not positive semidefinite (smallest eigenvalue ", min_eval,
-            "); pass a covariance matrix, e.g. A A^T or a sample covariance");
+  CNF_CHECK(min_eval >= -1e-6 * scale, name, " is not positive semidefinite (smallest eigenvalue ",
+            min_eval, "); pass a covariance matrix, e.g. A A^T or a sample covariance");
 }
 
 // Symmetric positive semidefinite square root V diag(sqrt(max(lambda, 0))) V^T.
@@ -48,9 +47,8 @@ at::Tensor psd_sqrt(const at::Tensor& s, const char* name) {
 
 at::Tensor check_cov(const at::Tensor& cov, const char* name, int64_t d) {
   CNF_CHECK(cov.defined(), name, " is an undefined tensor; pass a [d, d] covariance");
-  CNF_CHECK(cov.dim() == 2 && cov.size(0) == d && cov.size(1) == d, name,
-            " must be a [", d, ", ", d, "] covariance matching the mean, got shape ",
-            cov.sizes());
+  CNF_CHECK(cov.dim() == 2 && cov.size(0) == d && cov.size(1) == d, name, " must be a [", d, ", ",
+            d, "] covariance matching the mean, got shape ", cov.sizes());
   check_finite(cov, name);
   at::Tensor c = cov.to(torch::kFloat64);
   const double asym = (c - c.t()).abs().max().item<double>();
@@ -64,8 +62,8 @@ at::Tensor check_cov(const at::Tensor& cov, const char* name, int64_t d) {
 
 void check_samples(const at::Tensor& p, const char* name) {
   CNF_CHECK(p.defined(), name, " is an undefined tensor; pass a [n, d] tensor of samples");
-  CNF_CHECK(p.dim() == 2, name, " must be a 2-D tensor [n, d] of samples, got shape ",
-            p.sizes(), "; flatten features with .reshape({n, -1})");
+  CNF_CHECK(p.dim() == 2, name, " must be a 2-D tensor [n, d] of samples, got shape ", p.sizes(),
+            "; flatten features with .reshape({n, -1})");
   CNF_CHECK(p.size(1) > 0, name, " has no features (shape ", p.sizes(), ")");
   check_finite(p, name);
 }
@@ -123,7 +121,8 @@ double gaussian_w2(const at::Tensor& mu1, const at::Tensor& cov1, const at::Tens
   const at::Tensor s1 = check_cov(cov1, "cov1", d).to(torch::kCPU);
   const at::Tensor s2 = check_cov(cov2, "cov2", d).to(torch::kCPU);
 
-  const at::Tensor dmu = mu1.to(torch::kCPU, torch::kFloat64) - mu2.to(torch::kCPU, torch::kFloat64);
+  const at::Tensor dmu =
+      mu1.to(torch::kCPU, torch::kFloat64) - mu2.to(torch::kCPU, torch::kFloat64);
   const at::Tensor r1 = psd_sqrt(s1, "cov1");
   check_psd(torch::linalg_eigvalsh(s2), "cov2");
   // tr (S1^1/2 S2 S1^1/2)^1/2: the inner matrix is PSD, symmetrized against round-off.
@@ -161,7 +160,8 @@ double mmd2(const at::Tensor& x, const at::Tensor& y, std::vector<double> bandwi
       pooled = pooled.slice(0, 0, pooled.size(0), step);
     }
     const int64_t p = pooled.size(0);
-    const at::Tensor upper = torch::triu_indices(p, p, /*offset=*/1, torch::kLong).to(pooled.device());
+    const at::Tensor upper =
+        torch::triu_indices(p, p, /*offset=*/1, torch::kLong).to(pooled.device());
     const at::Tensor dist = sq_dists(pooled, pooled).index({upper[0], upper[1]}).sqrt();
     double med = dist.median().item<double>();
     // More than half the pairs coincide: fall back to the largest distance; if even that

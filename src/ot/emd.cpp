@@ -18,10 +18,9 @@
 
 #include "cnf/ot/emd.h"
 
-#include <torch/torch.h>
-
 #include <lemon/network_simplex.h>
 #include <lemon/static_graph.h>
+#include <torch/torch.h>
 
 #include <cmath>
 #include <cstdint>
@@ -99,8 +98,7 @@ FlowResult solve_flow(const std::vector<int64_t>& supply, const std::vector<int6
 
   Digraph::NodeMap<int64_t> node_supply(graph);
   for (int64_t i = 0; i < n; ++i) node_supply[Digraph::node(static_cast<int>(i))] = supply[i];
-  for (int64_t j = 0; j < m; ++j)
-    node_supply[Digraph::node(static_cast<int>(n + j))] = -demand[j];
+  for (int64_t j = 0; j < m; ++j) node_supply[Digraph::node(static_cast<int>(n + j))] = -demand[j];
 
   const std::vector<int64_t> int_cost = integer_costs(cost, n + m + 1);  // + LEMON's root
   Solver solver(graph);
@@ -204,7 +202,7 @@ at::Tensor cost_matrix(const at::Tensor& x, const at::Tensor& y, Cost cost) {
   const at::Tensor center = torch::cat({x64, y64}, 0).mean(0, /*keepdim=*/true);
   x64 = x64 - center;
   y64 = y64 - center;
-  const at::Tensor xx = x64.pow(2).sum(1, /*keepdim=*/true);   // [n, 1]
+  const at::Tensor xx = x64.pow(2).sum(1, /*keepdim=*/true);      // [n, 1]
   const at::Tensor yy = y64.pow(2).sum(1, /*keepdim=*/true).t();  // [1, m]
   at::Tensor d2 = torch::addmm(xx + yy, x64, y64.t(), /*beta=*/1, /*alpha=*/-2).clamp_min_(0);
   switch (cost) {

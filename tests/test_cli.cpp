@@ -1,0 +1,179 @@
+// The cnf command: bad input gets a clear error and a non-zero exit, flags beat config
+// files, and train -> sample -> eval works end to end.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "cnf/io/files.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+struct Run {
+  int code;
+  std::string output;
+};
+
+Run run_cnf(const std::string& args) {
+  const std::string cmd = std::string(CNF_BINARY) + " " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string dir() {
+  static const auto d = [] {
+    auto p = fs::path(::testing::TempDir()) / ("cnf_cli_" + std::to_string(::getpid()));
+    fs::create_directories(p);
+    return p.string();
+  }();
+  return d;
+}
+
+void write(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// A trained checkpoint shared by the tests below (tiny: 200 steps).
+const std::string& trained() {
+  static const std::string out = [] {
+    auto o = dir() + "/run";
+    auto r = run_cnf("train --steps 200 --width 32 --depth 2 --eval-n 200 --quiet --out " + o);
+    EXPECT_EQ(r.code, 0) << r.output;
+    return o;
+  }();
+  return out;
+}
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+}  // namespace
+
+TEST(CliTest, HelpForEveryVerb) {
+  for (std::string verb : {"", "train", "sample", "eval", "demo"}) {
+    auto r = run_cnf(verb + " --help");
+    EXPECT_EQ(r.code, 0) << verb;
+    EXPECT_TRUE(contains(r.output, "--")) << r.output;
+  }
+  EXPECT_NE(run_cnf("").code, 0);        // a verb is required
+  EXPECT_NE(run_cnf("fly").code, 0);     // unknown verb
+}
+
+TEST(CliTest, UnknownNamesListValidOnes) {
+  auto r = run_cnf("train --data moon --out " + dir() + "/x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "unknown data set 'moon'") && contains(r.output, "moons"))
+      << r.output;
+  r = run_cnf("train --schedule ot --out " + dir() + "/x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "condot, vp, subvp, ve, cosine")) << r.output;
+  r = run_cnf("train --eval-method rk45 --steps 1 --out " + dir() + "/x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "euler, midpoint, heun, rk4")) << r.output;
+  r = run_cnf("train --optimizer sgd --out " + dir() + "/x");
+  EXPECT_TRUE(r.code == 1 && contains(r.output, "adam, adamw")) << r.output;
+}
+
+TEST(CliTest, BadTablesNameFileRowAndColumn) {
+  const auto ragged = dir() + "/ragged.csv";
+  write(ragged, "x,y\n1,2\n3\n");
+  auto r = run_cnf("train --data " + ragged + " --out " + dir() + "/x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, ragged) && contains(r.output, "line 3")) << r.output;
+
+  const auto word = dir() + "/word.csv";
+  write(word, "1,2\n3,abc\n");
+  r = run_cnf("train --data " + word + " --out " + dir() + "/x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, word) && contains(r.output, "line 2")) << r.output;
+
+  const auto nan = dir() + "/nan.npy";
+  cnf::io::write_npy(nan, torch::tensor({{1.0, 2.0}, {3.0, std::nan("")}}, torch::kFloat64));
+  r = run_cnf("train --data " + nan + " --out " + dir() + "/x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, nan) && contains(r.output, "row 2, column 2")) << r.output;
+
+  const auto garbage = dir() + "/garbage.npy";
+  write(garbage, "this is not numpy");
+  r = run_cnf("train --data " + garbage + " --out " + dir() + "/x");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, garbage)) << r.output;
+}
+
+TEST(CliTest, MissingAndTruncatedCheckpoints) {
+  const auto out = dir() + "/never.npy";
+  auto r = run_cnf("sample --ckpt " + dir() + "/missing.pt --out " + out);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "missing.pt")) << r.output;
+  EXPECT_FALSE(fs::exists(out));  // no output on failure
+
+  const auto cut = dir() + "/cut.pt";
+  {
+    std::ifstream in(trained() + "/model.pt", std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 3);
+  }
+  r = run_cnf("sample --ckpt " + cut + " --out " + out);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "cut.pt") && contains(r.output, "truncated")) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(CliTest, TrainSampleEvalRoundTrip) {
+  const auto& run = trained();
+  for (auto f : {"model.pt", "config.toml", "samples.npy", "metrics.json", "samples.png",
+                 "trajectories.png", "density.png"})
+    EXPECT_TRUE(fs::exists(run + "/" + f)) << f;
+  const auto samples = dir() + "/s.npy", js = dir() + "/s.json";
+  auto r = run_cnf("sample --ckpt " + run + "/model.pt -n 123 --method rk4 --steps 10 --out " +
+               samples + " --json " + js);
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto x = cnf::io::read_npy(samples);
+  EXPECT_EQ(x.sizes(), (std::vector<int64_t>{123, 2}));
+  EXPECT_TRUE(contains(cnf::io::read_text(js), "\"nfe\": 40"));  // rk4: 4 stages x 10 steps
+
+  r = run_cnf("eval --ckpt " + run + "/model.pt -n 200 --json " + dir() + "/e.json");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "W2 = "));
+  // A model of 2-D data cannot be evaluated against 5-D data.
+  r = run_cnf("eval --ckpt " + run + "/model.pt --data gmm:3 --dim 5");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "dimension")) << r.output;
+  // Sample output must be a .npy path.
+  r = run_cnf("sample --ckpt " + run + "/model.pt --out " + dir() + "/s.txt");
+  EXPECT_EQ(r.code, 1);
+}
+
+TEST(CliTest, FlagsOverrideConfigFile) {
+  const auto cfg = dir() + "/c.toml";
+  write(cfg, "# a config\nsteps = 1000\nwidth = 16\n[training]\nbatch_size = 32\nquiet = true\n");
+  const auto out = dir() + "/cfg";
+  auto r = run_cnf("train --config " + cfg + " --steps 7 --eval-n 50 --out " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto saved = cnf::io::read_text(out + "/config.toml");
+  EXPECT_TRUE(contains(saved, "steps=7")) << saved;        // the flag won
+  EXPECT_TRUE(contains(saved, "width=16")) << saved;       // the file applied
+  EXPECT_TRUE(contains(saved, "batch-size=32")) << saved;  // sections flatten, _ == -
+  // The saved configuration reproduces the run.
+  r = run_cnf("train --config " + out + "/config.toml --out " + dir() + "/again");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(cnf::io::read_text(dir() + "/again/metrics.json").find("\"train_steps\": 7") !=
+                std::string::npos,
+            true);
+
+  write(cfg, "steps = 10\nwidht = 16\n");
+  r = run_cnf("train --config " + cfg);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "line 2") && contains(r.output, "widht")) << r.output;
+  write(cfg, "steps = = 10\n");
+  r = run_cnf("train --config " + cfg);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "line 1")) << r.output;
+}

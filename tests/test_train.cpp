@@ -1,0 +1,163 @@
+// Training loop: exact resume, LR schedules, checkpoint errors, and one small
+// end-to-end training that must reach a documented W2 bound.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cnf/core/error.h"
+#include "cnf/core/runtime.h"
+#include "cnf/data/sources.h"
+#include "cnf/metrics/distances.h"
+#include "cnf/train/flow.h"
+#include "cnf/train/trainer.h"
+
+using namespace cnf;
+namespace fs = std::filesystem;
+
+namespace {
+std::string temp_path(const std::string& name) {
+  auto dir = fs::path(::testing::TempDir()) / ("cnf_train_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  return (dir / name).string();
+}
+
+train::Trainer make_trainer(int64_t steps, uint64_t seed = 3) {
+  train::FlowSpec spec;
+  spec.model.width = 32;
+  spec.model.depth = 2;
+  spec.data = "8gaussians";
+  train::TrainOptions o;
+  o.steps = steps;
+  o.batch_size = 64;
+  o.lr_schedule = "cosine";
+  o.warmup_steps = 5;
+  o.ema_decay = 0.9;
+  o.grad_clip = 5.0;
+  o.seed = seed;
+  return train::Trainer(spec, o, data::make_source("8gaussians"), data::make_source("normal"));
+}
+
+void expect_same_weights(const nn::VelocityField& a, const nn::VelocityField& b) {
+  auto pa = a->parameters(), pb = b->parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "tensor " << i;
+}
+}  // namespace
+
+TEST(TrainTest, ResumeEqualsUninterruptedRun) {
+  set_threads(1);  // bit-for-bit equality holds at a fixed thread count
+  auto full = make_trainer(40);
+  full.run();
+
+  auto first = make_trainer(40);
+  first.run([](int64_t step, const auto&) { return step < 17; });  // stop after 17 steps
+  ASSERT_EQ(first.steps_done(), 17);
+  const auto ckpt = temp_path("resume.pt");
+  first.save(ckpt, "steps=40\n");
+
+  auto second = make_trainer(40, /*seed=*/999);  // the seed must come from the checkpoint's rng
+  second.resume(ckpt);
+  EXPECT_EQ(second.steps_done(), 17);
+  second.run();
+  EXPECT_EQ(second.steps_done(), 40);
+  expect_same_weights(full.model(), second.model());
+  expect_same_weights(full.ema_model(), second.ema_model());
+
+  // A trainer that does not resume differs (the test can fail).
+  auto other = make_trainer(40, 999);
+  other.run();
+  EXPECT_FALSE(torch::equal(other.model()->parameters()[0], full.model()->parameters()[0]));
+}
+
+TEST(TrainTest, LearningRateSchedules) {
+  train::TrainOptions o;
+  o.lr = 1.0;
+  o.steps = 110;
+  o.warmup_steps = 10;
+  o.lr_schedule = "cosine";
+  EXPECT_DOUBLE_EQ(train::learning_rate(o, 0), 0.1);   // warm-up: (step + 1) / warmup
+  EXPECT_DOUBLE_EQ(train::learning_rate(o, 10), 1.0);  // cosine starts at lr
+  EXPECT_NEAR(train::learning_rate(o, 60), 0.5, 1e-12);  // halfway through the cosine
+  EXPECT_NEAR(train::learning_rate(o, 110), 0.0, 1e-12);
+  o.lr_schedule = "linear";
+  EXPECT_NEAR(train::learning_rate(o, 35), 0.75, 1e-12);
+  o.lr_schedule = "constant";
+  EXPECT_DOUBLE_EQ(train::learning_rate(o, 100), 1.0);
+  o.lr_schedule = "exponential";
+  EXPECT_THROW(o.validate(), Error);
+  o.lr_schedule = "constant";
+  o.ema_decay = 1.0;
+  EXPECT_THROW(o.validate(), Error);
+}
+
+TEST(TrainTest, CheckpointErrorsNameTheFile) {
+  const auto missing = temp_path("nope.pt");
+  try {
+    train::load_checkpoint(missing);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(missing), std::string::npos) << e.what();
+  }
+  // A truncated checkpoint (half of a real one) is reported, not crashed on.
+  auto t = make_trainer(3);
+  t.run();
+  const auto good = temp_path("good.pt"), cut = temp_path("cut.pt");
+  t.save(good);
+  {
+    std::ifstream in(good, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() / 2);
+  }
+  try {
+    train::load_checkpoint(cut);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
+  // Resuming with another spec is refused.
+  train::FlowSpec spec;
+  spec.model.width = 16;
+  spec.data = "8gaussians";
+  train::Trainer other(spec, {}, data::make_source("8gaussians"), data::make_source("normal"));
+  EXPECT_THROW(other.resume(good), Error);
+  // Loading for sampling rebuilds the same network.
+  auto c = train::load_checkpoint(good);
+  EXPECT_EQ(c.spec.model.width, 32);
+  EXPECT_EQ(c.step, 3);
+  expect_same_weights(c.model, t.ema_model());
+}
+
+TEST(TrainTest, MismatchedPriorDimensionIsRefused) {
+  train::FlowSpec spec;
+  EXPECT_THROW(train::Trainer(spec, {}, data::make_source("moons"), data::make_source("normal", 3)),
+               Error);
+}
+
+TEST(TrainTest, EndToEndFlowMatchingReachesW2Bound) {
+  // Flow matching on the OT path, N(0, I) -> 8gaussians, 1500 steps of batch 256.
+  set_threads(1);
+  train::FlowSpec spec;
+  spec.data = "8gaussians";
+  train::TrainOptions o;
+  o.steps = 1500;
+  o.lr = 2e-3;
+  o.lr_schedule = "cosine";
+  o.seed = 1;
+  auto data_source = data::make_source("8gaussians");
+  train::Trainer t(spec, o, data_source, data::make_source("normal"));
+  t.run();
+  auto g = make_generator(11);
+  auto held_a = data_source->sample(800, g), held_b = data_source->sample(800, g);
+  ode::SolveOptions so;
+  so.method = "midpoint";
+  so.steps = 50;
+  auto x = train::generate(*t.model(), *spec.make_schedule(), torch::randn({800, 2}, g), so).y[0];
+  const double w2 = metrics::w2(x, held_a), floor = metrics::w2(held_b, held_a);
+  // Documented bound: the finite-sample floor of 800 points is ~0.25 here; an untrained
+  // network (x ~ N(0, I) pushed by a random field) scores > 2. Measured after training:
+  // ~0.35 (seeds 1..5 all below 0.5); 0.6 leaves room for platform rounding differences.
+  EXPECT_LT(w2, 0.6) << "floor " << floor;
+  EXPECT_LT(floor, 0.4);
+}
