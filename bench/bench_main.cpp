@@ -1,2 +1,72 @@
+// cnf benchmarks (Google Benchmark). Run: make bench   (or ./build/cnf_bench)
+// One LibTorch thread unless CNF_BENCH_THREADS says otherwise; OpenBLAS held at one.
 #include <benchmark/benchmark.h>
-BENCHMARK_MAIN();
+#include <torch/torch.h>
+
+#include <cstdlib>
+
+#include "cnf/core/runtime.h"
+#include "cnf/data/sources.h"
+#include "cnf/metrics/distances.h"
+#include "cnf/train/flow.h"
+#include "cnf/train/trainer.h"
+
+using namespace cnf;
+
+namespace {
+train::FlowSpec issue_spec() {
+  // MLP 3-64-64-64-2 (x and t concatenated), SELU, 8gaussians -> moons.
+  train::FlowSpec spec;
+  spec.model.width = 64;
+  spec.model.depth = 3;
+  spec.model.activation = "selu";
+  spec.data = "moons";
+  spec.prior = "8gaussians";
+  return spec;
+}
+}  // namespace
+
+// Training steps per second: data draws, coupling, loss, backward, Adam, all included.
+static void BM_TrainStep(benchmark::State& state) {
+  train::TrainOptions o;
+  o.batch_size = state.range(0);
+  o.steps = 1 << 30;
+  train::Trainer t(issue_spec(), o, data::make_source("moons"), data::make_source("8gaussians"));
+  for (int i = 0; i < 20; ++i) t.step();  // warm-up: allocator and first-touch
+  for (auto _ : state) benchmark::DoNotOptimize(t.step().loss);
+  state.SetItemsProcessed(state.iterations());  // items/s = steps/s
+}
+BENCHMARK(BM_TrainStep)->Arg(256)->Unit(benchmark::kMicrosecond);
+
+// Sampling: n points, 100 Euler steps (no autograd graph).
+static void BM_SampleEuler100(benchmark::State& state) {
+  torch::manual_seed(0);
+  auto model = nn::make_model(issue_spec().model);
+  auto schedule = path::make_schedule("condot");
+  auto x = torch::randn({state.range(0), 2});
+  ode::SolveOptions so;
+  so.method = "euler";
+  so.steps = 100;
+  for (auto _ : state) benchmark::DoNotOptimize(train::generate(*model, *schedule, x, so).y[0]);
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_SampleEuler100)->Arg(10000)->Unit(benchmark::kMillisecond);
+
+// Exact W2 by network simplex between two n-point clouds.
+static void BM_ExactW2(benchmark::State& state) {
+  auto g = make_generator(0);
+  auto a = torch::randn({state.range(0), 2}, g, torch::kFloat32);
+  auto b = torch::randn({state.range(0), 2}, g, torch::kFloat32);
+  for (auto _ : state) benchmark::DoNotOptimize(metrics::w2(a, b));
+}
+BENCHMARK(BM_ExactW2)->Arg(500)->Arg(1000)->Unit(benchmark::kMillisecond);
+
+int main(int argc, char** argv) {
+  const char* env = std::getenv("CNF_BENCH_THREADS");
+  set_threads(env ? std::atoi(env) : 1);
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
