@@ -52,6 +52,23 @@ static void BM_SampleEuler100(benchmark::State& state) {
 }
 BENCHMARK(BM_SampleEuler100)->Arg(10000)->Unit(benchmark::kMillisecond);
 
+// Sampling from a checkpoint given by CNF_BENCH_CKPT (skipped when unset).
+static void BM_SampleCheckpoint(benchmark::State& state) {
+  const char* path = std::getenv("CNF_BENCH_CKPT");
+  if (path == nullptr) {
+    state.SkipWithError("set CNF_BENCH_CKPT to a checkpoint");
+    return;
+  }
+  auto c = train::load_checkpoint(path);
+  auto schedule = c.spec.make_schedule();
+  auto x = torch::randn({state.range(0), c.spec.model.dim});
+  ode::SolveOptions so;
+  so.steps = 100;
+  for (auto _ : state) benchmark::DoNotOptimize(train::generate(*c.model, *schedule, x, so).y[0]);
+  state.SetItemsProcessed(state.iterations() * state.range(0));
+}
+BENCHMARK(BM_SampleCheckpoint)->Arg(10000)->Unit(benchmark::kMillisecond);
+
 // Exact W2 by network simplex between two n-point clouds.
 static void BM_ExactW2(benchmark::State& state) {
   auto g = make_generator(0);

@@ -15,6 +15,9 @@ void seed_global(uint64_t seed) { torch::manual_seed(seed); }
 void set_threads(int threads) {
   CNF_CHECK(threads >= 1, "threads must be >= 1, got ", threads);
   torch::set_num_threads(threads);
+  // Trained networks push activations (SELU's exp, tiny gradients) into subnormal floats,
+  // which cost ~100x per operation on x86; flushing them to zero is what GPU kernels do.
+  at::globalContext().setFlushDenormal(true);
   // OpenBLAS exports openblas_set_num_threads; the reference BLAS does not. Look it up
   // at run time so cnf works (slowly) with either behind libblas.so.3.
   using SetThreads = void (*)(int);
