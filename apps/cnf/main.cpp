@@ -425,7 +425,7 @@ int main(int argc, char** argv) {
   TrainArgs demo_args;
   demo_args.out = "out/demo";
   demo_args.spec.data = "moons";
-  demo_args.opt.steps = 6000;
+  demo_args.opt.steps = 20000;
   demo_args.opt.lr = 2e-3;
   demo_args.opt.lr_schedule = "cosine";
   demo_args.opt.ema_decay = 0.999;
