@@ -34,14 +34,15 @@ TEST_P(TableauTest, EmpiricalOrderMatchesNominal) {
   const double T = 2.0;
   std::vector<double> log_h, log_err;
   for (int n : {20, 40, 80, 160}) {
-    ode::SolveOptions o;
-    o.method = GetParam();
-    o.steps = n;
-    auto sol = ode::solve(rotation, {y0}, 0.0, T, o);
+    // Fixed steps for every tableau (embedded pairs included) through the constant controller.
+    ode::ConstantController fixed(n);
+    auto sol = ode::solve(rotation, {y0}, 0.0, T, tab, fixed);
     const double err = (sol.y[0] - exact(T, y0)).abs().max().item<double>();
     log_h.push_back(std::log(T / n));
     log_err.push_back(std::log(err));
-    EXPECT_EQ(sol.nfe, static_cast<int64_t>(n) * tab.stages());
+    // FSAL tableaux reuse the last stage of a step as the first of the next.
+    const int64_t s = tab.stages();
+    EXPECT_EQ(sol.nfe, tab.fsal() ? s + (n - 1) * (s - 1) : n * s);
     EXPECT_EQ(sol.n_accepted, n);
   }
   // Least-squares slope of log error against log step size.
@@ -63,6 +64,7 @@ TEST_P(TableauTest, ReverseTimeUndoesForward) {
   ode::SolveOptions o;
   o.method = GetParam();
   o.steps = 400;
+  o.adaptive.rtol = o.adaptive.atol = 1e-10;  // adaptive pairs: far below the 1e-5 check
   auto fwd = ode::solve(rotation, {y0}, 0.0, 1.0, o);
   auto back = ode::solve(rotation, {fwd.y[0]}, 1.0, 0.0, o);
   // Forward and reverse each err by O(h^p); Euler's p = 1 with h = 1/400 gives ~3e-3.
@@ -128,4 +130,140 @@ TEST(OdeTest, MultiTensorStateAndBackprop) {
   // discrete gradient equals the discrete solution's factor, within rk4 error).
   sol.y[0].backward();
   EXPECT_NEAR(y0.grad().item<double>(), std::exp(-2.0), 1e-7);
+}
+
+// ----------------------------------------------------------------------- adaptive stepping
+
+class AdaptiveTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AdaptiveTest, MeetsRequestedToleranceOnLinearSystem) {
+  auto y0 = torch::tensor({{1.0, 0.5}, {-0.3, 2.0}}, torch::kFloat64);
+  double prev_err = 1e9;
+  int64_t prev_nfe = 0;
+  for (double tol : {1e-4, 1e-6, 1e-8}) {
+    ode::SolveOptions o;
+    o.method = GetParam();
+    o.adaptive.rtol = o.adaptive.atol = tol;
+    auto sol = ode::solve(rotation, {y0}, 0.0, 3.0, o);
+    const double err = (sol.y[0] - exact(3.0, y0)).abs().max().item<double>();
+    // Local error control per step: the global error over t in [0, 3] stays within a
+    // small multiple of tol; 30x allows for the accumulation over the steps.
+    EXPECT_LT(err, 30 * tol) << GetParam() << " tol " << tol;
+    EXPECT_LT(err, prev_err) << GetParam();  // tighter tolerance, smaller error
+    EXPECT_GT(sol.nfe, prev_nfe);            // ... bought with more evaluations
+    prev_err = err;
+    prev_nfe = sol.nfe;
+    // NFE bookkeeping: f0, one trial evaluation for the initial step, then s - 1 per
+    // attempted step (FSAL).
+    const auto& tab = ode::tableaus().get(GetParam());
+    EXPECT_EQ(sol.nfe, 2 + (sol.n_accepted + sol.n_rejected) * (tab.stages() - 1));
+  }
+}
+
+TEST_P(AdaptiveTest, NonlinearScalarOdeInReverseTime) {
+  // y' = -2 t y^2 has y(t) = 1 / (1 + t^2); integrate from t = 2 back to t = 0.
+  auto f = [](double t, const State& y) { return State{-2.0 * t * y[0] * y[0]}; };
+  ode::SolveOptions o;
+  o.method = GetParam();
+  o.adaptive.rtol = o.adaptive.atol = 1e-8;
+  auto sol = ode::solve(f, {torch::full({1}, 0.2, torch::kFloat64)}, 2.0, 0.0, o);
+  // The solution grows 5x along the way and local errors of ~tol per step add up over
+  // hundreds of bosh3 steps (measured: 38x tol for bosh3, < 5x for the 5th-order pairs).
+  EXPECT_NEAR(sol.y[0].item<double>(), 1.0, 100 * 1e-8) << GetParam();
+}
+
+TEST_P(AdaptiveTest, DenseOutputAtSaveTimes) {
+  auto y0 = torch::tensor({{1.0, 0.5}}, torch::kFloat64);
+  ode::SolveOptions o;
+  o.method = GetParam();
+  o.adaptive.rtol = o.adaptive.atol = 1e-9;
+  for (int k = 0; k <= 40; ++k) o.save_at.push_back(2.0 * k / 40);
+  auto sol = ode::solve(rotation, {y0}, 0.0, 2.0, o);
+  ASSERT_EQ(sol.ys.size(), 41u);
+  double worst = 0;
+  for (size_t i = 0; i < sol.ys.size(); ++i)
+    worst = std::max(worst, (sol.ys[i][0] - exact(sol.ts[i], y0)).abs().max().item<double>());
+  // Cubic Hermite interpolation errs by h^4/384 times the 4th derivative (~2^4 here); steps
+  // at tol 1e-9 are a few hundredths at most, so the interpolation error is below 1e-6.
+  EXPECT_LT(worst, 1e-6) << GetParam();
+  EXPECT_TRUE(torch::equal(sol.ys.back()[0], sol.y[0]));  // t1 is saved exactly
+}
+
+INSTANTIATE_TEST_SUITE_P(AdaptiveTableaus, AdaptiveTest,
+                         ::testing::Values("bosh3", "dopri5", "tsit5"),
+                         [](const auto& info) { return std::string(info.param); });
+
+TEST(OdeTest, FixedStepSaveAtGridIsExact) {
+  auto y0 = torch::tensor({{1.0, 0.5}}, torch::kFloat64);
+  ode::SolveOptions o;
+  o.method = "rk4";
+  o.steps = 10;
+  o.save_at = {0.0, 0.5, 1.0};
+  std::vector<State> seen;
+  o.observer = [&](double t, const State& y) {
+    if (t == 0.5) seen.push_back(y);
+  };
+  auto sol = ode::solve(rotation, {y0}, 0.0, 1.0, o);
+  ASSERT_EQ(sol.ys.size(), 3u);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_TRUE(torch::equal(sol.ys[1][0], seen[0][0]));  // a grid time: no interpolation
+  EXPECT_EQ(sol.nfe, 40);                                // and no extra evaluation
+}
+
+TEST(OdeTest, BlowUpReportsWhereAndWhy) {
+  // y' = y^2, y(0) = 1 blows up at t = 1: the solver must stop with a message, never NaN.
+  auto f = [](double, const State& y) { return State{y[0] * y[0]}; };
+  ode::SolveOptions o;
+  o.method = "dopri5";
+  try {
+    ode::solve(f, {torch::ones({1}, torch::kFloat64)}, 0.0, 2.0, o);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_TRUE(m.find("t = 0.99") != std::string::npos || m.find("t = 1") != std::string::npos)
+        << m;
+    EXPECT_TRUE(m.find("underflow") != std::string::npos ||
+                m.find("non-finite") != std::string::npos ||
+                m.find("max_steps") != std::string::npos)
+        << m;
+  }
+  // Fixed steps straight through the singularity: caught at the end, not returned.
+  o.method = "euler";
+  o.steps = 100;
+  EXPECT_THROW(ode::solve(f, {torch::ones({1}, torch::kFloat64)}, 0.0, 2.0, o), Error);
+}
+
+TEST(OdeTest, MaxStepsNamesTheOption) {
+  ode::SolveOptions o;
+  o.method = "bosh3";
+  o.adaptive.rtol = o.adaptive.atol = 1e-12;
+  o.adaptive.max_steps = 10;
+  try {
+    ode::solve(rotation, {torch::ones({1, 2}, torch::kFloat64)}, 0.0, 10.0, o);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("max_steps = 10"), std::string::npos) << e.what();
+  }
+  o.adaptive.rtol = -1;
+  EXPECT_THROW(ode::solve(rotation, {torch::ones({1, 2}, torch::kFloat64)}, 0.0, 1.0, o), Error);
+}
+
+TEST(OdeTest, ErrorMaskKeepsRidersOutOfStepControl) {
+  // x follows the rotation; z integrates a violently oscillating rider. Excluding z from
+  // the error norm must leave the step sequence of x unchanged.
+  auto y0 = torch::tensor({{1.0, 0.5}}, torch::kFloat64);
+  auto f = [](double t, const State& y) {
+    return State{rotation(t, {y[0]})[0],
+                 torch::full({1}, 1e3 * std::cos(300 * t), torch::kFloat64)};
+  };
+  ode::SolveOptions o;
+  o.method = "dopri5";
+  auto alone = ode::solve(rotation, {y0}, 0.0, 2.0, o);
+  o.adaptive.error_mask = {true, false};
+  auto masked = ode::solve(f, {y0, torch::zeros({1}, torch::kFloat64)}, 0.0, 2.0, o);
+  EXPECT_EQ(masked.n_accepted, alone.n_accepted);
+  EXPECT_EQ(masked.nfe, alone.nfe);
+  o.adaptive.error_mask = {};
+  auto steered = ode::solve(f, {y0, torch::zeros({1}, torch::kFloat64)}, 0.0, 2.0, o);
+  EXPECT_GT(steered.nfe, 2 * alone.nfe);  // the rider would have forced far smaller steps
 }

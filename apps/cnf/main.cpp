@@ -59,6 +59,18 @@ struct EvalArgs {
   int64_t n = 1000;
   std::string method = "euler";
   int64_t steps = 100;
+  double rtol = 1e-5, atol = 1e-5;
+  int64_t max_steps = 100000;
+
+  ode::SolveOptions solve_options() const {
+    ode::SolveOptions so;
+    so.method = method;
+    so.steps = steps;
+    so.adaptive.rtol = rtol;
+    so.adaptive.atol = atol;
+    so.adaptive.max_steps = max_steps;
+    return so;
+  }
 };
 
 // `prefix` is "" for sample/eval (--method, --steps, -n) and "eval-" for train/demo,
@@ -70,9 +82,17 @@ void add_eval(CLI::App* sub, EvalArgs& e, const std::string& n_help, const std::
   sub->add_option("--" + prefix + "method", e.method,
                   "ODE method: " + ode::tableaus().joined_names())
       ->capture_default_str();
-  sub->add_option("--" + prefix + "steps", e.steps, "ODE steps from t = 1 to t = 0")
+  sub->add_option("--" + prefix + "steps", e.steps,
+                  "ODE steps from t = 1 to t = 0 (fixed-step methods)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  sub->add_option("--" + prefix + "rtol", e.rtol, "Relative tolerance (bosh3, dopri5, tsit5)")
+      ->capture_default_str();
+  sub->add_option("--" + prefix + "atol", e.atol, "Absolute tolerance (bosh3, dopri5, tsit5)")
+      ->capture_default_str();
+  sub->add_option("--" + prefix + "max-steps", e.max_steps,
+                  "Adaptive steps (accepted + rejected) before giving up")
+      ->capture_default_str();
 }
 
 void write_json(const std::string& path, const json& j) {
@@ -108,9 +128,7 @@ Evaluation evaluate(nn::VelocityFieldImpl& model, const path::Schedule& schedule
                     torch::Device device, const ode::Observer& observer = {}) {
   auto gen = make_generator(seed + 1);
   auto x_1 = prior.sample(h.a.size(0), gen).to(device);
-  ode::SolveOptions so;
-  so.method = e.method;
-  so.steps = e.steps;
+  ode::SolveOptions so = e.solve_options();
   so.observer = observer;
   auto t0 = std::chrono::steady_clock::now();
   auto sol = train::generate(model, schedule, x_1, so);
@@ -316,9 +334,7 @@ int run_sample(const SampleArgs& a) {
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto gen = make_generator(a.common.seed);
   auto x_1 = prior->sample(a.eval.n, gen).to(device);
-  ode::SolveOptions so;
-  so.method = a.eval.method;
-  so.steps = a.eval.steps;
+  const ode::SolveOptions so = a.eval.solve_options();
   auto t0 = std::chrono::steady_clock::now();
   auto sol = train::generate(*c.model, *c.spec.make_schedule(), x_1, so);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

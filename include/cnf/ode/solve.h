@@ -43,9 +43,16 @@ struct ButcherTableau {
   int error_order;                     ///< order of the embedded solution (0: none)
   int stages() const { return static_cast<int>(b.size()); }
   bool has_error_estimate() const { return !b_err.empty(); }
+  /// First-same-as-last: the last stage is f(t + dt, y1), reusable as the next first stage.
+  bool fsal() const { return fsal_; }
+
+ private:
+  bool fsal_ = false;
 };
 
-/// Every tableau cnf offers, by name: euler, midpoint, heun, rk4.
+/// Every tableau cnf offers, by name: euler, midpoint, heun, rk4 (fixed step) and the
+/// embedded pairs bosh3 (Bogacki–Shampine 3(2)), dopri5 (Dormand–Prince 5(4)) and tsit5
+/// (Tsitouras 5(4)), which `solve` steps adaptively.
 const Registry<ButcherTableau>& tableaus();
 
 /// One step of size dt from (t, y): the new state, the embedded error estimate (empty
@@ -53,20 +60,27 @@ const Registry<ButcherTableau>& tableaus();
 struct StepResult {
   State y1;
   State error;
+  State f1;  ///< f(t + dt, y1) when the tableau is FSAL (empty otherwise)
   int64_t nfe = 0;
 };
+/// `k0`, when non-null and non-empty, is f(t, y) already known (saves one evaluation).
 StepResult rk_step(const ButcherTableau& tableau, const Rhs& f, double t, const State& y,
-                   double dt);
+                   double dt, const State* k0 = nullptr);
 
 /// Decides where each step ends and whether it is accepted.
 class StepController {
  public:
   virtual ~StepController() = default;
-  virtual void reset(double t0, double t1) = 0;
+  /// Prepares a solve from (t0, y0) with f0 = f(t0, y0) to t1. May evaluate f (initial
+  /// step selection) and returns the number of evaluations it spent.
+  virtual int64_t init(const Rhs& f, double t0, double t1, const State& y0, const State& f0,
+                       const ButcherTableau& tableau) = 0;
+  /// Whether init needs f0 (fixed steps do not).
+  virtual bool needs_f0() const { return false; }
   /// End time of the next attempted step, given `accepted` steps so far, at time t.
   virtual double next_time(int64_t accepted, double t) const = 0;
-  /// Accept or reject an attempted step (may adapt the controller's internal state).
-  virtual bool accept(const StepResult& step, double t, double t_next) = 0;
+  /// Accepts or rejects an attempted step from y (may adapt the step size).
+  virtual bool accept(const State& y, const StepResult& step, double t, double t_next) = 0;
   /// True when the controller has reached t1 after `accepted` steps at time t.
   virtual bool done(int64_t accepted, double t) const = 0;
 };
@@ -75,9 +89,10 @@ class StepController {
 class ConstantController final : public StepController {
  public:
   explicit ConstantController(int64_t steps);
-  void reset(double t0, double t1) override;
+  int64_t init(const Rhs&, double t0, double t1, const State&, const State&,
+               const ButcherTableau&) override;
   double next_time(int64_t accepted, double t) const override;
-  bool accept(const StepResult&, double, double) override { return true; }
+  bool accept(const State&, const StepResult&, double, double) override { return true; }
   bool done(int64_t accepted, double) const override { return accepted >= steps_; }
 
  private:
@@ -85,31 +100,85 @@ class ConstantController final : public StepController {
   double t0_ = 0, t1_ = 1;
 };
 
+/// Options of the adaptive step-size controller.
+struct AdaptiveOptions {
+  double rtol = 1e-5;
+  double atol = 1e-5;
+  /// First step size; 0 selects it by Hairer's rule (Hairer, Norsett & Wanner, Solving
+  /// ODEs I, sec. II.4).
+  double first_step = 0.0;
+  /// Smallest allowed step; 0 means 1e-12 * |t1 - t0|.
+  double min_step = 0.0;
+  /// Attempted steps (accepted + rejected) before giving up.
+  int64_t max_steps = 100000;
+  /// Which state tensors enter the error norm (empty: all). Log-density and regularizer
+  /// integrals ride along without steering the step size.
+  std::vector<bool> error_mask;
+  /// PI controller gains as multiples of 1/(error_order + 1) (Hairer & Wanner, Solving
+  /// ODEs II, sec. IV.2; Soderlind 2002): factor = safety * err^-(beta1/k) * prev^(beta2/k).
+  double safety = 0.9, beta1 = 0.7, beta2 = 0.4;
+  double min_factor = 0.2, max_factor = 10.0;
+};
+
+/// Error-controlled steps for tableaux with an embedded pair. Error norm: RMS over all
+/// (masked-in) entries of err / (atol + rtol * max(|y|, |y1|)); a step is accepted when
+/// the norm is <= 1. Throws cnf::Error naming t, the step size and the option to change
+/// when the step size underflows `min_step` or `max_steps` is exhausted.
+class AdaptiveController final : public StepController {
+ public:
+  explicit AdaptiveController(AdaptiveOptions options);
+  int64_t init(const Rhs& f, double t0, double t1, const State& y0, const State& f0,
+               const ButcherTableau& tableau) override;
+  bool needs_f0() const override { return true; }
+  double next_time(int64_t accepted, double t) const override;
+  bool accept(const State& y, const StepResult& step, double t, double t_next) override;
+  bool done(int64_t, double t) const override { return t == t1_; }
+  double step_size() const { return dt_; }
+  /// The RMS norm used for error control (exposed for tests).
+  double error_norm(const State& y, const State& y1, const State& err) const;
+
+ private:
+  AdaptiveOptions o_;
+  double t0_ = 0, t1_ = 1, dt_ = 0, min_step_ = 0, prev_err_ = 1;
+  int error_order_ = 1;
+  int64_t attempts_ = 0;
+};
+
 /// Sees every accepted step: time and state after the step (also called once at t0).
 using Observer = std::function<void(double t, const State& y)>;
 
 struct SolveOptions {
-  /// Tableau name (registry `tableaus()`).
+  /// Tableau name (registry `tableaus()`). Tableaux with an embedded error estimate
+  /// (bosh3, dopri5, tsit5) step adaptively; the others take `steps` equal steps.
   std::string method = "euler";
   /// Number of steps for fixed-step integration.
   int64_t steps = 100;
+  /// Tolerances and limits of adaptive stepping.
+  AdaptiveOptions adaptive;
+  /// Times (between t0 and t1, in the direction of integration) at which to report the
+  /// state, by cubic Hermite dense output inside a step (exact at step ends).
+  std::vector<double> save_at;
   /// Optional observer of every accepted step.
   Observer observer;
 };
 
 struct Solution {
   State y;                 ///< state at t1
+  std::vector<double> ts;  ///< the save_at times
+  std::vector<State> ys;   ///< states at the save_at times
   int64_t nfe = 0;         ///< evaluations of f
   int64_t n_accepted = 0;  ///< accepted steps
   int64_t n_rejected = 0;  ///< rejected steps
 };
 
-/// Integrates dy/dt = f(t, y) from t0 to t1 (either direction).
+/// Integrates dy/dt = f(t, y) from t0 to t1 (either direction). Throws cnf::Error when
+/// the final state is not finite (never returns NaN silently).
 Solution solve(const Rhs& f, const State& y0, double t0, double t1, const SolveOptions& options);
 
-/// Same, with an explicit controller.
+/// Same, with an explicit tableau and controller.
 Solution solve(const Rhs& f, const State& y0, double t0, double t1, const ButcherTableau& tableau,
-               StepController& controller, const Observer& observer = {});
+               StepController& controller, const Observer& observer = {},
+               const std::vector<double>& save_at = {});
 
 /// f(t, {x}) = {field.forward(x, t * ones[B])} for any velocity field.
 template <class Field>
