@@ -52,22 +52,53 @@ static void BM_SampleEuler100(benchmark::State& state) {
 }
 BENCHMARK(BM_SampleEuler100)->Arg(10000)->Unit(benchmark::kMillisecond);
 
-// Sampling from a checkpoint given by CNF_BENCH_CKPT (skipped when unset).
-static void BM_SampleCheckpoint(benchmark::State& state) {
-  const char* path = std::getenv("CNF_BENCH_CKPT");
-  if (path == nullptr) {
-    state.SkipWithError("set CNF_BENCH_CKPT to a checkpoint");
-    return;
-  }
-  auto c = train::load_checkpoint(path);
-  auto schedule = c.spec.make_schedule();
-  auto x = torch::randn({state.range(0), c.spec.model.dim});
+// The foundation's 2-D model, trained once (3,000 steps, N(0, I) -> moons) for the
+// sampling benchmarks below: trained weights, not the initialization, set the cost.
+static train::Trainer& trained() {
+  static train::Trainer* t = [] {
+    auto spec = issue_spec();
+    spec.prior = "normal";
+    train::TrainOptions o;
+    o.steps = 3000;
+    o.lr = 2e-3;
+    auto* tr = new train::Trainer(spec, o, data::make_source("moons"), data::make_source("normal"));
+    tr->run();
+    return tr;
+  }();
+  return *t;
+}
+
+static void BM_SampleTrainedEuler100(benchmark::State& state) {
+  auto model = trained().model();
+  auto schedule = path::make_schedule("condot");
+  auto x = torch::randn({state.range(0), 2});
   ode::SolveOptions so;
   so.steps = 100;
-  for (auto _ : state) benchmark::DoNotOptimize(train::generate(*c.model, *schedule, x, so).y[0]);
+  for (auto _ : state) benchmark::DoNotOptimize(train::generate(*model, *schedule, x, so).y[0]);
   state.SetItemsProcessed(state.iterations() * state.range(0));
 }
-BENCHMARK(BM_SampleCheckpoint)->Arg(10000)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_SampleTrainedEuler100)->Arg(10000)->Unit(benchmark::kMillisecond);
+
+// dopri5 at rtol = atol = 1e-4: time per function evaluation is the figure of interest.
+static void BM_SampleTrainedDopri5(benchmark::State& state) {
+  auto model = trained().model();
+  auto schedule = path::make_schedule("condot");
+  auto x = torch::randn({state.range(0), 2});
+  ode::SolveOptions so;
+  so.method = "dopri5";
+  so.adaptive.rtol = so.adaptive.atol = 1e-4;
+  int64_t nfe = 0;
+  for (auto _ : state) {
+    auto sol = train::generate(*model, *schedule, x, so);
+    nfe = sol.nfe;
+    benchmark::DoNotOptimize(sol.y[0]);
+  }
+  state.counters["nfe"] = static_cast<double>(nfe);
+  state.counters["us_per_nfe"] = benchmark::Counter(
+      static_cast<double>(nfe) * state.iterations() / 1e6,
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_SampleTrainedDopri5)->Arg(1000)->Unit(benchmark::kMillisecond);
 
 // Exact W2 by network simplex between two n-point clouds.
 static void BM_ExactW2(benchmark::State& state) {

@@ -20,7 +20,8 @@ void seed_global(uint64_t seed);
 /// Thread settings. `threads` LibTorch intra-op threads (>= 1); OpenBLAS is held at one
 /// thread so that its pthreads do not fight LibTorch's OpenMP threads for the cores
 /// (small-network work is per-op bound; see README "Threads"). Also flushes subnormal
-/// floats to zero, which otherwise slow trained networks down by up to 10x on x86.
+/// floats to zero, and keeps large temporaries on the heap (glibc mallopt) instead of
+/// mapping and page-faulting them anew for every tensor.
 void set_threads(int threads);
 
 /// Parses "cpu", "cuda", "cuda:1"; a clear error when the device is unknown or absent.
