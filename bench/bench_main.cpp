@@ -4,10 +4,13 @@
 #include <torch/torch.h>
 
 #include <cstdlib>
+#include <fstream>
+#include <string>
 
 #include "cnf/core/runtime.h"
 #include "cnf/data/sources.h"
 #include "cnf/metrics/distances.h"
+#include "cnf/ode/adjoint.h"
 #include "cnf/train/flow.h"
 #include "cnf/train/trainer.h"
 
@@ -109,9 +112,40 @@ static void BM_ExactW2(benchmark::State& state) {
 }
 BENCHMARK(BM_ExactW2)->Arg(500)->Arg(1000)->Unit(benchmark::kMillisecond);
 
+// Peak resident memory of this process in MiB (VmHWM).
+static double peak_rss_mib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
+  return -1;
+}
+
+// cnf_bench --adjoint-memory STEPS adjoint|backprop: one loss gradient through an rk4
+// solve of 2,000 points with the 3-64-64-64-2 MLP; prints the process's peak RSS.
+static int adjoint_memory(int64_t steps, const std::string& mode) {
+  torch::manual_seed(0);
+  auto model = nn::make_model(issue_spec().model);
+  auto x = torch::randn({2000, 2});
+  ode::SolveOptions so;
+  so.method = "rk4";
+  so.steps = steps;
+  auto rhs = ode::field_rhs(*model);
+  ode::State y = mode == "adjoint"
+                     ? ode::solve_adjoint(rhs, {x}, model->parameters(), 1.0, 0.0, so)
+                     : ode::solve(rhs, {x}, 1.0, 0.0, so).y;
+  y[0].pow(2).sum().backward();
+  std::printf("%s steps=%lld peak_rss_mib=%.1f grad_norm=%.6g\n", mode.c_str(),
+              static_cast<long long>(steps), peak_rss_mib(),
+              model->parameters()[0].grad().norm().item<double>());
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const char* env = std::getenv("CNF_BENCH_THREADS");
   set_threads(env ? std::atoi(env) : 1);
+  if (argc == 4 && std::string(argv[1]) == "--adjoint-memory")
+    return adjoint_memory(std::atoll(argv[2]), argv[3]);
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
