@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -176,4 +177,20 @@ TEST(CliTest, FlagsOverrideConfigFile) {
   r = run_cnf("train --config " + cfg);
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "line 1")) << r.output;
+}
+
+TEST(CliTest, NfeErrorExperimentWritesItsTable) {
+  const auto out = dir() + "/nfe";
+  auto r = run_cnf("experiment nfe-error --steps 30 -n 64 --quiet --out " + out);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto csv = cnf::io::read_text(out + "/nfe_error.csv");
+  // 2 paths x (3 fixed-step methods x 8 step counts + 6 dopri5 tolerances) rows + header.
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 2 * (3 * 8 + 6) + 1);
+  EXPECT_TRUE(contains(csv, "condot,rk4,steps=8,32,")) << csv;  // rk4: 4 NFE per step
+  EXPECT_TRUE(fs::exists(out + "/nfe_error.png"));
+  EXPECT_TRUE(contains(cnf::io::read_text(out + "/results.json"), "\"nfe_below_1e-02\""));
+  r = run_cnf("experiment nfe-error --schedules condot,ddpm --out " + out);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "condot, vp, subvp, ve, cosine")) << r.output;
+  EXPECT_NE(run_cnf("experiment").code, 0);  // an experiment name is required
 }

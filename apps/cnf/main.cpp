@@ -10,6 +10,7 @@
 #include <iostream>
 #include <unistd.h>
 
+#include "apps/cnf/common.h"
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/data/sources.h"
@@ -26,34 +27,11 @@
 using namespace cnf;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using namespace cnf::app;
 
 namespace {
 
 // ------------------------------------------------------------------ shared options
-
-struct Common {
-  uint64_t seed = 0;
-  int threads = 1;
-  std::string device = "cpu";
-  std::string json;
-  std::string config;
-};
-
-void add_common(CLI::App* sub, Common& c) {
-  sub->add_option("--config", c.config, "TOML file of options (flags given here override it)");
-  sub->add_option("--seed", c.seed, "Random seed")->capture_default_str();
-  sub->add_option("--threads", c.threads, "LibTorch threads (OpenBLAS is held at 1)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
-  sub->add_option("--json", c.json, "Write the command's figures to this JSON file");
-}
-
-torch::Device setup(const Common& c) {
-  set_threads(c.threads);
-  seed_global(c.seed);
-  return parse_device(c.device);
-}
 
 struct EvalArgs {
   int64_t n = 1000;
@@ -93,17 +71,6 @@ void add_eval(CLI::App* sub, EvalArgs& e, const std::string& n_help, const std::
   sub->add_option("--" + prefix + "max-steps", e.max_steps,
                   "Adaptive steps (accepted + rejected) before giving up")
       ->capture_default_str();
-}
-
-void write_json(const std::string& path, const json& j) {
-  if (!path.empty()) io::write_text_atomic(path, j.dump(2) + "\n");
-}
-
-void make_dir(const std::string& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  CNF_CHECK(!ec, "cannot create output folder '", dir, "': ", ec.message(),
-            "; choose a writable --out");
 }
 
 // What held-out comparisons use: two independent halves A and B of held-out data.
@@ -397,7 +364,14 @@ std::vector<std::string> expand_config(const std::vector<std::string>& args, CLI
   for (auto* s : app.get_subcommands({}))
     if (s->get_name() == args[1]) sub = s;
   CNF_CHECK(sub != nullptr, "--config needs a verb first, e.g. cnf train --config ", path);
-  std::vector<std::string> out{args[0], args[1]};
+  size_t verb_words = 2;  // "cnf train", or "cnf experiment nfe-error"
+  if (args.size() > 2)
+    for (auto* s : sub->get_subcommands({}))
+      if (s->get_name() == args[2]) {
+        sub = s;
+        verb_words = 3;
+      }
+  std::vector<std::string> out(args.begin(), args.begin() + static_cast<long>(verb_words));
   for (const auto& e : io::read_config(path)) {
     // An empty string is every option's unset state; "--key=" would swallow the next word.
     if (e.key == "config" || e.value.empty()) continue;
@@ -411,7 +385,7 @@ std::vector<std::string> expand_config(const std::vector<std::string>& args, CLI
     }
     out.push_back("--" + e.key + "=" + e.value);
   }
-  out.insert(out.end(), args.begin() + 2, args.end());
+  out.insert(out.end(), args.begin() + static_cast<long>(verb_words), args.end());
   return out;
 }
 
@@ -467,6 +441,11 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--dim", eval_args.dim, "Dimension for normal/gmm data (default: model's)");
   add_eval(eval_cmd, eval_args.eval, "Samples (W2 against as many held-out points)", "");
 
+  auto* experiment_cmd =
+      app.add_subcommand("experiment", "Reproducible studies comparing the methods");
+  experiment_cmd->require_subcommand(1);
+  auto run_experiment = cnf::app::add_experiments(experiment_cmd);
+
   try {
     std::vector<std::string> args(argv, argv + argc);
     args = expand_config(args, app);
@@ -481,6 +460,7 @@ int main(int argc, char** argv) {
     if (demo_cmd->parsed()) return run_train(demo_args, demo_cmd, true);
     if (sample_cmd->parsed()) return run_sample(sample_args);
     if (eval_cmd->parsed()) return run_eval(eval_args);
+    if (experiment_cmd->parsed()) return run_experiment();
   } catch (const Error& e) {
     std::fprintf(stderr, "cnf: error: %s\n", e.what());
     return 1;

@@ -1,0 +1,58 @@
+// apps/cnf/common.h — options and helpers shared by the verbs of the cnf command.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <string>
+
+#include "cnf/core/error.h"
+#include "cnf/core/runtime.h"
+#include "cnf/io/files.h"
+
+namespace cnf::app {
+
+using json = nlohmann::json;
+
+struct Common {
+  uint64_t seed = 0;
+  int threads = 1;
+  std::string device = "cpu";
+  std::string json;
+  std::string config;
+};
+
+inline void add_common(CLI::App* sub, Common& c) {
+  sub->add_option("--config", c.config, "TOML file of options (flags given here override it)");
+  sub->add_option("--seed", c.seed, "Random seed")->capture_default_str();
+  sub->add_option("--threads", c.threads, "LibTorch threads (OpenBLAS is held at 1)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
+  sub->add_option("--json", c.json, "Write the command's figures to this JSON file");
+}
+
+inline torch::Device setup(const Common& c) {
+  set_threads(c.threads);
+  seed_global(c.seed);
+  return parse_device(c.device);
+}
+
+inline void write_json(const std::string& path, const json& j) {
+  if (!path.empty()) io::write_text_atomic(path, j.dump(2) + "\n");
+}
+
+inline void make_dir(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  CNF_CHECK(!ec, "cannot create output folder '", dir, "': ", ec.message(),
+            "; choose a writable --out");
+}
+
+/// Registers `cnf experiment <name>` subcommands; returns a runner that executes the
+/// parsed one (or returns -1 when none was chosen).
+std::function<int()> add_experiments(CLI::App* experiment);
+
+}  // namespace cnf::app

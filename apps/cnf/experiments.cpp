@@ -1,0 +1,213 @@
+// cnf experiment <name> — the studies of the source material, reproducible from the CLI.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "apps/cnf/common.h"
+#include "cnf/data/sources.h"
+#include "cnf/io/plot.h"
+#include "cnf/io/progress.h"
+#include "cnf/ode/solve.h"
+#include "cnf/train/flow.h"
+#include "cnf/train/trainer.h"
+
+namespace cnf::app {
+
+namespace {
+
+// ----------------------------------------------------------------------- nfe-error
+//
+// Lipman et al. 2023 (sec. 6, fig. 7): flow matching on the OT path gives straighter
+// trajectories than on a diffusion path, so a solver reaches a given error with fewer
+// function evaluations. For one model per path (same network, data and budget), measure
+// the error of each solver against a tight-tolerance reference solve from the same noise.
+
+struct NfeErrorArgs {
+  Common common;
+  std::string data = "moons";
+  std::string schedules = "condot,vp";
+  int64_t steps = 5000;
+  int64_t n = 1000;
+  double reference_tol = 1e-9;
+  std::string out = "out/nfe-error";
+  bool quiet = false;
+};
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else if (c != ' ') {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+struct Point {
+  std::string schedule, method, setting;
+  int64_t nfe;
+  double error;
+};
+
+int run_nfe_error(const NfeErrorArgs& a) {
+  auto device = setup(a.common);
+  make_dir(a.out);
+  auto schedules = split_list(a.schedules);
+  CNF_CHECK(!schedules.empty(), "--schedules is empty; give e.g. condot,vp");
+  for (const auto& s : schedules) path::make_schedule(s);  // unknown names fail before training
+  CNF_CHECK(a.n >= 1 && a.steps >= 1, "--n and --steps must be >= 1");
+
+  std::vector<Point> points;
+  json per_schedule = json::object();
+  for (const auto& name : schedules) {
+    train::FlowSpec spec;
+    spec.data = a.data;
+    spec.schedule = name;
+    train::TrainOptions o;
+    o.steps = a.steps;
+    o.lr = 2e-3;
+    o.lr_schedule = "cosine";
+    o.seed = a.common.seed;
+    o.device = device;
+    auto data_source = data::make_source(a.data);
+    train::Trainer trainer(spec, o, data_source, data::make_source("normal", data_source->dim()));
+    io::Progress progress(o.steps, "nfe-error: training " + name, !a.quiet);
+    trainer.run([&](int64_t step, const auto&) {
+      if (step % 100 == 0) progress.update(step);
+      return true;
+    });
+    progress.finish();
+    trainer.save(a.out + "/" + name + ".pt");
+    auto model = trainer.model();
+    model->eval();
+    auto schedule = spec.make_schedule();
+
+    auto gen = make_generator(a.common.seed + 7);
+    auto x_1 = torch::randn({a.n, data_source->dim()}, gen, torch::kFloat32).to(device);
+    ode::SolveOptions ref;
+    ref.method = "dopri5";
+    ref.adaptive.rtol = ref.adaptive.atol = a.reference_tol;
+    auto reference = train::generate(*model, *schedule, x_1, ref);
+    auto error = [&](const ode::Solution& sol) {
+      return (sol.y[0] - reference.y[0]).norm(2, {1}).mean().item<double>();
+    };
+    for (std::string method : {"euler", "midpoint", "rk4"})
+      for (int64_t k : {1, 2, 4, 8, 16, 32, 64, 128}) {
+        ode::SolveOptions so;
+        so.method = method;
+        so.steps = k;
+        auto sol = train::generate(*model, *schedule, x_1, so);
+        points.push_back({name, method, "steps=" + std::to_string(k), sol.nfe, error(sol)});
+      }
+    for (double tol : {1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6}) {
+      ode::SolveOptions so;
+      so.method = "dopri5";
+      so.adaptive.rtol = so.adaptive.atol = tol;
+      auto sol = train::generate(*model, *schedule, x_1, so);
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "tol=%.0e", tol);
+      points.push_back({name, "dopri5", buf, sol.nfe, error(sol)});
+    }
+    per_schedule[name] = {{"reference_nfe", reference.nfe}};
+  }
+
+  // CSV, summary and plot.
+  std::string csv = "schedule,method,setting,nfe,error\n";
+  for (const auto& p : points) {
+    char line[256];
+    std::snprintf(line, sizeof line, "%s,%s,%s,%lld,%.6e\n", p.schedule.c_str(), p.method.c_str(),
+                  p.setting.c_str(), static_cast<long long>(p.nfe), p.error);
+    csv += line;
+  }
+  io::write_text_atomic(a.out + "/nfe_error.csv", csv);
+
+  // NFE each (schedule, method) needs to bring the mean error below each threshold.
+  const std::vector<double> thresholds{1e-1, 1e-2, 1e-3};
+  std::printf("NFE to reach a mean error below the threshold (vs dopri5 at tol %.0e), %lld points:\n",
+              a.reference_tol, static_cast<long long>(a.n));
+  std::printf("%-8s %-9s %10s %10s %10s\n", "path", "method", "err<1e-1", "err<1e-2", "err<1e-3");
+  json summary = json::array();
+  for (const auto& name : schedules)
+    for (std::string method : {"euler", "midpoint", "rk4", "dopri5"}) {
+      std::printf("%-8s %-9s", name.c_str(), method.c_str());
+      json row = {{"schedule", name}, {"method", method}};
+      for (double th : thresholds) {
+        int64_t best = -1;
+        for (const auto& p : points)
+          if (p.schedule == name && p.method == method && p.error < th &&
+              (best < 0 || p.nfe < best))
+            best = p.nfe;
+        std::printf(" %10s", best < 0 ? ">max" : std::to_string(best).c_str());
+        char key[32];
+        std::snprintf(key, sizeof key, "nfe_below_%.0e", th);
+        row[key] = best < 0 ? json(nullptr) : json(best);
+      }
+      std::printf("\n");
+      summary.push_back(row);
+    }
+
+  std::vector<io::Series> series;
+  const io::RGB blues[] = {{158, 202, 225}, {66, 146, 198}, {8, 81, 156}, {8, 48, 107}};
+  const io::RGB reds[] = {{252, 174, 145}, {251, 106, 74}, {203, 24, 29}, {103, 0, 13}};
+  const io::RGB greens[] = {{161, 217, 155}, {65, 171, 93}, {0, 109, 44}, {0, 68, 27}};
+  int si = 0;
+  for (const auto& name : schedules) {
+    const io::RGB* palette = si == 0 ? blues : si == 1 ? reds : greens;
+    int mi = 0;
+    for (std::string method : {"euler", "midpoint", "rk4", "dopri5"}) {
+      std::vector<float> xy;
+      for (const auto& p : points)
+        if (p.schedule == name && p.method == method && p.error > 0) {
+          xy.push_back(static_cast<float>(std::log10(static_cast<double>(p.nfe))));
+          xy.push_back(static_cast<float>(std::log10(p.error)));
+        }
+      auto t = torch::tensor(xy).reshape({-1, 2});
+      series.push_back({t, palette[mi % 4], name + " " + method});
+      ++mi;
+    }
+    ++si;
+  }
+  io::PlotOptions po;
+  po.width = 700;
+  po.height = 500;
+  po.point_radius = 3;
+  po.alpha = 1.0;
+  po.title = "log10 mean error vs log10 NFE (" + a.data + ")";
+  io::scatter_png(a.out + "/nfe_error.png", series, po);
+
+  json j = {{"data", a.data},         {"train_steps", a.steps}, {"n", a.n},
+            {"reference_tol", a.reference_tol}, {"summary", summary}, {"models", per_schedule}};
+  io::write_text_atomic(a.out + "/results.json", j.dump(2) + "\n");
+  write_json(a.common.json, j);
+  std::printf("wrote %s/{nfe_error.csv, nfe_error.png, results.json, <path>.pt}\n", a.out.c_str());
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> add_experiments(CLI::App* experiment) {
+  auto args = std::make_shared<NfeErrorArgs>();
+  auto* cmd = experiment->add_subcommand(
+      "nfe-error",
+      "Error vs NFE of euler/midpoint/rk4/dopri5 for flow matching on the OT path and on a "
+      "diffusion path (Lipman et al. 2023, fig. 7)");
+  add_common(cmd, args->common);
+  cmd->add_option("--data", args->data, "Data set")->capture_default_str();
+  cmd->add_option("--schedules", args->schedules, "Comma-separated paths to compare")
+      ->capture_default_str();
+  cmd->add_option("--steps", args->steps, "Training steps per model")->capture_default_str();
+  cmd->add_option("-n,--n", args->n, "Noise samples transported per solve")->capture_default_str();
+  cmd->add_option("--reference-tol", args->reference_tol, "rtol = atol of the reference dopri5")
+      ->capture_default_str();
+  cmd->add_option("--out", args->out, "Output folder")->capture_default_str();
+  cmd->add_flag("--quiet", args->quiet, "No progress output");
+  return [cmd, args]() { return cmd->parsed() ? run_nfe_error(*args) : -1; };
+}
+
+}  // namespace cnf::app
