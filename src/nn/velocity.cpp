@@ -48,6 +48,30 @@ torch::Tensor activate(Activation a, const torch::Tensor& x) {
   return x;
 }
 
+torch::Tensor activate_derivative(Activation a, const torch::Tensor& z) {
+  switch (a) {
+    case Activation::tanh: return 1 - torch::tanh(z).pow(2);
+    case Activation::relu: return (z > 0).to(z.scalar_type());
+    case Activation::silu: {
+      auto s = torch::sigmoid(z);
+      return s * (1 + z * (1 - s));
+    }
+    case Activation::selu: {
+      // SELU constants (Klambauer et al. 2017), as LibTorch uses them.
+      const double scale = 1.0507009873554804934193349852946, alpha = 1.6732632423543772848170429916717;
+      return scale * torch::where(z > 0, torch::ones_like(z), alpha * torch::exp(z));
+    }
+    case Activation::gelu: {
+      // Exact (erf) GELU: Phi(z) + z phi(z).
+      auto cdf = 0.5 * (1 + torch::erf(z * M_SQRT1_2));
+      auto pdf = torch::exp(-0.5 * z * z) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
+      return cdf + z * pdf;
+    }
+    case Activation::softplus: return torch::sigmoid(z);
+  }
+  return torch::ones_like(z);
+}
+
 MLPVelocityImpl::MLPVelocityImpl(const MLPOptions& o)
     : options(o),
       activation(parse_activation(o.activation())),
@@ -88,6 +112,29 @@ torch::Tensor MLPVelocityImpl::forward(const torch::Tensor& x, const torch::Tens
     if (k + 1 < n) h = activate(activation, h);
   }
   return h.view(x.sizes());
+}
+
+std::pair<torch::Tensor, torch::Tensor> MLPVelocityImpl::forward_with_divergence(
+    const torch::Tensor& x, const torch::Tensor& t) {
+  CNF_CHECK(x.dim() == 2, "analytic divergence needs flat inputs [B, dim], got ", x.sizes());
+  auto h = embed_input(x, t);
+  const int64_t d = options.dim();
+  // dz_1/dx is the x-block of the first weight matrix, the same for every row.
+  torch::Tensor jac;  // [B, width, d]
+  const auto n = layers.size();
+  for (size_t k = 0; k < n; ++k) {
+    const auto& w = layers[k]->weight;
+    auto z = layers[k]->forward(h);
+    torch::Tensor dz = k == 0 ? w.slice(1, 0, d).unsqueeze(0).expand({x.size(0), -1, -1})
+                              : torch::matmul(w, jac);  // [B, out, d]
+    if (k + 1 == n) {
+      auto div = dz.diagonal(0, 1, 2).sum(-1);
+      return {z, div};
+    }
+    jac = activate_derivative(activation, z).unsqueeze(-1) * dz;
+    h = activate(activation, z);
+  }
+  return {h, torch::zeros({x.size(0)}, x.options())};
 }
 
 VelocityField make_model(const ModelSpec& spec) {

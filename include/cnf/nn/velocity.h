@@ -31,6 +31,8 @@ enum class Activation { tanh, relu, silu, selu, gelu, softplus };
 Activation parse_activation(const std::string& name);
 std::string activation_name(Activation a);
 torch::Tensor activate(Activation a, const torch::Tensor& x);
+/// Element-wise derivative of the activation at pre-activation z.
+torch::Tensor activate_derivative(Activation a, const torch::Tensor& z);
 
 /// How time enters the MLP: appended as one input ("concat"), or as sin/cos Fourier
 /// features of `fourier_features` log-spaced frequencies ("fourier"; Tancik et al. 2020).
@@ -60,6 +62,11 @@ class MLPVelocityImpl : public VelocityFieldImpl {
   std::vector<int64_t> sample_shape() const override { return {options.dim()}; }
   /// The input fed to the first layer: [x, embed(t)].
   torch::Tensor embed_input(const torch::Tensor& x, const torch::Tensor& t) const;
+  /// v_t(x) and its exact divergence tr(dv/dx) [B], by carrying the Jacobian dh/dx
+  /// ([B, width, dim]) through the layers: J <- act'(z) * (W J). Costs about `dim`
+  /// forward passes of matrix work and no autograd; differentiable like forward().
+  std::pair<torch::Tensor, torch::Tensor> forward_with_divergence(const torch::Tensor& x,
+                                                                  const torch::Tensor& t);
 
   MLPOptions options;
   Activation activation;

@@ -1,0 +1,103 @@
+// cnf/density/density.h — exact likelihoods, bits/dim, scores along trajectories, entropy.
+//
+// Instantaneous change of variables (Chen et al. 2018; Grathwohl et al., FFJORD, 2019):
+//   log rho_0(x) = log rho_1(X_1(x)) + int_0^1 div v_t(X_t(x)) dt,
+// integrated from t = 0 (data) to t = 1 (prior). Divergence by autograd (exact, one pass
+// per dimension), analytically for the MLP (Jacobian carried through the layers), or by
+// Hutchinson's estimator E[eps^T (dv/dx) eps] with K probes held fixed through the solve.
+//
+// Instantaneous change of score (the score along a trajectory):
+//   d/dt s_t = -(grad v_t)^T s_t - grad(div v_t),   s_t = grad log rho_t(X_t).
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <utility>
+
+#include "cnf/data/sources.h"
+#include "cnf/nn/velocity.h"
+#include "cnf/ode/solve.h"
+#include "cnf/path/schedule.h"
+
+namespace cnf::density {
+
+enum class Divergence { exact, analytic, hutchinson };
+/// "exact", "analytic" (MLP only) or "hutchinson"; unknown names list the valid ones.
+Divergence parse_divergence(const std::string& name);
+
+struct DivergenceOptions {
+  Divergence method = Divergence::exact;
+  /// Hutchinson probes K (fixed through a solve).
+  int64_t probes = 1;
+  /// Gaussian probes instead of Rademacher (Rademacher has the lower variance).
+  bool gaussian = false;
+};
+
+/// v_t(x) and its divergence: [B] for exact/analytic, [K, B] (one estimate per probe) for
+/// Hutchinson with `probes` [K, B, ...]. `create_graph` keeps the graph of the divergence
+/// (needed to differentiate it again: training, the change of score).
+std::pair<at::Tensor, at::Tensor> velocity_and_divergence(nn::VelocityFieldImpl& field,
+                                                          const at::Tensor& x,
+                                                          const at::Tensor& t,
+                                                          const DivergenceOptions& options,
+                                                          const at::Tensor& probes = {},
+                                                          bool create_graph = false);
+
+/// K probes shaped [K, ...like] (Rademacher +-1 or standard normal).
+at::Tensor draw_probes(int64_t k, const at::Tensor& like, bool gaussian, at::Generator& gen);
+
+struct LikelihoodOptions {
+  LikelihoodOptions();
+  ode::SolveOptions solve;  ///< dopri5 at rtol = atol = 1e-5 by default
+  DivergenceOptions divergence;
+};
+
+struct LikelihoodResult {
+  at::Tensor log_prob;         ///< [B] log rho_0 (the mean over probes for Hutchinson)
+  at::Tensor log_prob_probes;  ///< [K, B] per-probe estimates (Hutchinson only)
+  at::Tensor x;                ///< the other end of the trajectory
+  int64_t nfe = 0;
+};
+
+/// log rho_0(x_0) of data points x_0 under the flow with prior `prior` at t = 1 (scaled by
+/// the schedule's sigma_1, as generation starts from sigma_1 * x_1). Integrates 0 -> 1.
+LikelihoodResult log_likelihood(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
+                                const data::Source& prior, const at::Tensor& x_0,
+                                const LikelihoodOptions& options, at::Generator& gen);
+
+/// Generation with likelihood: transports prior draws x_1 (unscaled) from t = 1 to 0 and
+/// returns x_0 and log rho_0(x_0) from the same trajectory.
+LikelihoodResult sample_with_log_prob(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
+                                      const data::Source& prior, const at::Tensor& x_1,
+                                      const LikelihoodOptions& options, at::Generator& gen);
+
+/// The score grad log rho_t at points x (time t in [0, 1)): integrates x from t to 1,
+/// takes the prior's score there, and carries it back to t by the change of score with
+/// the exact (or analytic) divergence. Returns [B, ...].
+at::Tensor score(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
+                 const data::Source& prior, const at::Tensor& x, double t,
+                 const LikelihoodOptions& options);
+
+/// Mean and standard error of a per-sample quantity.
+struct Estimate {
+  double mean = 0, stderr = 0;
+};
+Estimate mean_and_stderr(const at::Tensor& values);
+
+/// Entropy H(rho_0) = -E log rho_0, estimated from n samples of the flow (with their
+/// exact log-densities from the same trajectories), with its standard error.
+Estimate entropy(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
+                 const data::Source& prior, int64_t n, const LikelihoodOptions& options,
+                 at::Generator& gen);
+
+/// Bits per dimension of discrete data with `bins` levels per dimension, dequantized
+/// uniformly to (k + u) / bins in [0, 1]^D: (nll + D log bins) / (D log 2), where nll is
+/// the negative log-density (nats) of the dequantized point in [0, 1]^D coordinates.
+double bits_per_dim(double nll_nats, int64_t dim, int64_t bins = 256);
+
+/// Uniform dequantization of integer levels k in [0, bins): (k + u) / bins, u ~ U[0, 1).
+at::Tensor dequantize(const at::Tensor& levels, int64_t bins, at::Generator& gen);
+
+}  // namespace cnf::density
