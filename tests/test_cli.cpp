@@ -194,3 +194,32 @@ TEST(CliTest, NfeErrorExperimentWritesItsTable) {
   EXPECT_TRUE(contains(r.output, "condot, vp, subvp, ve, cosine")) << r.output;
   EXPECT_NE(run_cnf("experiment").code, 0);  // an experiment name is required
 }
+
+TEST(CliTest, NllScoreAndSamplingWithLogp) {
+  const auto& run = trained();
+  const auto js = dir() + "/nll.json";
+  auto r = run_cnf("nll --ckpt " + run + "/model.pt -n 100 --json " + js);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "NLL = ")) << r.output;
+  EXPECT_TRUE(contains(cnf::io::read_text(js), "\"nll_stderr\""));
+  r = run_cnf("nll --ckpt " + run + "/model.pt -n 50 --divergence hutchinson --probes 3");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "3 probes")) << r.output;
+  r = run_cnf("nll --ckpt " + run + "/model.pt --divergence trace");
+  EXPECT_TRUE(r.code == 1 && contains(r.output, "exact, analytic, hutchinson")) << r.output;
+
+  const auto samples = dir() + "/lp.npy";
+  r = run_cnf("sample --ckpt " + run + "/model.pt -n 20 --method dopri5 --with-logp --out " +
+              samples);
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto logp = cnf::io::read_npy(dir() + "/lp_logp.npy");
+  EXPECT_EQ(logp.sizes(), (std::vector<int64_t>{20}));
+  EXPECT_TRUE(torch::isfinite(logp).all().item<bool>());
+
+  const auto scores = dir() + "/score.npy";
+  r = run_cnf("score --ckpt " + run + "/model.pt --points " + samples + " --t 0.5 --out " + scores);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(cnf::io::read_npy(scores).sizes(), (std::vector<int64_t>{20, 2}));
+  r = run_cnf("score --ckpt " + run + "/model.pt --points " + samples + " --t 1.5 --out " + scores);
+  EXPECT_TRUE(r.code == 1 && contains(r.output, "[0, 1)")) << r.output;
+}

@@ -118,23 +118,23 @@ std::pair<torch::Tensor, torch::Tensor> MLPVelocityImpl::forward_with_divergence
     const torch::Tensor& x, const torch::Tensor& t) {
   CNF_CHECK(x.dim() == 2, "analytic divergence needs flat inputs [B, dim], got ", x.sizes());
   auto h = embed_input(x, t);
-  const int64_t d = options.dim();
-  // dz_1/dx is the x-block of the first weight matrix, the same for every row.
-  torch::Tensor jac;  // [B, width, d]
+  const int64_t b = x.size(0), d = options.dim();
+  // The transposed Jacobian (dh/dx)^T is kept as [B, d, width] so that each layer is one
+  // [B*d, in] x [in, out] product instead of B small ones.
+  torch::Tensor jac_t;
   const auto n = layers.size();
   for (size_t k = 0; k < n; ++k) {
-    const auto& w = layers[k]->weight;
+    const auto& w = layers[k]->weight;  // [out, in]
     auto z = layers[k]->forward(h);
-    torch::Tensor dz = k == 0 ? w.slice(1, 0, d).unsqueeze(0).expand({x.size(0), -1, -1})
-                              : torch::matmul(w, jac);  // [B, out, d]
-    if (k + 1 == n) {
-      auto div = dz.diagonal(0, 1, 2).sum(-1);
-      return {z, div};
-    }
-    jac = activate_derivative(activation, z).unsqueeze(-1) * dz;
+    // dz_1/dx is the x-block of the first weight matrix, the same for every row.
+    torch::Tensor dz_t =
+        k == 0 ? w.slice(1, 0, d).t().unsqueeze(0).expand({b, d, w.size(0)})
+               : torch::matmul(jac_t.reshape({b * d, -1}), w.t()).reshape({b, d, w.size(0)});
+    if (k + 1 == n) return {z, dz_t.diagonal(0, 1, 2).sum(-1)};
+    jac_t = activate_derivative(activation, z).unsqueeze(1) * dz_t;
     h = activate(activation, z);
   }
-  return {h, torch::zeros({x.size(0)}, x.options())};
+  return {h, torch::zeros({b}, x.options())};
 }
 
 VelocityField make_model(const ModelSpec& spec) {
