@@ -368,6 +368,18 @@ int run_sample(const SampleArgs& a) {
   return 0;
 }
 
+// Held-out halves of `spec` for the model of checkpoint `c`: the same split seed as
+// training, so a table's held-out rows stay unseen; the dimension must match the model's.
+Holdout checkpoint_holdout(const train::Checkpoint& c, const std::string& ckpt_path,
+                           const std::string& spec, int64_t dim, int64_t n, uint64_t seed) {
+  auto split =
+      data::split_source(spec, dim > 0 ? dim : c.spec.model.dim, 2 * n, 0.1, seed);
+  CNF_CHECK(split.holdout.size(1) == c.spec.model.dim, "data '", spec, "' has dimension ",
+            split.holdout.size(1), " but the model in '", ckpt_path, "' has ",
+            c.spec.model.dim);
+  return halves(split.holdout);
+}
+
 struct EvalCmdArgs {
   Common common;
   EvalArgs eval;
@@ -379,13 +391,9 @@ int run_eval(const EvalCmdArgs& a) {
   auto device = setup(a.common);
   auto c = train::load_checkpoint(a.ckpt, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
-  // The same split seed as training, so a table's held-out rows stay unseen.
-  auto split = data::split_source(spec, a.dim > 0 ? a.dim : c.spec.model.dim, 2 * a.eval.n, 0.1,
-                                  a.common.seed);
-  CNF_CHECK(split.holdout.size(1) == c.spec.model.dim, "data '", spec, "' has dimension ",
-            split.holdout.size(1), " but the model in '", a.ckpt, "' has ", c.spec.model.dim);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
-  auto ev = evaluate(*c.model, *c.spec.make_schedule(), *prior, halves(split.holdout), a.eval,
+  auto ev = evaluate(*c.model, *c.spec.make_schedule(), *prior,
+                     checkpoint_holdout(c, a.ckpt, spec, a.dim, a.eval.n, a.common.seed), a.eval,
                      a.common.seed, device);
   std::printf("W2 = %.4f  W2 floor = %.4f  MMD^2 = %.3e  NFE = %lld  (n = %lld, %s)\n", ev.w2,
               ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe),
@@ -415,11 +423,7 @@ int run_nll(const NllArgs& a) {
   auto device = setup(a.common);
   auto c = train::load_checkpoint(a.ckpt, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
-  auto split = data::split_source(spec, a.dim > 0 ? a.dim : c.spec.model.dim, 2 * a.eval.n, 0.1,
-                                  a.common.seed);
-  auto x = halves(split.holdout).a;
-  CNF_CHECK(x.size(1) == c.spec.model.dim, "data '", spec, "' has dimension ", x.size(1),
-            " but the model in '", a.ckpt, "' has ", c.spec.model.dim);
+  auto x = checkpoint_holdout(c, a.ckpt, spec, a.dim, a.eval.n, a.common.seed).a;
   auto gen = make_generator(a.common.seed + 3);
   if (a.bins > 0) x = density::dequantize(x, a.bins, gen);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
