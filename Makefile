@@ -3,6 +3,8 @@ BUILD ?= build
 TYPE  ?= Release
 JOBS  ?= 2
 OUT   ?= out/demo
+# OpenBLAS then starts no thread pool of its own (LibTorch's threads do the work).
+export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: all setup configure build demo test bench clean format
 

@@ -8,7 +8,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
-#include <unistd.h>
 
 #include "apps/cnf/common.h"
 #include "cnf/core/error.h"
@@ -530,15 +529,6 @@ std::vector<std::string> expand_config(const std::vector<std::string>& args, CLI
 }  // namespace
 
 int main(int argc, char** argv) {
-  // OpenBLAS starts its thread pool when the library loads, before main. Its threads
-  // then fight LibTorch's OpenMP threads for the cores (measured here: sampling 5x
-  // slower at --threads 2), and openblas_set_num_threads(1) afterwards does not undo it.
-  // So the command re-executes itself once with OPENBLAS_NUM_THREADS=1 unless the user
-  // chose a value.
-  if (std::getenv("OPENBLAS_NUM_THREADS") == nullptr) {
-    setenv("OPENBLAS_NUM_THREADS", "1", 1);
-    execv("/proc/self/exe", argv);  // returns only on failure: then go on as we are
-  }
   CLI::App app{
       "cnf: continuous normalizing flows and flow matching.\n"
       "Time runs from data (t = 0) to noise (t = 1); sampling integrates dx/dt = v_t(x) "
