@@ -155,9 +155,11 @@ TEST(TrainTest, EndToEndFlowMatchingReachesW2Bound) {
   so.steps = 50;
   auto x = train::generate(*t.model(), *spec.make_schedule(), torch::randn({800, 2}, g), so).y[0];
   const double w2 = metrics::w2(x, held_a), floor = metrics::w2(held_b, held_a);
-  // Documented bound: the finite-sample floor of 800 points is ~0.25 here; an untrained
-  // network (x ~ N(0, I) pushed by a random field) scores > 2. Measured after training:
-  // ~0.35 (seeds 1..5 all below 0.5); 0.6 leaves room for platform rounding differences.
+  std::printf("[ measured ] W2 = %.4f, finite-sample floor = %.4f\n", w2, floor);
+  // Documented bound. Measured here: this test W2 = 0.48 (floor of 800-point draws 0.34);
+  // the same training from the CLI with seeds 1..3 gives 0.38-0.48, while an untrained
+  // network (1 step) scores 1.53. 0.6 separates the two with room for platform rounding.
   EXPECT_LT(w2, 0.6) << "floor " << floor;
+  // The floor is deterministic here (fixed generator); it guards the held-out draws.
   EXPECT_LT(floor, 0.4);
 }
