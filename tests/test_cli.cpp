@@ -11,6 +11,7 @@
 #include <fstream>
 
 #include "cnf/io/files.h"
+#include "cnf/train/trainer.h"
 
 namespace fs = std::filesystem;
 
@@ -222,4 +223,27 @@ TEST(CliTest, NllScoreAndSamplingWithLogp) {
   EXPECT_EQ(cnf::io::read_npy(scores).sizes(), (std::vector<int64_t>{20, 2}));
   r = run_cnf("score --ckpt " + run + "/model.pt --points " + samples + " --t 1.5 --out " + scores);
   EXPECT_TRUE(r.code == 1 && contains(r.output, "[0, 1)")) << r.output;
+}
+
+TEST(CliTest, ResumedTrainingEqualsUninterrupted) {
+  // Constant LR (the default), one thread: 20 steps + resume to 40 == 40 steps, bit for bit.
+  const auto common = std::string(" --width 16 --depth 2 --eval-n 20 --quiet --threads 1");
+  auto r = run_cnf("train --steps 40 --out " + dir() + "/full" + common);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_cnf("train --steps 20 --out " + dir() + "/half" + common);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_cnf("train --steps 40 --resume " + dir() + "/half/model.pt --out " + dir() + "/resumed" +
+              common);
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto a = cnf::train::load_checkpoint(dir() + "/full/model.pt");
+  auto b = cnf::train::load_checkpoint(dir() + "/resumed/model.pt");
+  EXPECT_EQ(b.step, 40);
+  auto pa = a.model->parameters(), pb = b.model->parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << i;
+  // Resuming a run of another network is refused with a message.
+  r = run_cnf("train --steps 40 --width 32 --resume " + dir() + "/half/model.pt --out " + dir() +
+              "/bad --quiet");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "different model")) << r.output;
 }
