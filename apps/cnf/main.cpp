@@ -6,8 +6,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
-#include <iostream>
 
 #include "apps/cnf/common.h"
 #include "cnf/core/error.h"
@@ -25,7 +23,6 @@
 #include "cnf/train/trainer.h"
 
 using namespace cnf;
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace cnf::app;
 
