@@ -70,10 +70,6 @@ std::pair<at::Tensor, at::Tensor> velocity_and_divergence(nn::VelocityFieldImpl&
 }
 
 namespace {
-double sigma_one(const path::Schedule& schedule) {
-  return schedule.at_time(1.0).sigma_t.item<double>();
-}
-
 // log rho_1(y) for y = sigma_1 * x_1, x_1 ~ prior.
 at::Tensor prior_log_prob(const data::Source& prior, const at::Tensor& y, double s1) {
   CNF_CHECK(prior.has_log_prob(), "prior '", prior.spec(),
@@ -127,7 +123,7 @@ LikelihoodResult log_likelihood(nn::VelocityFieldImpl& field, const path::Schedu
   CNF_CHECK(x_0.dim() >= 2 && x_0.size(0) >= 1, "log_likelihood needs points [B, ...], got ",
             x_0.sizes());
   auto sol = integrate_with_divergence(field, x_0, 0.0, 1.0, o, gen);
-  auto log_prior = prior_log_prob(prior, sol.y[0], sigma_one(schedule));
+  auto log_prior = prior_log_prob(prior, sol.y[0], schedule.sigma_1());
   // log rho_0(x) = log rho_1(X_1) + int_0^1 div dt.
   return finish(log_prior + sol.y[1], sol.y[0], sol.nfe,
                 o.divergence.method == Divergence::hutchinson);
@@ -136,7 +132,7 @@ LikelihoodResult log_likelihood(nn::VelocityFieldImpl& field, const path::Schedu
 LikelihoodResult sample_with_log_prob(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
                                       const data::Source& prior, const at::Tensor& x_1,
                                       const LikelihoodOptions& o, at::Generator& gen) {
-  const double s1 = sigma_one(schedule);
+  const double s1 = schedule.sigma_1();
   auto y = x_1 * s1;
   auto sol = integrate_with_divergence(field, y, 1.0, 0.0, o, gen);
   // Integrating 1 -> 0 accumulates l(0) = -int_0^1 div dt.
@@ -157,7 +153,7 @@ at::Tensor score(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
     return ode::solve(ode::field_rhs(field), {x}, t, 1.0, forward).y[0];
   }();
   // The prior's score at X_1, by autograd of its log-density.
-  const double s1 = sigma_one(schedule);
+  const double s1 = schedule.sigma_1();
   at::Tensor s_1;
   {
     torch::AutoGradMode enable(true);

@@ -12,6 +12,8 @@ ScheduleValues Schedule::at_time(double t) const {
   return (*this)(torch::full({}, t, torch::kFloat64));
 }
 
+double Schedule::sigma_1() const { return at_time(1.0).sigma_t.item<double>(); }
+
 CondOT::CondOT(double sigma_min) : sigma_min_(sigma_min) {
   CNF_CHECK(sigma_min >= 0.0 && sigma_min < 1.0, "condot sigma_min must be in [0, 1), got ",
             sigma_min);

@@ -7,9 +7,8 @@ namespace cnf::train {
 ode::Solution generate(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
                        const at::Tensor& x_1, const ode::SolveOptions& options) {
   torch::NoGradGuard no_grad;
-  const double sigma_1 = schedule.at_time(1.0).sigma_t.item<double>();
   auto rhs = ode::field_rhs(model);
-  return ode::solve(rhs, {x_1 * sigma_1}, 1.0, 0.0, options);
+  return ode::solve(rhs, {x_1 * schedule.sigma_1()}, 1.0, 0.0, options);
 }
 
 }  // namespace cnf::train

@@ -37,6 +37,8 @@ class Schedule {
 
   /// Convenience for solvers, whose time is a double (float64 arithmetic).
   ScheduleValues at_time(double t) const;
+  /// sigma_1: generation starts from sigma_1 * x_1 with x_1 ~ prior (1 except for VE).
+  double sigma_1() const;
 };
 
 using SchedulePtr = std::shared_ptr<const Schedule>;
