@@ -12,24 +12,13 @@
 
 #include "cnf/io/files.h"
 #include "cnf/train/trainer.h"
+#include "tests/cli_util.h"
 
 namespace fs = std::filesystem;
 
 namespace {
-struct Run {
-  int code;
-  std::string output;
-};
-
-Run run_cnf(const std::string& args) {
-  const std::string cmd = std::string(CNF_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using cnf_test::contains;
+using cnf_test::run_cnf;
 
 std::string dir() {
   static const auto d = [] {
@@ -53,13 +42,10 @@ const std::string& trained() {
   return out;
 }
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
 }  // namespace
 
 TEST(CliTest, HelpForEveryVerb) {
-  for (std::string verb : {"", "train", "sample", "eval", "demo"}) {
+  for (std::string verb : {"", "train", "sample", "eval", "demo", "reflow", "distill"}) {
     auto r = run_cnf(verb + " --help");
     EXPECT_EQ(r.code, 0) << verb;
     EXPECT_TRUE(contains(r.output, "--")) << r.output;

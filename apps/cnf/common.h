@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 #include "cnf/core/error.h"
@@ -54,5 +55,9 @@ inline void make_dir(const std::string& dir) {
 /// Registers `cnf experiment <name>` subcommands; returns a runner that executes the
 /// parsed one (or returns -1 when none was chosen).
 std::function<int()> add_experiments(CLI::App* experiment);
+
+/// Registers `cnf reflow`, `cnf distill` and `cnf experiment reflow`; the runner returns -1
+/// when none of them was chosen.
+std::function<int()> add_rectify_commands(CLI::App& app, CLI::App* experiment);
 
 }  // namespace cnf::app

@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "apps/cnf/common.h"
+#include "apps/cnf/evaluation.h"
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/data/sources.h"
@@ -27,85 +28,6 @@ using json = nlohmann::json;
 using namespace cnf::app;
 
 namespace {
-
-// ------------------------------------------------------------------ shared options
-
-struct EvalArgs {
-  int64_t n = 1000;
-  std::string method = "euler";
-  int64_t steps = 100;
-  double rtol = 1e-5, atol = 1e-5;
-  int64_t max_steps = 100000;
-
-  ode::SolveOptions solve_options() const {
-    ode::SolveOptions so;
-    so.method = method;
-    so.steps = steps;
-    so.adaptive.rtol = rtol;
-    so.adaptive.atol = atol;
-    so.adaptive.max_steps = max_steps;
-    return so;
-  }
-};
-
-// `prefix` is "" for sample/eval (--method, --steps, -n) and "eval-" for train/demo,
-// where --steps means training steps.
-void add_eval(CLI::App* sub, EvalArgs& e, const std::string& n_help, const std::string& prefix) {
-  sub->add_option(prefix.empty() ? "-n,--n" : "--" + prefix + "n", e.n, n_help)
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--" + prefix + "method", e.method,
-                  "ODE method: " + ode::tableaus().joined_names())
-      ->capture_default_str();
-  sub->add_option("--" + prefix + "steps", e.steps,
-                  "ODE steps from t = 1 to t = 0 (fixed-step methods)")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--" + prefix + "rtol", e.rtol, "Relative tolerance (bosh3, dopri5, tsit5)")
-      ->capture_default_str();
-  sub->add_option("--" + prefix + "atol", e.atol, "Absolute tolerance (bosh3, dopri5, tsit5)")
-      ->capture_default_str();
-  sub->add_option("--" + prefix + "max-steps", e.max_steps,
-                  "Adaptive steps (accepted + rejected) before giving up")
-      ->capture_default_str();
-}
-
-// What held-out comparisons use: two independent halves A and B of held-out data.
-// W2(samples, A) is the model's score; W2(B, A) the floor that finite samples allow.
-struct Holdout {
-  torch::Tensor a, b;
-};
-Holdout halves(const torch::Tensor& holdout) {
-  const int64_t m = holdout.size(0) / 2;
-  CNF_CHECK(m >= 1, "need at least 2 held-out rows to evaluate, got ", holdout.size(0));
-  return {holdout.slice(0, 0, m), holdout.slice(0, m, 2 * m)};
-}
-
-struct Evaluation {
-  torch::Tensor samples;
-  int64_t nfe = 0;
-  double w2 = 0, w2_floor = 0, mmd2 = 0, seconds = 0;
-};
-
-Evaluation evaluate(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
-                    const data::Source& prior, const Holdout& h, const EvalArgs& e, uint64_t seed,
-                    torch::Device device, const ode::Observer& observer = {}) {
-  auto gen = make_generator(seed + 1);
-  auto x_1 = prior.sample(h.a.size(0), gen).to(device);
-  ode::SolveOptions so = e.solve_options();
-  so.observer = observer;
-  auto t0 = std::chrono::steady_clock::now();
-  auto sol = train::generate(model, schedule, x_1, so);
-  Evaluation ev;
-  ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  ev.samples = sol.y[0].to(torch::kCPU);
-  ev.nfe = sol.nfe;
-  check_finite(ev.samples, "generated samples");
-  ev.w2 = metrics::w2(ev.samples, h.a);
-  ev.w2_floor = metrics::w2(h.b, h.a);
-  ev.mmd2 = metrics::mmd2(ev.samples, h.a);
-  return ev;
-}
 
 // --------------------------------------------------------------------- train / demo
 
@@ -171,14 +93,6 @@ void add_train(CLI::App* sub, TrainArgs& a) {
   add_eval(sub, a.eval, "Samples for the final evaluation (W2 against as many held-out points)",
            "eval-");
   sub->add_flag("--quiet", a.quiet, "No progress output");
-}
-
-std::string effective_config(const CLI::App* sub) {
-  std::istringstream in(sub->config_to_str(true, false));
-  std::string line, out;
-  while (std::getline(in, line))
-    if (line.rfind("config=", 0) != 0 && line.rfind("json=", 0) != 0) out += line + "\n";
-  return out;
 }
 
 int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
@@ -362,18 +276,6 @@ int run_sample(const SampleArgs& a) {
   write_json(a.common.json, {{"n", a.eval.n}, {"nfe", sol.nfe}, {"method", a.eval.method},
                              {"seconds", secs}, {"out", a.out}});
   return 0;
-}
-
-// Held-out halves of `spec` for the model of checkpoint `c`: the same split seed as
-// training, so a table's held-out rows stay unseen; the dimension must match the model's.
-Holdout checkpoint_holdout(const train::Checkpoint& c, const std::string& ckpt_path,
-                           const std::string& spec, int64_t dim, int64_t n, uint64_t seed) {
-  auto split =
-      data::split_source(spec, dim > 0 ? dim : c.spec.model.dim, 2 * n, 0.1, seed);
-  CNF_CHECK(split.holdout.size(1) == c.spec.model.dim, "data '", spec, "' has dimension ",
-            split.holdout.size(1), " but the model in '", ckpt_path, "' has ",
-            c.spec.model.dim);
-  return halves(split.holdout);
 }
 
 struct EvalCmdArgs {
@@ -602,6 +504,7 @@ int main(int argc, char** argv) {
       app.add_subcommand("experiment", "Reproducible studies comparing the methods");
   experiment_cmd->require_subcommand(1);
   auto run_experiment = cnf::app::add_experiments(experiment_cmd);
+  auto run_rectify = cnf::app::add_rectify_commands(app, experiment_cmd);
 
   try {
     std::vector<std::string> args(argv, argv + argc);
@@ -619,6 +522,7 @@ int main(int argc, char** argv) {
     if (eval_cmd->parsed()) return run_eval(eval_args);
     if (nll_cmd->parsed()) return run_nll(nll_args);
     if (score_cmd->parsed()) return run_score(score_args);
+    if (const int rc = run_rectify(); rc >= 0) return rc;
     if (experiment_cmd->parsed()) return run_experiment();
   } catch (const Error& e) {
     std::fprintf(stderr, "cnf: error: %s\n", e.what());

@@ -1,4 +1,5 @@
 #include "cnf/data/sources.h"
+#include "cnf/data/pairs.h"
 
 #include <torch/torch.h>
 
@@ -155,6 +156,23 @@ Table::Table(at::Tensor rows, std::string spec) : spec_(std::move(spec)) {
 at::Tensor Table::sample(int64_t n, at::Generator& gen) const {
   auto idx = torch::randint(rows_.size(0), {n}, gen, torch::kLong);
   return rows_.index_select(0, idx);
+}
+
+PairTable::PairTable(at::Tensor x_0, at::Tensor x_1, std::string origin)
+    : origin_(std::move(origin)) {
+  CNF_CHECK(x_0.dim() == 2 && x_0.size(0) >= 1 && x_0.size(1) >= 1, "pairs '", origin_,
+            "': x_0 must be a non-empty [N, D] array, got shape ", x_0.sizes());
+  CNF_CHECK(x_1.sizes() == x_0.sizes(), "pairs '", origin_, "': x_1 has shape ", x_1.sizes(),
+            " but x_0 has ", x_0.sizes(), "; each x_0 row needs its own x_1 row");
+  check_finite(x_0, "pairs '" + origin_ + "' x_0");
+  check_finite(x_1, "pairs '" + origin_ + "' x_1");
+  x_0_ = x_0.to(torch::kCPU, torch::kFloat32).contiguous();
+  x_1_ = x_1.to(torch::kCPU, torch::kFloat32).contiguous();
+}
+
+std::pair<at::Tensor, at::Tensor> PairTable::sample(int64_t n, at::Generator& gen) const {
+  auto idx = torch::randint(x_0_.size(0), {n}, gen, torch::kLong);
+  return {x_0_.index_select(0, idx), x_1_.index_select(0, idx)};
 }
 
 SourcePtr make_source(const std::string& spec, int64_t dim) {

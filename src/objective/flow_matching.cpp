@@ -15,7 +15,12 @@ LossResult flow_matching_loss(nn::VelocityFieldImpl& field, const Batch& batch,
   CNF_CHECK(t_min < options.t_max && options.t_max <= 1.0, "time range must satisfy ",
             "0 <= t_min < t_max <= 1, got [", t_min, ", ", options.t_max, "]");
   const int64_t b = batch.x_0.size(0);
-  auto t = t_min + (options.t_max - t_min) * torch::rand({b}, gen, batch.x_0.options());
+  CNF_CHECK(options.time_grid >= 0, "time_grid must be >= 0 (0: continuous t), got ",
+            options.time_grid);
+  auto t = options.time_grid > 0
+               ? 1.0 - torch::randint(options.time_grid, {b}, gen, batch.x_0.options()) /
+                           static_cast<double>(options.time_grid)
+               : t_min + (options.t_max - t_min) * torch::rand({b}, gen, batch.x_0.options());
   auto s = path::sample_path(*options.schedule, batch.x_0, batch.x_1, t);
   auto v = field.forward(s.x_t, t);
   // Mean over the batch of the squared error summed over features.

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <tuple>
 
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
@@ -73,6 +74,7 @@ void TrainOptions::validate() const {
             "unknown lr_schedule '", lr_schedule, "'; valid names: constant, cosine, linear");
   CNF_CHECK(warmup_steps >= 0, "warmup_steps must be >= 0, got ", warmup_steps);
   CNF_CHECK(grad_clip >= 0, "grad_clip must be >= 0 (0 disables it), got ", grad_clip);
+  CNF_CHECK(time_grid >= 0, "time_grid must be >= 0 (0: continuous t), got ", time_grid);
   CNF_CHECK(ema_decay >= 0 && ema_decay < 1, "ema_decay must be in [0, 1) (0 disables it), got ",
             ema_decay);
 }
@@ -97,6 +99,7 @@ struct Trainer::State {
   data::SourcePtr data, prior;
   path::SchedulePtr schedule;
   coupling::CouplingPtr coupling;
+  data::PairTablePtr pairs;
   nn::VelocityField model, ema;
   std::vector<torch::Tensor> params, ema_params;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
@@ -211,12 +214,20 @@ Trainer::~Trainer() = default;
 objective::LossResult Trainer::step() {
   auto& s = *s_;
   const auto& o = s.opt;
-  auto x_0 = s.data->sample(o.batch_size, s.gen).to(o.device);
-  auto x_1 = s.prior->sample(o.batch_size, s.gen).to(o.device);
-  auto [a, b] = s.coupling->pair(x_0, x_1, s.gen);
+  at::Tensor a, b;
+  if (s.pairs) {
+    std::tie(a, b) = s.pairs->sample(o.batch_size, s.gen);
+    a = a.to(o.device);
+    b = b.to(o.device);
+  } else {
+    auto x_0 = s.data->sample(o.batch_size, s.gen).to(o.device);
+    auto x_1 = s.prior->sample(o.batch_size, s.gen).to(o.device);
+    std::tie(a, b) = s.coupling->pair(x_0, x_1, s.gen);
+  }
   s.optimizer->zero_grad();
   objective::FlowMatchingOptions fm;
   fm.schedule = s.schedule;
+  fm.time_grid = o.time_grid;
   auto result = objective::flow_matching_loss(*s.model, {a, b}, fm, s.gen);
   const double loss = result.loss.item<double>();
   CNF_CHECK(std::isfinite(loss), "training diverged at step ", s.step + 1, ": the loss is ", loss,
@@ -237,6 +248,13 @@ objective::LossResult Trainer::step() {
   }
   ++s.step;
   return result;
+}
+
+void Trainer::set_pairs(data::PairTablePtr pairs) {
+  CNF_CHECK(pairs, "set_pairs needs a pair table");
+  CNF_CHECK(pairs->dim() == s_->spec.model.dim, "pairs '", pairs->origin(), "' have dimension ",
+            pairs->dim(), " but the model has ", s_->spec.model.dim);
+  s_->pairs = std::move(pairs);
 }
 
 void Trainer::run(const StepCallback& on_step) {

@@ -34,6 +34,10 @@ struct FlowMatchingOptions {
   /// Times are drawn from U[t_min, t_max]; t_min < 0 means "the schedule's t_min()".
   double t_min = -1.0;
   double t_max = 1.0;
+  /// When > 0, t is drawn uniformly from the N = time_grid times {1, 1 - 1/N, ..., 1/N}
+  /// at which an N-step Euler sampler evaluates the field (N-step distillation, Liu et
+  /// al. 2023, sec. 2.3); t_min and t_max are then unused.
+  int64_t time_grid = 0;
 };
 
 /// Conditional flow-matching loss of `field` on `batch`; t drawn from `gen`.

@@ -18,6 +18,7 @@
 #include <string>
 
 #include "cnf/coupling/coupling.h"
+#include "cnf/data/pairs.h"
 #include "cnf/data/sources.h"
 #include "cnf/nn/velocity.h"
 #include "cnf/objective/flow_matching.h"
@@ -53,6 +54,9 @@ struct TrainOptions {
   /// EMA decay of the weights used for sampling; 0 disables the EMA.
   double ema_decay = 0.0;
   std::string coupling = "independent";
+  /// When > 0, train only at the N = time_grid times of an N-step Euler sampler
+  /// (distillation of a flow into an N-step generator); 0 draws t continuously.
+  int64_t time_grid = 0;
   uint64_t seed = 0;
   c10::Device device = c10::Device(c10::kCPU);
 
@@ -74,6 +78,9 @@ class Trainer {
   /// Trains until `options.steps` steps are done (or the callback stops it). Throws
   /// cnf::Error naming the step when the loss or the gradient becomes NaN/Inf.
   void run(const StepCallback& on_step = {});
+  /// Train on these fixed pairs (x_0[i], x_1[i]) instead of independent draws of data
+  /// and prior paired by the coupling (reflow, distillation). Dimensions must match.
+  void set_pairs(data::PairTablePtr pairs);
   /// One optimization step; returns its loss.
   objective::LossResult step();
 
