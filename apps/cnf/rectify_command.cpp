@@ -395,7 +395,7 @@ int run_reflow_experiment(const ReflowExperimentArgs& a) {
     rounds.push_back(j);
     char buf[512];
     std::snprintf(buf, sizeof buf,
-                  "| %lld | %.4f ± %.4f | %.3f ± %.3f | %.3f | %lld | %.3f | %.3f | %.3f |",
+                  "| %lld | %.2e ± %.1e | %.3f ± %.3f | %.4f | %lld | %.3f | %.3f | %.3f |",
                   static_cast<long long>(k), j["straightness"].get<double>(),
                   j["straightness_stderr"].get<double>(), j["transport_cost"].get<double>(),
                   j["transport_cost_stderr"].get<double>(), j["normalized_energy"].get<double>(),
