@@ -69,8 +69,6 @@ std::pair<at::Tensor, at::Tensor> velocity_and_divergence(nn::VelocityFieldImpl&
   return {create_graph ? v : v.detach(), div};
 }
 
-namespace {
-// log rho_1(y) for y = sigma_1 * x_1, x_1 ~ prior.
 at::Tensor prior_log_prob(const data::Source& prior, const at::Tensor& y, double s1) {
   CNF_CHECK(prior.has_log_prob(), "prior '", prior.spec(),
             "' has no exact log-density; likelihoods need a prior like normal or gmm:K");
@@ -80,6 +78,7 @@ at::Tensor prior_log_prob(const data::Source& prior, const at::Tensor& y, double
          static_cast<double>(flat.size(1)) * std::log(s1);
 }
 
+namespace {
 // Integrates {x, l} with dl/dt = div between t_from and t_to; l starts at zero, one row
 // per probe for Hutchinson.
 ode::Solution integrate_with_divergence(nn::VelocityFieldImpl& field, const at::Tensor& x,

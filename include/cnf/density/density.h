@@ -48,6 +48,10 @@ std::pair<at::Tensor, at::Tensor> velocity_and_divergence(nn::VelocityFieldImpl&
 /// K probes shaped [K, ...like] (Rademacher +-1 or standard normal).
 at::Tensor draw_probes(int64_t k, const at::Tensor& like, bool gaussian, at::Generator& gen);
 
+/// log rho_1(y) of the state y = sigma_1 * x_1 at t = 1 (x_1 ~ prior): the prior's
+/// log-density of y / sigma_1 minus D log sigma_1. Throws when the prior has no density.
+at::Tensor prior_log_prob(const data::Source& prior, const at::Tensor& y, double sigma_1);
+
 struct LikelihoodOptions {
   LikelihoodOptions();
   ode::SolveOptions solve;  ///< dopri5 at rtol = atol = 1e-5 by default
