@@ -36,6 +36,13 @@ struct EvalArgs {
   int64_t steps = 100;
   double rtol = 1e-5, atol = 1e-5;
   int64_t max_steps = 100000;
+  SamplerArgs sampler;  // --sampler and its options (sample, eval, train)
+
+  // "euler" for the default ODE sampler, else the sampler's name.
+  std::string label() const { return sampler.sampler == "ode" ? method : sampler.sampler; }
+  sde::SamplerOptions sampler_options() const {
+    return app::sampler_options(sampler, steps, solve_options());
+  }
 
   ode::SolveOptions solve_options() const {
     ode::SolveOptions so;
@@ -58,7 +65,7 @@ void add_eval(CLI::App* sub, EvalArgs& e, const std::string& n_help, const std::
                   "ODE method: " + ode::tableaus().joined_names())
       ->capture_default_str();
   sub->add_option("--" + prefix + "steps", e.steps,
-                  "ODE steps from t = 1 to t = 0 (fixed-step methods)")
+                  "Steps from t = 1 to t = 0 (fixed-step ODE methods and the samplers)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   sub->add_option("--" + prefix + "rtol", e.rtol, "Relative tolerance (bosh3, dopri5, tsit5)")
@@ -87,19 +94,20 @@ struct Evaluation {
   double w2 = 0, w2_floor = 0, mmd2 = 0, seconds = 0;
 };
 
-Evaluation evaluate(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
+// `net` predicts `param`; the samples come from the sampler of `e` (the ODE by default).
+Evaluation evaluate(nn::VelocityFieldImpl& net, path::Param param, const path::Schedule& schedule,
                     const data::Source& prior, const Holdout& h, const EvalArgs& e, uint64_t seed,
                     torch::Device device, const ode::Observer& observer = {}) {
   auto gen = make_generator(seed + 1);
   auto x_1 = prior.sample(h.a.size(0), gen).to(device);
-  ode::SolveOptions so = e.solve_options();
-  so.observer = observer;
+  auto so = e.sampler_options();
+  so.ode.observer = observer;
   auto t0 = std::chrono::steady_clock::now();
-  auto sol = train::generate(model, schedule, x_1, so);
+  auto r = draw_samples(net, param, schedule, x_1, so, gen);
   Evaluation ev;
   ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  ev.samples = sol.y[0].to(torch::kCPU);
-  ev.nfe = sol.nfe;
+  ev.samples = r.x.to(torch::kCPU);
+  ev.nfe = r.nfe;
   check_finite(ev.samples, "generated samples");
   ev.w2 = metrics::w2(ev.samples, h.a);
   ev.w2_floor = metrics::w2(h.b, h.a);
@@ -133,6 +141,16 @@ void add_train(CLI::App* sub, TrainArgs& a) {
       ->capture_default_str();
   sub->add_option("--dim", a.dim, "Dimension for normal and gmm:K data")->capture_default_str();
   sub->add_option("--schedule", s.schedule, "Affine path: " + path::schedules().joined_names())
+      ->capture_default_str();
+  sub->add_option("--objective", s.objective,
+                  "Training objective: fm (flow matching) or score (denoising score matching)")
+      ->capture_default_str();
+  sub->add_option("--param", s.param,
+                  "What the network predicts: velocity, score, data or noise (default: velocity "
+                  "for fm, noise for score)");
+  sub->add_option("--weighting", s.weighting,
+                  "Score-matching weighting: sigma2 (noise prediction), likelihood (g^2) or "
+                  "uniform")
       ->capture_default_str();
   sub->add_option("--sigma-min", s.sigma_min, "sigma_min of the condot path")
       ->capture_default_str();
@@ -170,6 +188,7 @@ void add_train(CLI::App* sub, TrainArgs& a) {
       ->capture_default_str();
   add_eval(sub, a.eval, "Samples for the final evaluation (W2 against as many held-out points)",
            "eval-");
+  add_sampler_options(sub, a.eval.sampler, "eval-");
   sub->add_flag("--quiet", a.quiet, "No progress output");
 }
 
@@ -222,7 +241,8 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   auto h = halves(split.holdout);
   const int64_t n_traj = std::min<int64_t>(h.a.size(0), 300);
   std::vector<torch::Tensor> traj;
-  auto ev = evaluate(*model, *schedule, *prior, h, a.eval, a.common.seed, device,
+  auto ev = evaluate(*model, trainer.spec().network_param(), *schedule, *prior, h, a.eval,
+                     a.common.seed, device,
                      [&](double, const ode::State& y) {
                        traj.push_back(y[0].slice(0, 0, n_traj).to(torch::kCPU));
                      });
@@ -235,11 +255,13 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
     io::panels_png(a.out + "/samples.png",
                    {{{proj(h.a), {31, 119, 180}, "held-out data"}},
                     {{proj(ev.samples), {214, 39, 40}, "samples"}}},
-                   {"held-out data", "samples (" + a.eval.method + ", " +
+                   {"held-out data", "samples (" + a.eval.label() + ", " +
                                          std::to_string(ev.nfe) + " NFE)"},
                    po);
     po.title = "trajectories t=1 (noise) to t=0 (data)";
-    io::trajectories_png(a.out + "/trajectories.png", torch::stack(traj).slice(2, 0, 2), po);
+    // Only the ODE samplers report their steps to the observer.
+    if (!traj.empty())
+      io::trajectories_png(a.out + "/trajectories.png", torch::stack(traj).slice(2, 0, 2), po);
     // 2-D histogram of the samples as a density heat map.
     const int bins = 100;
     auto xy = proj(ev.samples).to(torch::kFloat64);
@@ -255,7 +277,7 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
             {"w2_floor", ev.w2_floor},
             {"mmd2", ev.mmd2},
             {"nfe", ev.nfe},
-            {"method", a.eval.method},
+            {"method", a.eval.label()},
             {"n_eval", ev.samples.size(0)},
             {"train_seconds", train_seconds},
             {"train_steps", trainer.steps_done()},
@@ -265,6 +287,8 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
             {"data", a.spec.data},
             {"prior", a.spec.prior},
             {"schedule", a.spec.schedule},
+            {"objective", trainer.spec().objective},
+            {"param", trainer.spec().param},
             {"threads", a.common.threads}};
   io::write_text_atomic(a.out + "/metrics.json", j.dump(2) + "\n");
   write_json(a.common.json, j);
@@ -276,7 +300,7 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
               a.common.threads == 1 ? "" : "s");
   std::printf("W2(samples, held-out) = %.4f   floor W2(held-out, held-out) = %.4f   "
               "MMD^2 = %.2e   NFE = %lld (%s)\n",
-              ev.w2, ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe), a.eval.method.c_str());
+              ev.w2, ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe), a.eval.label().c_str());
   std::printf("wrote %s/{model.pt, config.toml, samples.npy, metrics.json%s}\n", a.out.c_str(),
               ev.samples.size(1) >= 2 ? ", samples.png, trajectories.png, density.png" : "");
   return 0;
@@ -331,7 +355,8 @@ int run_sample(const SampleArgs& a) {
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto gen = make_generator(a.common.seed);
   auto x_1 = prior->sample(a.eval.n, gen).to(device);
-  const ode::SolveOptions so = a.eval.solve_options();
+  CNF_CHECK(!a.with_logp || a.eval.sampler.sampler == "ode", "--with-logp integrates the ODE ",
+            "and cannot follow --sampler ", a.eval.sampler.sampler, "; drop one of the two");
   auto t0 = std::chrono::steady_clock::now();
   ode::Solution sol;
   torch::Tensor logp;
@@ -345,7 +370,10 @@ int run_sample(const SampleArgs& a) {
     sol.nfe = r.nfe;
     logp = r.log_prob.to(torch::kCPU);
   } else {
-    sol = train::generate(*c.model, *c.spec.make_schedule(), x_1, so);
+    auto r = draw_samples(*c.network, c.spec.network_param(), *c.spec.make_schedule(), x_1,
+                          a.eval.sampler_options(), gen);
+    sol.y = ode::State{r.x};
+    sol.nfe = r.nfe;
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto x = sol.y[0].to(torch::kCPU);
@@ -357,9 +385,9 @@ int run_sample(const SampleArgs& a) {
   }
   io::write_npy(a.out, x);
   std::printf("wrote %lld samples to %s (%s, NFE %lld, %.3f s)\n",
-              static_cast<long long>(a.eval.n), a.out.c_str(), a.eval.method.c_str(),
+              static_cast<long long>(a.eval.n), a.out.c_str(), a.eval.label().c_str(),
               static_cast<long long>(sol.nfe), secs);
-  write_json(a.common.json, {{"n", a.eval.n}, {"nfe", sol.nfe}, {"method", a.eval.method},
+  write_json(a.common.json, {{"n", a.eval.n}, {"nfe", sol.nfe}, {"method", a.eval.label()},
                              {"seconds", secs}, {"out", a.out}});
   return 0;
 }
@@ -388,18 +416,18 @@ int run_eval(const EvalCmdArgs& a) {
   auto c = train::load_checkpoint(a.ckpt, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
-  auto ev = evaluate(*c.model, *c.spec.make_schedule(), *prior,
+  auto ev = evaluate(*c.network, c.spec.network_param(), *c.spec.make_schedule(), *prior,
                      checkpoint_holdout(c, a.ckpt, spec, a.dim, a.eval.n, a.common.seed), a.eval,
                      a.common.seed, device);
   std::printf("W2 = %.4f  W2 floor = %.4f  MMD^2 = %.3e  NFE = %lld  (n = %lld, %s)\n", ev.w2,
               ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe),
-              static_cast<long long>(ev.samples.size(0)), a.eval.method.c_str());
+              static_cast<long long>(ev.samples.size(0)), a.eval.label().c_str());
   write_json(a.common.json, {{"w2", ev.w2},
                              {"w2_floor", ev.w2_floor},
                              {"mmd2", ev.mmd2},
                              {"nfe", ev.nfe},
                              {"n", ev.samples.size(0)},
-                             {"method", a.eval.method},
+                             {"method", a.eval.label()},
                              {"data", spec}});
   return 0;
 }
@@ -534,7 +562,8 @@ int main(int argc, char** argv) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
   TrainArgs train_args;
-  auto* train_cmd = app.add_subcommand("train", "Train a velocity field by flow matching");
+  auto* train_cmd = app.add_subcommand(
+      "train", "Train a velocity field by flow matching (or a diffusion model by score matching)");
   add_train(train_cmd, train_args);
 
   TrainArgs demo_args;
@@ -557,6 +586,7 @@ int main(int argc, char** argv) {
       ->required();
   sample_cmd->add_option("--out", sample_args.out, "Output .npy file")->required();
   add_eval(sample_cmd, sample_args.eval, "Number of samples", "");
+  add_sampler_options(sample_cmd, sample_args.eval.sampler, "");
   sample_cmd->add_flag("--with-logp", sample_args.with_logp,
                        "Also write log rho_0 of each sample (OUT_logp.npy), same trajectory");
   sample_cmd->add_option("--divergence", sample_args.divergence,
@@ -597,6 +627,7 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--data", eval_args.data, "Held-out data spec (default: the model's)");
   eval_cmd->add_option("--dim", eval_args.dim, "Dimension for normal/gmm data (default: model's)");
   add_eval(eval_cmd, eval_args.eval, "Samples (W2 against as many held-out points)", "");
+  add_sampler_options(eval_cmd, eval_args.eval.sampler, "");
 
   auto* experiment_cmd =
       app.add_subcommand("experiment", "Reproducible studies comparing the methods");
