@@ -199,7 +199,7 @@ at::Tensor sde_sample(Model& m, const path::Schedule& schedule, at::Tensor x,
       const double ratio = ct.alpha / cs.alpha;
       const double G2 = std::max(0.0, ct.sigma * ct.sigma - ratio * ratio * cs.sigma * cs.sigma);
       mean = (x + G2 * score) / ratio;
-      noise_scale = std::sqrt(G2) / ratio;
+      noise_scale = std::sqrt(G2) * cs.sigma / ct.sigma;
     } else {
       const double dt = t - s;
       const double f = ct.d_alpha / ct.alpha;

@@ -19,7 +19,9 @@
 //            averaged over the batch; r = (alpha_t/alpha_s)^2, 1 for VE), then a predictor:
 //            "reverse-diffusion" (ancestral: with the exact forward kernel from s to t,
 //            x_t = r x_s + G z, r = alpha_t/alpha_s, G^2 = sigma_t^2 - r^2 sigma_s^2, move to
-//            the posterior mean (x_t + G^2 score)/r plus (G/r) z; Tweedie's formula) or
+//            the posterior mean E[x_s | x_t] = (x_t + G^2 score)/r (Tweedie's formula) plus
+//            G (sigma_s/sigma_t) z, the spread of q(x_s | x_t, x_0) (DDPM's beta-tilde; G/r,
+//            the small-step value, explodes for coarse steps where r << 1) or
 //            "euler-maruyama".
 //   ddim     Song, Meng & Ermon, ICLR 2021, for any affine path: with x0, eps predicted at t,
 //            x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z,
