@@ -12,6 +12,7 @@
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/io/files.h"
+#include "cnf/sde/samplers.h"
 
 namespace cnf::app {
 
@@ -59,5 +60,34 @@ std::function<int()> add_experiments(CLI::App* experiment);
 /// Registers `cnf reflow`, `cnf distill` and `cnf experiment reflow`; the runner returns -1
 /// when none of them was chosen.
 std::function<int()> add_rectify_commands(CLI::App& app, CLI::App* experiment);
+
+// --------------------------------------------------------------- diffusion samplers
+// (apps/cnf/diffusion_command.cpp)
+
+/// The sampler flags of sample / eval / train: --sampler, --eta, --snr, --corrector-steps,
+/// --predictor, --spacing, --t-start, --t-end (with `prefix`, e.g. "eval-").
+struct SamplerArgs {
+  std::string sampler = "ode";
+  double eta = 0.0;
+  double snr = 0.16;
+  int64_t corrector_steps = 1;
+  std::string predictor = "reverse-diffusion";
+  std::string spacing = "auto";
+  double t_start = -1.0, t_end = -1.0;
+};
+void add_sampler_options(CLI::App* sub, SamplerArgs& s, const std::string& prefix);
+
+/// Library options from the flags; `steps` and `solve` are the shared --steps / --method.
+sde::SamplerOptions sampler_options(const SamplerArgs& s, int64_t steps,
+                                    const ode::SolveOptions& solve);
+
+/// Registers `cnf experiment samplers`; returns its runner (-1 when not chosen).
+std::function<int()> add_sampler_experiment(CLI::App* experiment);
+
+/// Transports prior draws x_1 (unit scale) to data with `net` (predicting `param`): scales
+/// them by sigma at the sampler's start time and calls sde::sample.
+sde::SampleResult draw_samples(nn::VelocityFieldImpl& net, path::Param param,
+                               const path::Schedule& schedule, const at::Tensor& x_1,
+                               const sde::SamplerOptions& options, at::Generator& gen);
 
 }  // namespace cnf::app

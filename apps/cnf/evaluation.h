@@ -27,6 +27,13 @@ struct EvalArgs {
   int64_t steps = 100;
   double rtol = 1e-5, atol = 1e-5;
   int64_t max_steps = 100000;
+  SamplerArgs sampler;  // --sampler and its options (sample, eval, train)
+
+  // "euler" for the default ODE sampler, else the sampler's name.
+  std::string label() const { return sampler.sampler == "ode" ? method : sampler.sampler; }
+  sde::SamplerOptions sampler_options() const {
+    return app::sampler_options(sampler, steps, solve_options());
+  }
 
   ode::SolveOptions solve_options() const {
     ode::SolveOptions so;
@@ -41,8 +48,7 @@ struct EvalArgs {
 
 // `prefix` is "" for sample/eval (--method, --steps, -n) and "eval-" for train/demo,
 // where --steps means training steps.
-inline void add_eval(CLI::App* sub, EvalArgs& e, const std::string& n_help,
-                     const std::string& prefix) {
+inline void add_eval(CLI::App* sub, EvalArgs& e, const std::string& n_help, const std::string& prefix) {
   sub->add_option(prefix.empty() ? "-n,--n" : "--" + prefix + "n", e.n, n_help)
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -50,7 +56,7 @@ inline void add_eval(CLI::App* sub, EvalArgs& e, const std::string& n_help,
                   "ODE method: " + ode::tableaus().joined_names())
       ->capture_default_str();
   sub->add_option("--" + prefix + "steps", e.steps,
-                  "ODE steps from t = 1 to t = 0 (fixed-step methods)")
+                  "Steps from t = 1 to t = 0 (fixed-step ODE methods and the samplers)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   sub->add_option("--" + prefix + "rtol", e.rtol, "Relative tolerance (bosh3, dopri5, tsit5)")
@@ -79,20 +85,20 @@ struct Evaluation {
   double w2 = 0, w2_floor = 0, mmd2 = 0, seconds = 0;
 };
 
-inline Evaluation evaluate(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
-                           const data::Source& prior, const Holdout& h, const EvalArgs& e,
-                           uint64_t seed, torch::Device device,
-                           const ode::Observer& observer = {}) {
+// `net` predicts `param`; the samples come from the sampler of `e` (the ODE by default).
+inline Evaluation evaluate(nn::VelocityFieldImpl& net, path::Param param, const path::Schedule& schedule,
+                    const data::Source& prior, const Holdout& h, const EvalArgs& e, uint64_t seed,
+                    torch::Device device, const ode::Observer& observer = {}) {
   auto gen = make_generator(seed + 1);
   auto x_1 = prior.sample(h.a.size(0), gen).to(device);
-  ode::SolveOptions so = e.solve_options();
-  so.observer = observer;
+  auto so = e.sampler_options();
+  so.ode.observer = observer;
   auto t0 = std::chrono::steady_clock::now();
-  auto sol = train::generate(model, schedule, x_1, so);
+  auto r = draw_samples(net, param, schedule, x_1, so, gen);
   Evaluation ev;
   ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  ev.samples = sol.y[0].to(torch::kCPU);
-  ev.nfe = sol.nfe;
+  ev.samples = r.x.to(torch::kCPU);
+  ev.nfe = r.nfe;
   check_finite(ev.samples, "generated samples");
   ev.w2 = metrics::w2(ev.samples, h.a);
   ev.w2_floor = metrics::w2(h.b, h.a);

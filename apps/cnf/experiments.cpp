@@ -207,7 +207,8 @@ std::function<int()> add_experiments(CLI::App* experiment) {
       ->capture_default_str();
   cmd->add_option("--out", args->out, "Output folder")->capture_default_str();
   cmd->add_flag("--quiet", args->quiet, "No progress output");
-  return [cmd, args]() { return cmd->parsed() ? run_nfe_error(*args) : -1; };
+  auto samplers = add_sampler_experiment(experiment);
+  return [cmd, args, samplers]() { return cmd->parsed() ? run_nfe_error(*args) : samplers(); };
 }
 
 }  // namespace cnf::app

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <numeric>
 #include <cstdio>
 
 #include "apps/cnf/common.h"
@@ -40,6 +41,7 @@ struct TrainArgs {
   std::string out = "out/train";
   std::string resume;
   int64_t checkpoint_every = 0;
+  std::string mle_divergence = "hutchinson";
   bool quiet = false;
 };
 
@@ -55,6 +57,44 @@ void add_train(CLI::App* sub, TrainArgs& a) {
       ->capture_default_str();
   sub->add_option("--dim", a.dim, "Dimension for normal and gmm:K data")->capture_default_str();
   sub->add_option("--schedule", s.schedule, "Affine path: " + path::schedules().joined_names())
+      ->capture_default_str();
+  sub->add_option("--objective", s.objective,
+                  "Training objective: fm (flow matching), score (denoising score matching) or "
+                  "mle (maximum likelihood through the ODE)")
+      ->capture_default_str();
+  sub->add_option("--param", s.param,
+                  "What the network predicts: velocity, score, data or noise (default: velocity "
+                  "for fm, noise for score)");
+  sub->add_option("--weighting", s.weighting,
+                  "Score-matching weighting: sigma2 (noise prediction), likelihood (g^2) or "
+                  "uniform")
+      ->capture_default_str();
+  auto& m = o.mle;
+  sub->add_option("--mle-divergence", a.mle_divergence,
+                  "mle: divergence in training, hutchinson or exact")
+      ->capture_default_str();
+  sub->add_option("--mle-probes", m.divergence.probes, "mle: Hutchinson probes per solve")
+      ->capture_default_str();
+  sub->add_flag("--adjoint", m.adjoint, "mle: gradients by the adjoint method (else backprop)");
+  sub->add_option("--mle-method", m.solve.method, "mle: ODE method of the training solve")
+      ->capture_default_str();
+  sub->add_option("--mle-steps", m.solve.steps, "mle: steps (fixed-step methods)")
+      ->capture_default_str();
+  sub->add_option("--mle-rtol", m.solve.adaptive.rtol, "mle: rtol of the training solve")
+      ->capture_default_str();
+  sub->add_option("--mle-atol", m.solve.adaptive.atol, "mle: atol of the training solve")
+      ->capture_default_str();
+  sub->add_option("--mle-max-steps", m.solve.adaptive.max_steps,
+                  "mle: adaptive steps per solve before training stops")
+      ->capture_default_str();
+  sub->add_option("--kinetic", m.kinetic, "mle: weight of the kinetic energy int ||v||^2 dt")
+      ->capture_default_str();
+  sub->add_option("--jacobian", m.jacobian,
+                  "mle: weight of the Jacobian Frobenius norm int ||grad v||_F^2 dt")
+      ->capture_default_str();
+  sub->add_option("--steepest", m.steepest,
+                  "mle: weight of the steepest-flow regularizer "
+                  "int ||v - (grad log rho_1 - grad log rho_t)||^2 dt")
       ->capture_default_str();
   sub->add_option("--sigma-min", s.sigma_min, "sigma_min of the condot path")
       ->capture_default_str();
@@ -92,6 +132,7 @@ void add_train(CLI::App* sub, TrainArgs& a) {
       ->capture_default_str();
   add_eval(sub, a.eval, "Samples for the final evaluation (W2 against as many held-out points)",
            "eval-");
+  add_sampler_options(sub, a.eval.sampler, "eval-");
   sub->add_flag("--quiet", a.quiet, "No progress output");
 }
 
@@ -100,6 +141,7 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   train::TrainOptions opt = a.opt;
   opt.seed = a.common.seed;
   opt.device = device;
+  opt.mle.divergence.method = density::parse_divergence(a.mle_divergence);
   opt.validate();
   make_dir(a.out);
   const std::string config = effective_config(sub);
@@ -113,17 +155,35 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
 
   io::Progress progress(opt.steps, demo ? "demo: training" : "train", !a.quiet);
   double last_loss = 0;
+  std::vector<double> nfe_steps, nfe_values;  // mle: the NFE of each step's solve
   auto t0 = std::chrono::steady_clock::now();
-  trainer.run([&](int64_t step, const objective::LossResult& r) {
-    if (step % 50 == 0 || step == opt.steps) {
-      last_loss = r.loss.item<double>();
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "loss %.4f", last_loss);
-      progress.update(step, buf);
-    }
-    if (a.checkpoint_every > 0 && step % a.checkpoint_every == 0) trainer.save(ckpt, config);
-    return true;
-  });
+  try {
+    trainer.run([&](int64_t step, const objective::LossResult& r) {
+      auto nfe = r.diagnostics.find("nfe");
+      if (nfe != r.diagnostics.end()) {
+        nfe_steps.push_back(static_cast<double>(step));
+        nfe_values.push_back(nfe->second.item<double>());
+      }
+      if (step % 50 == 0 || step == opt.steps) {
+        last_loss = r.loss.item<double>();
+        char buf[64];
+        if (nfe_values.empty())
+          std::snprintf(buf, sizeof buf, "loss %.4f", last_loss);
+        else
+          std::snprintf(buf, sizeof buf, "loss %.4f NFE %.0f", last_loss, nfe_values.back());
+        progress.update(step, buf);
+      }
+      if (a.checkpoint_every > 0 && step % a.checkpoint_every == 0) trainer.save(ckpt, config);
+      return true;
+    });
+  } catch (const Error& e) {
+    // A failed step never updates the weights: what the trainer holds is the last good
+    // state. Keep it, then stop with the reason.
+    progress.finish();
+    trainer.save(ckpt, config);
+    fail(e.what(), "\nthe last good state (step ", trainer.steps_done(), ") is saved in ", ckpt,
+         "; resume from it with --resume after changing the options");
+  }
   const double train_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   progress.finish();
@@ -136,7 +196,8 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   auto h = halves(split.holdout);
   const int64_t n_traj = std::min<int64_t>(h.a.size(0), 300);
   std::vector<torch::Tensor> traj;
-  auto ev = evaluate(*model, *schedule, *prior, h, a.eval, a.common.seed, device,
+  auto ev = evaluate(*model, trainer.spec().network_param(), *schedule, *prior, h, a.eval,
+                     a.common.seed, device,
                      [&](double, const ode::State& y) {
                        traj.push_back(y[0].slice(0, 0, n_traj).to(torch::kCPU));
                      });
@@ -149,11 +210,13 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
     io::panels_png(a.out + "/samples.png",
                    {{{proj(h.a), {31, 119, 180}, "held-out data"}},
                     {{proj(ev.samples), {214, 39, 40}, "samples"}}},
-                   {"held-out data", "samples (" + a.eval.method + ", " +
+                   {"held-out data", "samples (" + a.eval.label() + ", " +
                                          std::to_string(ev.nfe) + " NFE)"},
                    po);
     po.title = "trajectories t=1 (noise) to t=0 (data)";
-    io::trajectories_png(a.out + "/trajectories.png", torch::stack(traj).slice(2, 0, 2), po);
+    // Only the ODE samplers report their steps to the observer.
+    if (!traj.empty())
+      io::trajectories_png(a.out + "/trajectories.png", torch::stack(traj).slice(2, 0, 2), po);
     // 2-D histogram of the samples as a density heat map.
     const int bins = 100;
     auto xy = proj(ev.samples).to(torch::kFloat64);
@@ -165,11 +228,21 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
     io::heatmap_png(a.out + "/density.png", hist, {lo, hi, lo, hi}, po);
   }
 
+  if (!nfe_values.empty()) {
+    auto steps_t = torch::tensor(nfe_steps, torch::kFloat64);
+    auto nfe_t = torch::tensor(nfe_values, torch::kFloat64);
+    io::PlotOptions po;
+    po.title = "NFE of the training solve per step";
+    po.point_radius = 1;
+    po.alpha = 0.8;
+    io::scatter_png(a.out + "/nfe.png", {{torch::stack({steps_t, nfe_t}, 1), {31, 119, 180}, "NFE"}},
+                    po);
+  }
   json j = {{"w2", ev.w2},
             {"w2_floor", ev.w2_floor},
             {"mmd2", ev.mmd2},
             {"nfe", ev.nfe},
-            {"method", a.eval.method},
+            {"method", a.eval.label()},
             {"n_eval", ev.samples.size(0)},
             {"train_seconds", train_seconds},
             {"train_steps", trainer.steps_done()},
@@ -179,7 +252,14 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
             {"data", a.spec.data},
             {"prior", a.spec.prior},
             {"schedule", a.spec.schedule},
+            {"objective", trainer.spec().objective},
+            {"param", trainer.spec().param},
             {"threads", a.common.threads}};
+  if (!nfe_values.empty()) {
+    j["train_nfe_last"] = nfe_values.back();
+    j["train_nfe_mean"] =
+        std::accumulate(nfe_values.begin(), nfe_values.end(), 0.0) / nfe_values.size();
+  }
   io::write_text_atomic(a.out + "/metrics.json", j.dump(2) + "\n");
   write_json(a.common.json, j);
 
@@ -190,7 +270,7 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
               a.common.threads == 1 ? "" : "s");
   std::printf("W2(samples, held-out) = %.4f   floor W2(held-out, held-out) = %.4f   "
               "MMD^2 = %.2e   NFE = %lld (%s)\n",
-              ev.w2, ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe), a.eval.method.c_str());
+              ev.w2, ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe), a.eval.label().c_str());
   std::printf("wrote %s/{model.pt, config.toml, samples.npy, metrics.json%s}\n", a.out.c_str(),
               ev.samples.size(1) >= 2 ? ", samples.png, trajectories.png, density.png" : "");
   return 0;
@@ -245,7 +325,8 @@ int run_sample(const SampleArgs& a) {
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto gen = make_generator(a.common.seed);
   auto x_1 = prior->sample(a.eval.n, gen).to(device);
-  const ode::SolveOptions so = a.eval.solve_options();
+  CNF_CHECK(!a.with_logp || a.eval.sampler.sampler == "ode", "--with-logp integrates the ODE ",
+            "and cannot follow --sampler ", a.eval.sampler.sampler, "; drop one of the two");
   auto t0 = std::chrono::steady_clock::now();
   ode::Solution sol;
   torch::Tensor logp;
@@ -259,7 +340,10 @@ int run_sample(const SampleArgs& a) {
     sol.nfe = r.nfe;
     logp = r.log_prob.to(torch::kCPU);
   } else {
-    sol = train::generate(*c.model, *c.spec.make_schedule(), x_1, so);
+    auto r = draw_samples(*c.network, c.spec.network_param(), *c.spec.make_schedule(), x_1,
+                          a.eval.sampler_options(), gen);
+    sol.y = ode::State{r.x};
+    sol.nfe = r.nfe;
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto x = sol.y[0].to(torch::kCPU);
@@ -271,9 +355,9 @@ int run_sample(const SampleArgs& a) {
   }
   io::write_npy(a.out, x);
   std::printf("wrote %lld samples to %s (%s, NFE %lld, %.3f s)\n",
-              static_cast<long long>(a.eval.n), a.out.c_str(), a.eval.method.c_str(),
+              static_cast<long long>(a.eval.n), a.out.c_str(), a.eval.label().c_str(),
               static_cast<long long>(sol.nfe), secs);
-  write_json(a.common.json, {{"n", a.eval.n}, {"nfe", sol.nfe}, {"method", a.eval.method},
+  write_json(a.common.json, {{"n", a.eval.n}, {"nfe", sol.nfe}, {"method", a.eval.label()},
                              {"seconds", secs}, {"out", a.out}});
   return 0;
 }
@@ -290,18 +374,18 @@ int run_eval(const EvalCmdArgs& a) {
   auto c = train::load_checkpoint(a.ckpt, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
-  auto ev = evaluate(*c.model, *c.spec.make_schedule(), *prior,
+  auto ev = evaluate(*c.network, c.spec.network_param(), *c.spec.make_schedule(), *prior,
                      checkpoint_holdout(c, a.ckpt, spec, a.dim, a.eval.n, a.common.seed), a.eval,
                      a.common.seed, device);
   std::printf("W2 = %.4f  W2 floor = %.4f  MMD^2 = %.3e  NFE = %lld  (n = %lld, %s)\n", ev.w2,
               ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe),
-              static_cast<long long>(ev.samples.size(0)), a.eval.method.c_str());
+              static_cast<long long>(ev.samples.size(0)), a.eval.label().c_str());
   write_json(a.common.json, {{"w2", ev.w2},
                              {"w2_floor", ev.w2_floor},
                              {"mmd2", ev.mmd2},
                              {"nfe", ev.nfe},
                              {"n", ev.samples.size(0)},
-                             {"method", a.eval.method},
+                             {"method", a.eval.label()},
                              {"data", spec}});
   return 0;
 }
@@ -436,7 +520,8 @@ int main(int argc, char** argv) {
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
   TrainArgs train_args;
-  auto* train_cmd = app.add_subcommand("train", "Train a velocity field by flow matching");
+  auto* train_cmd = app.add_subcommand(
+      "train", "Train a velocity field by flow matching (or a diffusion model by score matching)");
   add_train(train_cmd, train_args);
 
   TrainArgs demo_args;
@@ -459,6 +544,7 @@ int main(int argc, char** argv) {
       ->required();
   sample_cmd->add_option("--out", sample_args.out, "Output .npy file")->required();
   add_eval(sample_cmd, sample_args.eval, "Number of samples", "");
+  add_sampler_options(sample_cmd, sample_args.eval.sampler, "");
   sample_cmd->add_flag("--with-logp", sample_args.with_logp,
                        "Also write log rho_0 of each sample (OUT_logp.npy), same trajectory");
   sample_cmd->add_option("--divergence", sample_args.divergence,
@@ -499,6 +585,7 @@ int main(int argc, char** argv) {
   eval_cmd->add_option("--data", eval_args.data, "Held-out data spec (default: the model's)");
   eval_cmd->add_option("--dim", eval_args.dim, "Dimension for normal/gmm data (default: model's)");
   add_eval(eval_cmd, eval_args.eval, "Samples (W2 against as many held-out points)", "");
+  add_sampler_options(eval_cmd, eval_args.eval.sampler, "");
 
   auto* experiment_cmd =
       app.add_subcommand("experiment", "Reproducible studies comparing the methods");

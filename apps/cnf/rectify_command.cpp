@@ -76,7 +76,7 @@ double w2_with(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
   e.n = h.a.size(0);
   e.method = method;
   e.steps = steps;
-  return evaluate(model, schedule, prior, h, e, seed, device).w2;
+  return evaluate(model, path::Param::velocity, schedule, prior, h, e, seed, device).w2;
 }
 
 // One model's report: straightness and W2 of one-step Euler and of dopri5 to held-out data.
@@ -89,7 +89,7 @@ json report(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
   json j = straightness_json(s);
   j["w2_euler"] = w2_with(model, schedule, prior, h, "euler", euler_steps, seed, device);
   j["euler_steps"] = euler_steps;
-  j["w2_dopri5"] = w2_with(model, schedule, prior, h, "dopri5", 0, seed, device);
+  j["w2_dopri5"] = w2_with(model, schedule, prior, h, "dopri5", 1, seed, device);
   return j;
 }
 
@@ -212,12 +212,20 @@ RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, 
   opt.seed = a.common.seed;
   opt.device = device;
   opt.time_grid = distill ? a.generator_steps : 0;
-  train::Trainer trainer(parent.spec, opt, data::make_source("normal", parent.spec.model.dim),
-                         prior);
+  // The new flow is trained by flow matching on the pairs and predicts the velocity,
+  // whatever objective and parameterization the parent had.
+  train::FlowSpec spec = parent.spec;
+  spec.objective = "fm";
+  spec.param = "velocity";
+  train::Trainer trainer(spec, opt, data::make_source("normal", spec.model.dim), prior);
   trainer.set_pairs(std::make_shared<data::PairTable>(std::move(pairs)));
-  if (a.warm_start) {
-    rectify::copy_weights(*trainer.model(), *parent.model);
-    rectify::copy_weights(*trainer.ema_model(), *parent.model);
+  const bool same_param = parent.spec.network_param() == path::Param::velocity;
+  if (a.warm_start && !same_param && !a.quiet)
+    std::fprintf(stderr, "the parent's network predicts %s, not the velocity: no warm start\n",
+                 path::param_name(parent.spec.network_param()).c_str());
+  if (a.warm_start && same_param) {
+    rectify::copy_weights(*trainer.model(), *parent.network);
+    rectify::copy_weights(*trainer.ema_model(), *parent.network);
   }
   if (!a.resume.empty()) trainer.resume(a.resume);
 

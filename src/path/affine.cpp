@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "cnf/core/error.h"
 
 namespace cnf::path {
@@ -90,6 +92,72 @@ SDECoefficients sde_coefficients(const Schedule& schedule, const at::Tensor& t) 
 at::Tensor log_snr(const Schedule& schedule, const at::Tensor& t) {
   auto s = schedule(t);
   return torch::log(s.alpha_t) - torch::log(s.sigma_t);
+}
+
+std::pair<at::Tensor, at::Tensor> perturb(const Schedule& schedule, const at::Tensor& x_0,
+                                          const at::Tensor& t, at::Generator& gen) {
+  auto x_1 = torch::randn(x_0.sizes(), gen, x_0.options().device(torch::kCPU)).to(x_0.device());
+  return {sample_path(schedule, x_0, x_1, t).x_t, x_1};
+}
+
+namespace {
+// The t in [a, b] where the monotone `value(t)` crosses `target` (60 halvings: 1e-18 wide).
+template <class F>
+double bisect(F value, double target, double a, double b, bool increasing) {
+  for (int i = 0; i < 60; ++i) {
+    const double m = 0.5 * (a + b);
+    if ((value(m) < target) == increasing)
+      a = m;
+    else
+      b = m;
+  }
+  return 0.5 * (a + b);
+}
+}  // namespace
+
+TimeRange conversion_range(const Schedule& schedule, double floor) {
+  CNF_CHECK(floor > 0 && floor < 0.5, "conversion floor must be in (0, 0.5), got ", floor);
+  auto sigma = [&](double t) { return schedule.at_time(t).sigma_t.item<double>(); };
+  auto alpha = [&](double t) { return schedule.at_time(t).alpha_t.item<double>(); };
+  TimeRange r;
+  r.lo = schedule.t_min();
+  if (sigma(r.lo) < floor) r.lo = bisect(sigma, floor, r.lo, 1.0, true);
+  r.hi = 1.0;
+  if (alpha(1.0) < floor) r.hi = bisect(alpha, floor, r.lo, 1.0, false);
+  CNF_CHECK(r.lo < r.hi, schedule.describe(), " has no time where both alpha_t and sigma_t are >= ",
+            floor, "; choose a schedule whose signal and noise both reach ", floor);
+  return r;
+}
+
+double log_snr_at(const Schedule& schedule, double t) {
+  auto s = schedule.at_time(t);
+  return std::log(s.alpha_t.item<double>()) - std::log(s.sigma_t.item<double>());
+}
+
+double time_at_log_snr(const Schedule& schedule, double lambda, TimeRange range) {
+  double a = range.lo, b = range.hi;  // lambda(a) >= lambda >= lambda(b)
+  const double l_a = log_snr_at(schedule, a), l_b = log_snr_at(schedule, b);
+  const double tol = 1e-12 * (1.0 + std::abs(lambda));
+  CNF_CHECK(lambda <= l_a + tol && lambda >= l_b - tol, "log-SNR ", lambda, " is outside [",
+            l_b, ", ", l_a, "], the range of ", schedule.describe(), " on [", a, ", ", b, "]");
+  if (std::abs(l_a - lambda) <= tol) return a;
+  if (std::abs(l_b - lambda) <= tol) return b;
+  double t = 0.5 * (a + b);
+  for (int i = 0; i < 200 && b - a > 1e-15; ++i) {
+    auto s = schedule.at_time(t);
+    const double alpha = s.alpha_t.item<double>(), sigma = s.sigma_t.item<double>();
+    const double value = std::log(alpha) - std::log(sigma) - lambda;
+    if (std::abs(value) <= tol) break;
+    if (value > 0)
+      a = t;
+    else
+      b = t;
+    const double slope = s.d_alpha_t.item<double>() / alpha - s.d_sigma_t.item<double>() / sigma;
+    double next = slope < 0 ? t - value / slope : 0.5 * (a + b);
+    if (!(next > a && next < b)) next = 0.5 * (a + b);
+    t = next;
+  }
+  return t;
 }
 
 }  // namespace cnf::path

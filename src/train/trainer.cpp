@@ -11,10 +11,38 @@
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/io/files.h"
+#include "cnf/objective/score_matching.h"
+#include "cnf/sde/parameterized.h"
 
 namespace cnf::train {
 
 // ---------------------------------------------------------------------------- FlowSpec
+
+const Registry<Objective>& objectives() {
+  static const Registry<Objective> registry(
+      "objective", {{"fm", Objective::flow_matching},
+                    {"score", Objective::score_matching},
+                    {"mle", Objective::mle}});
+  return registry;
+}
+
+std::string canonical_objective(const std::string& name) {
+  if (name == "flow-matching") return "fm";
+  if (name == "score-matching") return "score";
+  objectives().get(name);  // unknown names fail, listing the valid ones
+  return name;
+}
+
+path::Param FlowSpec::network_param() const {
+  if (!param.empty()) return path::parse_param(param);
+  return objectives().get(canonical_objective(objective)) == Objective::score_matching
+             ? path::Param::noise
+             : path::Param::velocity;
+}
+
+nn::VelocityField FlowSpec::velocity_field(nn::VelocityField net) const {
+  return sde::velocity_view(std::move(net), network_param(), make_schedule());
+}
 
 std::string FlowSpec::serialize() const {
   std::ostringstream os;
@@ -24,6 +52,8 @@ std::string FlowSpec::serialize() const {
      << "\ntime_embedding=" << model.time_embedding
      << "\nfourier_features=" << model.fourier_features << "\nschedule=" << schedule
      << "\nsigma_min=" << sigma_min << "\ndata=" << data << "\nprior=" << prior << "\n";
+  os << "objective=" << canonical_objective(objective)
+     << "\nparam=" << path::param_name(network_param()) << "\nweighting=" << weighting << "\n";
   return os.str();
 }
 
@@ -51,6 +81,9 @@ FlowSpec FlowSpec::parse(const std::string& text, const std::string& origin) {
       else if (key == "sigma_min") s.sigma_min = std::stod(value);
       else if (key == "data") s.data = value;
       else if (key == "prior") s.prior = value;
+      else if (key == "objective") s.objective = value;
+      else if (key == "param") s.param = value;
+      else if (key == "weighting") s.weighting = value;
       else fail(origin, ": unknown flow spec field '", key, "' on line ", lineno);
     } catch (const std::logic_error&) {
       fail(origin, ": flow spec field '", key, "' has a bad value '", value, "'");
@@ -74,6 +107,7 @@ void TrainOptions::validate() const {
             "unknown lr_schedule '", lr_schedule, "'; valid names: constant, cosine, linear");
   CNF_CHECK(warmup_steps >= 0, "warmup_steps must be >= 0, got ", warmup_steps);
   CNF_CHECK(grad_clip >= 0, "grad_clip must be >= 0 (0 disables it), got ", grad_clip);
+  mle.validate();
   CNF_CHECK(time_grid >= 0, "time_grid must be >= 0 (0: continuous t), got ", time_grid);
   CNF_CHECK(ema_decay >= 0 && ema_decay < 1, "ema_decay must be in [0, 1) (0 disables it), got ",
             ema_decay);
@@ -100,7 +134,10 @@ struct Trainer::State {
   path::SchedulePtr schedule;
   coupling::CouplingPtr coupling;
   data::PairTablePtr pairs;
+  Objective objective = Objective::flow_matching;
+  objective::Weighting weighting = objective::Weighting::sigma2;
   nn::VelocityField model, ema;
+  nn::VelocityField field;  // model read as a velocity field (flow matching trains this)
   std::vector<torch::Tensor> params, ema_params;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   at::Generator gen;
@@ -177,6 +214,25 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
             " but prior '", prior->spec(), "' has dimension ", prior->dim(),
             "; use sources of equal dimension");
   spec.model.dim = data->dim();
+  spec.objective = canonical_objective(spec.objective);
+  spec.param = path::param_name(spec.network_param());
+  s_->objective = objectives().get(spec.objective);
+  s_->weighting = objective::parse_weighting(spec.weighting);
+  if (s_->objective == Objective::mle) {
+    CNF_CHECK(prior->has_log_prob(), "maximum likelihood needs a prior with a density (normal ",
+              "or gmm:K), got '", prior->spec(), "'");
+    CNF_CHECK(options.coupling == "independent", "maximum likelihood uses data only; "
+              "--coupling must be independent, got '", options.coupling, "'");
+  }
+  if (s_->objective == Objective::score_matching) {
+    // Denoising score matching regresses on -x_1 / sigma_t, the score of the Gaussian
+    // transition kernel: x_1 must be N(0, I) noise drawn independently of x_0.
+    CNF_CHECK(spec.prior == "normal", "score matching needs --prior normal (the noise of the ",
+              "Gaussian transition kernel), got '", spec.prior, "'; use --objective fm for bridges");
+    CNF_CHECK(options.coupling == "independent", "score matching needs --coupling independent, ",
+              "got '", options.coupling, "'; couplings pair noise with data, which breaks the ",
+              "denoising target -x_1/sigma_t");
+  }
   s_->spec = spec;
   s_->opt = options;
   s_->data = std::move(data);
@@ -190,6 +246,7 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
     s_->model = nn::make_model(spec.model);
   }
   s_->model->to(options.device);
+  s_->field = spec.velocity_field(s_->model);
   s_->params = s_->model->parameters();
   if (options.ema_decay > 0) {
     s_->ema = nn::make_model(spec.model);
@@ -219,16 +276,35 @@ objective::LossResult Trainer::step() {
     std::tie(a, b) = s.pairs->sample(o.batch_size, s.gen);
     a = a.to(o.device);
     b = b.to(o.device);
+  } else if (s.objective == Objective::mle) {
+    a = s.data->sample(o.batch_size, s.gen).to(o.device);  // MLE needs data only
   } else {
     auto x_0 = s.data->sample(o.batch_size, s.gen).to(o.device);
     auto x_1 = s.prior->sample(o.batch_size, s.gen).to(o.device);
     std::tie(a, b) = s.coupling->pair(x_0, x_1, s.gen);
   }
   s.optimizer->zero_grad();
-  objective::FlowMatchingOptions fm;
-  fm.schedule = s.schedule;
-  fm.time_grid = o.time_grid;
-  auto result = objective::flow_matching_loss(*s.model, {a, b}, fm, s.gen);
+  objective::LossResult result;
+  switch (s.objective) {
+    case Objective::flow_matching: {
+      objective::FlowMatchingOptions fm;
+      fm.schedule = s.schedule;
+      fm.time_grid = o.time_grid;
+      result = objective::flow_matching_loss(*s.field, {a, b}, fm, s.gen);
+      break;
+    }
+    case Objective::score_matching: {
+      objective::ScoreMatchingOptions sm;
+      sm.schedule = s.schedule;
+      sm.param = s.spec.network_param();
+      sm.weighting = s.weighting;
+      result = objective::score_matching_loss(*s.model, {a, b}, sm, s.gen);
+      break;
+    }
+    case Objective::mle:
+      result = objective::mle_loss(*s.field, *s.schedule, *s.prior, a, o.mle, s.gen);
+      break;
+  }
   const double loss = result.loss.item<double>();
   CNF_CHECK(std::isfinite(loss), "training diverged at step ", s.step + 1, ": the loss is ", loss,
             "; lower --lr, set --grad-clip, or check the data for outliers");
@@ -289,7 +365,8 @@ void Trainer::save(const std::string& path, const std::string& config_text) cons
 void Trainer::resume(const std::string& path) {
   auto& s = *s_;
   auto ar = open_archive(path);
-  auto stored = read_string(ar, "spec", path);
+  // Compared in canonical form, so checkpoints from before a spec field existed still match.
+  auto stored = FlowSpec::parse(read_string(ar, "spec", path), path).serialize();
   CNF_CHECK(stored == s.spec.serialize(), "checkpoint '", path,
             "' was trained with a different model/path/data spec:\n", stored,
             "use the same options to resume, or start a new run");
@@ -311,6 +388,9 @@ const FlowSpec& Trainer::spec() const { return s_->spec; }
 const TrainOptions& Trainer::options() const { return s_->opt; }
 nn::VelocityField Trainer::model() const { return s_->model; }
 nn::VelocityField Trainer::ema_model() const { return s_->ema ? s_->ema : s_->model; }
+nn::VelocityField Trainer::ema_velocity() const {
+  return s_->spec.velocity_field(ema_model());
+}
 
 Checkpoint load_checkpoint(const std::string& path, c10::Device device) {
   auto ar = open_archive(path);
@@ -319,10 +399,12 @@ Checkpoint load_checkpoint(const std::string& path, c10::Device device) {
   c.config = read_string(ar, "config", path);
   c10::IValue step;
   if (ar.try_read("step", step) && step.isInt()) c.step = step.toInt();
-  c.model = nn::make_model(c.spec.model);
+  c.network = nn::make_model(c.spec.model);
   torch::serialize::InputArchive probe;
-  load_module(ar, ar.try_read("ema", probe) ? "ema" : "model", *c.model, path);
-  c.model->to(device);
+  load_module(ar, ar.try_read("ema", probe) ? "ema" : "model", *c.network, path);
+  c.network->to(device);
+  c.network->eval();
+  c.model = c.spec.velocity_field(c.network);
   c.model->eval();
   return c;
 }

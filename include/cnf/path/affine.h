@@ -6,6 +6,7 @@
 //   score = -E[x_1 | x_t] / sigma_t
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 
 #include <string>
@@ -50,5 +51,35 @@ SDECoefficients sde_coefficients(const Schedule& schedule, const at::Tensor& t);
 
 /// Log signal-to-noise ratio lambda_t = log(alpha_t / sigma_t).
 at::Tensor log_snr(const Schedule& schedule, const at::Tensor& t);
+
+/// Forward perturbation: x_t = alpha_t x_0 + sigma_t x_1 with fresh x_1 ~ N(0, I) from
+/// `gen`, i.e. one draw of the transition kernel N(alpha_t x_0, sigma_t^2 I) of the forward
+/// SDE. Returns {x_t, x_1}.
+std::pair<at::Tensor, at::Tensor> perturb(const Schedule& schedule, const at::Tensor& x_0,
+                                          const at::Tensor& t, at::Generator& gen);
+
+/// A closed time interval [lo, hi] inside [0, 1].
+struct TimeRange {
+  double lo = 0.0, hi = 1.0;
+};
+
+/// Where every parameterization converts to every other without dividing by a vanishing
+/// alpha_t or sigma_t: lo is the first t >= t_min() with sigma_t >= `floor`, hi the last t
+/// with alpha_t >= `floor` (1 when alpha_1 >= floor). E.g. condot (sigma_min = 0):
+/// [1e-3, 0.999]; vp, subvp: [1e-3, 1] (t_min, and alpha_1 = 6.6e-3); ve: [0, 1]; cosine:
+/// [6.4e-4, 0.99936]. Reading a noise prediction as data at t = 1 on the OT path has no
+/// answer (alpha_1 = 0: the noisy state carries no trace of x_0), so conversions clamp their
+/// time into this range and fast samplers run inside it. Assumes sigma_t increasing and
+/// alpha_t non-increasing, as for every registered schedule.
+TimeRange conversion_range(const Schedule& schedule, double floor = 1e-3);
+
+/// lambda_t at one time, in float64.
+double log_snr_at(const Schedule& schedule, double t);
+
+/// The time t in `range` with lambda_t = `lambda` (lambda_t strictly decreasing), by
+/// Newton's method on dlambda/dt = d_alpha/alpha - d_sigma/sigma safeguarded by bisection;
+/// |lambda_t - lambda| <= 1e-12 (1 + |lambda|) or a bracket of width 1e-15. Throws
+/// cnf::Error when `lambda` lies outside [lambda(hi), lambda(lo)].
+double time_at_log_snr(const Schedule& schedule, double lambda, TimeRange range);
 
 }  // namespace cnf::path

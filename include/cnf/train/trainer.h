@@ -17,26 +17,51 @@
 #include <memory>
 #include <string>
 
+#include "cnf/core/registry.h"
 #include "cnf/coupling/coupling.h"
 #include "cnf/data/pairs.h"
 #include "cnf/data/sources.h"
 #include "cnf/nn/velocity.h"
 #include "cnf/objective/flow_matching.h"
+#include "cnf/objective/mle.h"
+#include "cnf/path/affine.h"
 #include "cnf/path/schedule.h"
 
 namespace cnf::train {
 
-/// Everything needed to rebuild a trained flow: network, path, data and prior specs.
+/// The training objectives. Names (registry `objectives()`): fm (conditional flow matching,
+/// objective/flow_matching.h) and score (denoising score matching,
+/// objective/score_matching.h) and mle (maximum likelihood through the ODE,
+/// objective/mle.h); "flow-matching" and "score-matching" are accepted too.
+enum class Objective { flow_matching, score_matching, mle };
+const Registry<Objective>& objectives();
+/// The registry name of `name` or of its alias; unknown names list the valid ones.
+std::string canonical_objective(const std::string& name);
+
+/// Everything needed to rebuild a trained flow: network, path, data and prior specs, and
+/// what the network predicts. Checkpoints written before `objective`, `param` and
+/// `weighting` existed parse as fm / velocity / sigma2.
 struct FlowSpec {
   nn::ModelSpec model;
   std::string schedule = "condot";
   double sigma_min = 0.0;
   std::string data = "moons";
   std::string prior = "normal";
+  std::string objective = "fm";
+  /// What the network predicts: velocity, score, data or noise; empty means the objective's
+  /// natural choice (fm: velocity, score: noise). Any of them trains with either objective.
+  std::string param;
+  /// Score-matching weighting lambda(t): sigma2, likelihood or uniform.
+  std::string weighting = "sigma2";
 
   std::string serialize() const;
   static FlowSpec parse(const std::string& text, const std::string& origin);
   path::SchedulePtr make_schedule() const;
+  /// `param`, resolved to the objective's default when empty.
+  path::Param network_param() const;
+  /// `net` (built from `model`) read as a velocity field: itself for velocity models, else a
+  /// conversion through path::convert (sde/parameterized.h).
+  nn::VelocityField velocity_field(nn::VelocityField net) const;
 };
 
 struct TrainOptions {
@@ -57,6 +82,8 @@ struct TrainOptions {
   /// When > 0, train only at the N = time_grid times of an N-step Euler sampler
   /// (distillation of a flow into an N-step generator); 0 draws t continuously.
   int64_t time_grid = 0;
+  /// Solver, divergence, gradient route and regularizers of the mle objective.
+  objective::MLEOptions mle;
   uint64_t seed = 0;
   c10::Device device = c10::Device(c10::kCPU);
 
@@ -96,16 +123,22 @@ class Trainer {
   /// The trained network, and its EMA (the network itself when the EMA is off).
   nn::VelocityField model() const;
   nn::VelocityField ema_model() const;
+  /// ema_model() read as a velocity field (spec().velocity_field), for ODE sampling and
+  /// likelihoods whatever the network predicts.
+  nn::VelocityField ema_velocity() const;
 
  private:
   struct State;
   std::unique_ptr<State> s_;
 };
 
-/// A trained flow loaded from a checkpoint: the EMA weights when present.
+/// A trained flow loaded from a checkpoint: the EMA weights when present. `model` is the
+/// velocity field (what ode::solve, generation and likelihoods take); `network` the raw
+/// network, predicting spec.network_param() (what sde::sample takes).
 struct Checkpoint {
   FlowSpec spec;
   nn::VelocityField model;
+  nn::VelocityField network;
   int64_t step = 0;
   std::string config;
 };

@@ -1,0 +1,51 @@
+// cnf/objective/score_matching.h — denoising score matching on an affine (diffusion) path.
+//
+//   L(theta) = E_{t, x_0, x_1} lambda(t) || s_theta(x_t, t) + x_1 / sigma_t ||^2,
+//   x_t = alpha_t x_0 + sigma_t x_1,  x_1 ~ N(0, I) independent of x_0,
+//
+// (Vincent 2011; Song & Ermon 2019; Song et al., ICLR 2021, eq. 7). -x_1/sigma_t is the
+// score of the transition kernel N(alpha_t x_0, sigma_t^2 I); the minimizer is the marginal
+// score grad log q_t. The network may predict any parameterization (`param`): its output is
+// converted by path::convert and the loss is computed in noise units,
+//   lambda(t) || s_theta + x_1/sigma_t ||^2 = (lambda(t) / sigma_t^2) || eps_theta - x_1 ||^2.
+// Weightings lambda(t):
+//   sigma2      sigma_t^2: the noise-prediction loss || eps_theta - x_1 ||^2 of Ho et al. 2020
+//               (the default; with param = noise this is exactly DDPM's "simple" loss).
+//   likelihood  g(t)^2: makes the loss bound the KL / negative log-likelihood of the
+//               probability flow's SDE (Song, Durkan, Murray & Ermon, NeurIPS 2021, thm. 1).
+//               Its variance is large where g^2/sigma^2 is (t -> 0 on VP).
+//   uniform     1: the raw score error (large near t = 0, where sigma_t is small).
+// Times are drawn from U[t_min, t_max], by default path::conversion_range(schedule) (e.g.
+// [1e-3, 1] on VP), where the conversions stay finite.
+#pragma once
+
+#include <ATen/core/Generator.h>
+
+#include <string>
+
+#include "cnf/objective/flow_matching.h"
+#include "cnf/path/affine.h"
+
+namespace cnf::objective {
+
+enum class Weighting { sigma2, likelihood, uniform };
+/// "sigma2", "likelihood" or "uniform".
+Weighting parse_weighting(const std::string& name);
+std::string weighting_name(Weighting w);
+
+struct ScoreMatchingOptions {
+  path::SchedulePtr schedule;
+  /// What the network predicts.
+  path::Param param = path::Param::noise;
+  Weighting weighting = Weighting::sigma2;
+  /// Times are drawn from U[t_min, t_max]; < 0 means the conversion range's end.
+  double t_min = -1.0, t_max = -1.0;
+};
+
+/// Denoising score-matching loss of `net` (predicting `options.param`) on `batch`, whose
+/// x_1 must be standard normal noise independent of x_0; t drawn from `gen`. Diagnostics:
+/// "loss" and "noise_mse" (the unweighted || eps_theta - x_1 ||^2).
+LossResult score_matching_loss(nn::VelocityFieldImpl& net, const Batch& batch,
+                               const ScoreMatchingOptions& options, at::Generator& gen);
+
+}  // namespace cnf::objective

@@ -1,0 +1,54 @@
+#include "cnf/objective/score_matching.h"
+
+#include <torch/torch.h>
+
+#include "cnf/core/error.h"
+
+namespace cnf::objective {
+
+Weighting parse_weighting(const std::string& name) {
+  if (name == "sigma2") return Weighting::sigma2;
+  if (name == "likelihood") return Weighting::likelihood;
+  if (name == "uniform") return Weighting::uniform;
+  fail("unknown score-matching weighting '", name, "'; valid names: sigma2, likelihood, uniform");
+}
+
+std::string weighting_name(Weighting w) {
+  switch (w) {
+    case Weighting::sigma2: return "sigma2";
+    case Weighting::likelihood: return "likelihood";
+    case Weighting::uniform: return "uniform";
+  }
+  return "?";
+}
+
+LossResult score_matching_loss(nn::VelocityFieldImpl& net, const Batch& batch,
+                               const ScoreMatchingOptions& options, at::Generator& gen) {
+  CNF_CHECK(options.schedule != nullptr, "score matching needs a schedule");
+  CNF_CHECK(batch.x_0.size(0) > 0, "score matching needs a non-empty batch");
+  const auto& schedule = *options.schedule;
+  const auto range = path::conversion_range(schedule);
+  const double t_min = options.t_min < 0 ? range.lo : options.t_min;
+  const double t_max = options.t_max < 0 ? range.hi : options.t_max;
+  CNF_CHECK(0 <= t_min && t_min < t_max && t_max <= 1, "score matching time range must satisfy ",
+            "0 <= t_min < t_max <= 1, got [", t_min, ", ", t_max, "]");
+  const int64_t b = batch.x_0.size(0);
+  auto t = t_min + (t_max - t_min) * torch::rand({b}, gen, batch.x_0.options());
+  auto x_t = path::sample_path(schedule, batch.x_0, batch.x_1, t).x_t;
+  auto eps = path::convert(schedule, net.forward(x_t, t), options.param, path::Param::noise, x_t, t);
+  auto mse = (eps - batch.x_1).pow(2).reshape({b, -1}).sum(1);
+  at::Tensor weight;  // lambda(t) / sigma_t^2, per sample
+  switch (options.weighting) {
+    case Weighting::sigma2: weight = torch::ones_like(t); break;
+    case Weighting::likelihood: {
+      auto g = path::sde_coefficients(schedule, t).g;
+      weight = g * g / schedule(t).sigma_t.pow(2);
+      break;
+    }
+    case Weighting::uniform: weight = schedule(t).sigma_t.pow(-2); break;
+  }
+  auto loss = (weight * mse).mean();
+  return {loss, {{"loss", loss.detach()}, {"noise_mse", mse.mean().detach()}}};
+}
+
+}  // namespace cnf::objective

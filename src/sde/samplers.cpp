@@ -1,0 +1,333 @@
+#include "cnf/sde/samplers.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "cnf/core/error.h"
+#include "cnf/sde/parameterized.h"
+
+namespace cnf::sde {
+
+using path::Param;
+
+const Registry<Sampler>& samplers() {
+  static const Registry<Sampler> registry(
+      "sampler", {{"ode", Sampler::ode},
+                  {"pf-ode", Sampler::pf_ode},
+                  {"em", Sampler::em},
+                  {"pc", Sampler::pc},
+                  {"ddim", Sampler::ddim},
+                  {"dpm1", Sampler::dpm1},
+                  {"dpm2", Sampler::dpm2},
+                  {"dpm3", Sampler::dpm3},
+                  {"dpm++2m", Sampler::dpmpp_2m}});
+  return registry;
+}
+
+std::string sampler_name(Sampler s) {
+  for (const auto& e : samplers().entries())
+    if (e.second == s) return e.first;
+  return "?";
+}
+
+Spacing parse_spacing(const std::string& name) {
+  if (name == "auto") return Spacing::automatic;
+  if (name == "time") return Spacing::time;
+  if (name == "lambda") return Spacing::lambda;
+  fail("unknown time spacing '", name, "'; valid names: auto, time, lambda");
+}
+
+PcPredictor parse_pc_predictor(const std::string& name) {
+  if (name == "reverse-diffusion") return PcPredictor::reverse_diffusion;
+  if (name == "euler-maruyama" || name == "em") return PcPredictor::euler_maruyama;
+  fail("unknown predictor '", name, "'; valid names: reverse-diffusion, euler-maruyama");
+}
+
+void SamplerOptions::validate() const {
+  CNF_CHECK(steps >= 1, "sampler steps must be >= 1, got ", steps);
+  CNF_CHECK(eta >= 0 && eta <= 1, "eta must be in [0, 1] (0: deterministic DDIM), got ", eta);
+  CNF_CHECK(corrector_steps >= 0, "corrector steps must be >= 0, got ", corrector_steps);
+  CNF_CHECK(snr > 0 && std::isfinite(snr), "snr must be > 0 (Song et al. use 0.16), got ", snr);
+  CNF_CHECK(t_start < 0 || t_start <= 1, "t_start must be in (0, 1], got ", t_start);
+  CNF_CHECK(t_end < 0 || t_end < 1, "t_end must be in [0, 1), got ", t_end);
+}
+
+path::TimeRange sampling_range(const path::Schedule& schedule, const SamplerOptions& o) {
+  path::TimeRange r{0.0, 1.0};
+  if (o.sampler != Sampler::ode) r = path::conversion_range(schedule);
+  // TimeRange is {lo, hi}; here lo = t_end, hi = t_start.
+  if (o.t_start >= 0) r.hi = o.t_start;
+  if (o.t_end >= 0) r.lo = o.t_end;
+  CNF_CHECK(r.lo < r.hi, "sampling runs from t_start down to t_end, but t_start = ", r.hi,
+            " <= t_end = ", r.lo, "; choose t_end < t_start");
+  return r;
+}
+
+double start_scale(const path::Schedule& schedule, const SamplerOptions& o) {
+  return schedule.at_time(sampling_range(schedule, o).hi).sigma_t.item<double>();
+}
+
+std::vector<double> time_grid(const path::Schedule& schedule, double t_start, double t_end,
+                              int64_t steps, Spacing spacing) {
+  CNF_CHECK(steps >= 1, "a time grid needs steps >= 1, got ", steps);
+  CNF_CHECK(t_end < t_start, "a time grid runs from t_start down to t_end < t_start, got ",
+            t_start, " -> ", t_end);
+  std::vector<double> ts(static_cast<size_t>(steps + 1));
+  const double n = static_cast<double>(steps);
+  if (spacing != Spacing::lambda) {
+    for (int64_t k = 0; k <= steps; ++k)
+      ts[static_cast<size_t>(k)] = t_start + (t_end - t_start) * static_cast<double>(k) / n;
+  } else {
+    const double l0 = path::log_snr_at(schedule, t_start), l1 = path::log_snr_at(schedule, t_end);
+    CNF_CHECK(std::isfinite(l0) && std::isfinite(l1), "a grid uniform in lambda needs finite ",
+              "log-SNR at both ends, but ", schedule.describe(), " has lambda = ", l0, " at t = ",
+              t_start, " and ", l1, " at t = ", t_end,
+              "; keep the interval inside path::conversion_range or use time spacing");
+    for (int64_t k = 0; k <= steps; ++k)
+      ts[static_cast<size_t>(k)] = path::time_at_log_snr(
+          schedule, l0 + (l1 - l0) * static_cast<double>(k) / n, {t_end, t_start});
+  }
+  ts.front() = t_start;
+  ts.back() = t_end;
+  return ts;
+}
+
+namespace {
+
+// Schedule values at one time, in float64.
+struct Coef {
+  double alpha, sigma, d_alpha, d_sigma, lambda;
+};
+Coef coef(const path::Schedule& schedule, double t) {
+  auto s = schedule.at_time(t);
+  Coef c{s.alpha_t.item<double>(), s.sigma_t.item<double>(), s.d_alpha_t.item<double>(),
+         s.d_sigma_t.item<double>(), 0.0};
+  c.lambda = std::log(c.alpha) - std::log(c.sigma);
+  return c;
+}
+
+at::Tensor noise_like(const at::Tensor& x, at::Generator& gen) {
+  return torch::randn(x.sizes(), gen, x.options().device(gen.device())).to(x.device());
+}
+
+// Mean over the batch of the per-sample Euclidean norm.
+double mean_norm(const at::Tensor& x) {
+  return x.reshape({x.size(0), -1}).norm(2, {1}).mean().item<double>();
+}
+
+// The network, counted, and read through any parameterization (time clamped into the
+// conversion range when a conversion happens; see sde/parameterized.h).
+class Model {
+ public:
+  Model(nn::VelocityFieldImpl& net, Param param, const path::Schedule& schedule)
+      : net_(net), param_(param), schedule_(schedule), range_(path::conversion_range(schedule)) {}
+
+  // One evaluation at (x, t); as() reads it in any parameterization.
+  struct Eval {
+    at::Tensor x, t, pred;
+  };
+  Eval eval(const at::Tensor& x, double t) {
+    ++nfe;
+    const double tc = param_ == Param::velocity ? t : std::clamp(t, range_.lo, range_.hi);
+    auto tt = torch::full({x.size(0)}, tc, x.options());
+    return {x, tt, net_.forward(x, tt)};
+  }
+  at::Tensor as(const Eval& e, Param want) const {
+    return path::convert(schedule_, e.pred, param_, want, e.x, e.t);
+  }
+  at::Tensor operator()(const at::Tensor& x, double t, Param want) {
+    if (want == Param::velocity && param_ != Param::velocity) {
+      // Velocity at any t in [0, 1]: the clamp rule of predict().
+      ++nfe;
+      return predict(net_, param_, schedule_, range_, x, torch::full({x.size(0)}, t, x.options()),
+                     want);
+    }
+    return as(eval(x, t), want);
+  }
+
+  int64_t nfe = 0;
+
+ private:
+  nn::VelocityFieldImpl& net_;
+  Param param_;
+  const path::Schedule& schedule_;
+  path::TimeRange range_;
+};
+
+at::Tensor solve_ode(Model& m, const path::Schedule& schedule, const at::Tensor& x, double t0,
+                     double t1, const ode::SolveOptions& so, bool probability_flow) {
+  ode::Rhs rhs;
+  if (probability_flow) {
+    rhs = [&](double t, const ode::State& y) {
+      // f x - 1/2 g^2 score, with f = d_alpha/alpha, g^2 = 2 sigma d_sigma - 2 f sigma^2.
+      const Coef c = coef(schedule, t);
+      const double f = c.d_alpha / c.alpha;
+      const double g2 = 2.0 * c.sigma * c.d_sigma - 2.0 * f * c.sigma * c.sigma;
+      return ode::State{f * y[0] - 0.5 * g2 * m(y[0], t, Param::score)};
+    };
+  } else {
+    rhs = [&](double t, const ode::State& y) { return ode::State{m(y[0], t, Param::velocity)}; };
+  }
+  return ode::solve(rhs, {x}, t0, t1, so).y[0];
+}
+
+// Backward SDE and predictor–corrector on a grid uniform in t (or as asked).
+at::Tensor sde_sample(Model& m, const path::Schedule& schedule, at::Tensor x,
+                      const std::vector<double>& ts, const SamplerOptions& o, at::Generator& gen) {
+  const bool pc = o.sampler == Sampler::pc;
+  const bool reverse_diffusion = pc && o.predictor == PcPredictor::reverse_diffusion;
+  const size_t n = ts.size() - 1;
+  for (size_t k = 0; k < n; ++k) {
+    const double t = ts[k], s = ts[k + 1];
+    const Coef ct = coef(schedule, t), cs = coef(schedule, s);
+    if (pc) {
+      // Langevin corrector at time t with the signal-to-noise step rule (Song et al. alg. 5).
+      const double r = (ct.alpha / cs.alpha) * (ct.alpha / cs.alpha);
+      for (int64_t j = 0; j < o.corrector_steps; ++j) {
+        auto score = m(x, t, Param::score);
+        auto z = noise_like(x, gen);
+        const double ratio = o.snr * mean_norm(z) / std::max(mean_norm(score), 1e-30);
+        const double e = 2.0 * r * ratio * ratio;
+        x = x + e * score + std::sqrt(2.0 * e) * z;
+      }
+    }
+    auto score = m(x, t, Param::score);
+    at::Tensor mean;
+    double noise_scale;
+    if (reverse_diffusion) {
+      const double ratio = ct.alpha / cs.alpha;
+      const double G2 = std::max(0.0, ct.sigma * ct.sigma - ratio * ratio * cs.sigma * cs.sigma);
+      mean = (x + G2 * score) / ratio;
+      noise_scale = std::sqrt(G2) * cs.sigma / ct.sigma;
+    } else {
+      const double dt = t - s;
+      const double f = ct.d_alpha / ct.alpha;
+      const double g2 = std::max(0.0, 2.0 * ct.sigma * ct.d_sigma - 2.0 * f * ct.sigma * ct.sigma);
+      mean = x - (f * x - g2 * score) * dt;
+      noise_scale = std::sqrt(g2 * dt);
+    }
+    x = (o.denoise && k + 1 == n) ? mean : mean + noise_scale * noise_like(x, gen);
+  }
+  return x;
+}
+
+// DDIM and singlestep DPM-Solver (noise prediction) in lambda.
+at::Tensor dpm_singlestep(Model& m, const path::Schedule& schedule, at::Tensor x,
+                          const std::vector<double>& ts, const SamplerOptions& o,
+                          at::Generator& gen) {
+  const int order = o.sampler == Sampler::dpm2 ? 2 : o.sampler == Sampler::dpm3 ? 3 : 1;
+  for (size_t k = 0; k + 1 < ts.size(); ++k) {
+    const double t = ts[k], s = ts[k + 1];
+    const Coef ct = coef(schedule, t), cs = coef(schedule, s);
+    const double h = cs.lambda - ct.lambda;
+    auto e = m.eval(x, t);
+    auto x0 = m.as(e, Param::data), eps = m.as(e, Param::noise);
+    if (o.sampler == Sampler::ddim && o.eta > 0) {
+      const double c = o.eta * cs.sigma * std::sqrt(-std::expm1(-2.0 * h));
+      const double keep = std::sqrt(std::max(0.0, cs.sigma * cs.sigma - c * c));
+      x = cs.alpha * x0 + keep * eps + c * noise_like(x, gen);
+      continue;
+    }
+    // Order 1: (alpha_s/alpha_t) x_t - sigma_s (e^h - 1) eps = alpha_s x0 + sigma_s eps.
+    auto first = cs.alpha * x0 + cs.sigma * eps;
+    if (order == 1) {
+      x = first;
+      continue;
+    }
+    CNF_CHECK(std::isfinite(ct.lambda) && std::isfinite(cs.lambda), sampler_name(o.sampler),
+              " needs finite log-SNR at every step, but lambda = ", ct.lambda, " at t = ", t,
+              "; keep t_start where alpha_t > 0 (path::conversion_range)");
+    // The point at lambda_t + r h, and its update from (x0, eps) at t.
+    auto at_fraction = [&](double r) {
+      const double u_t = path::time_at_log_snr(schedule, ct.lambda + r * h, {s, t});
+      return std::make_pair(u_t, coef(schedule, u_t));
+    };
+    if (order == 2) {
+      const double r1 = 0.5;
+      auto [t1, c1] = at_fraction(r1);
+      auto u = c1.alpha * x0 + c1.sigma * eps;
+      auto eps1 = m(u, t1, Param::noise);
+      x = first - (cs.sigma / (2.0 * r1)) * std::expm1(h) * (eps1 - eps);
+    } else {
+      const double r1 = 1.0 / 3.0, r2 = 2.0 / 3.0;
+      auto [t1, c1] = at_fraction(r1);
+      auto [t2, c2] = at_fraction(r2);
+      auto u1 = c1.alpha * x0 + c1.sigma * eps;
+      auto d1 = m(u1, t1, Param::noise) - eps;
+      const double phi_r2 = std::expm1(r2 * h) / (r2 * h) - 1.0;
+      auto u2 = c2.alpha * x0 + c2.sigma * eps - (c2.sigma * r2 / r1) * phi_r2 * d1;
+      auto d2 = m(u2, t2, Param::noise) - eps;
+      const double phi = std::expm1(h) / h - 1.0;
+      x = first - (cs.sigma / r2) * phi * d2;
+    }
+  }
+  return x;
+}
+
+// Multistep DPM-Solver++(2M) on the data prediction.
+at::Tensor dpmpp_2m(Model& m, const path::Schedule& schedule, at::Tensor x,
+                    const std::vector<double>& ts) {
+  at::Tensor x0_prev;
+  double h_prev = 0.0;
+  for (size_t k = 0; k + 1 < ts.size(); ++k) {
+    const double t = ts[k], s = ts[k + 1];
+    const Coef ct = coef(schedule, t), cs = coef(schedule, s);
+    const double h = cs.lambda - ct.lambda;
+    auto x0 = m(x, t, Param::data);
+    at::Tensor d = x0;
+    if (x0_prev.defined()) {
+      // Linear extrapolation of x0 in lambda from the last two points (midpoint form).
+      const double half_inv_r = 0.5 * h / h_prev;
+      d = (1.0 + half_inv_r) * x0 - half_inv_r * x0_prev;
+    }
+    // sigma_s/sigma_t x_t - alpha_s (e^-h - 1) D; when alpha_t = 0, e^-h = 0 and the
+    // first term is sigma_s/sigma_t x_t: finite.
+    x = (cs.sigma / ct.sigma) * x - cs.alpha * std::expm1(-h) * d;
+    x0_prev = x0;
+    h_prev = h;
+  }
+  return x;
+}
+
+}  // namespace
+
+SampleResult sample(nn::VelocityFieldImpl& net, Param param, const path::Schedule& schedule,
+                    const at::Tensor& x_start, const SamplerOptions& o, at::Generator& gen) {
+  o.validate();
+  CNF_CHECK(x_start.dim() >= 1 && x_start.size(0) >= 1,
+            "sampling needs a batch of starting points, got shape ", x_start.sizes());
+  torch::NoGradGuard no_grad;
+  const auto range = sampling_range(schedule, o);
+  SampleResult r;
+  r.t_start = range.hi;
+  r.t_end = range.lo;
+  Model m(net, param, schedule);
+  switch (o.sampler) {
+    case Sampler::ode:
+    case Sampler::pf_ode:
+      r.x = solve_ode(m, schedule, x_start, range.hi, range.lo, o.ode, o.sampler == Sampler::pf_ode);
+      break;
+    default: {
+      Spacing spacing = o.spacing;
+      if (spacing == Spacing::automatic)
+        spacing = (o.sampler == Sampler::em || o.sampler == Sampler::pc) ? Spacing::time
+                                                                          : Spacing::lambda;
+      auto ts = time_grid(schedule, range.hi, range.lo, o.steps, spacing);
+      if (o.sampler == Sampler::em || o.sampler == Sampler::pc)
+        r.x = sde_sample(m, schedule, x_start, ts, o, gen);
+      else if (o.sampler == Sampler::dpmpp_2m)
+        r.x = dpmpp_2m(m, schedule, x_start, ts);
+      else
+        r.x = dpm_singlestep(m, schedule, x_start, ts, o, gen);
+    }
+  }
+  r.nfe = m.nfe;
+  CNF_CHECK(torch::isfinite(r.x).all().item<bool>(), sampler_name(o.sampler),
+            " produced non-finite samples on ", schedule.describe(), " (", o.steps,
+            " steps from t = ", range.hi, " to ", range.lo,
+            "); more steps, or another sampler, may be needed near the ends of the path");
+  return r;
+}
+
+}  // namespace cnf::sde
