@@ -25,6 +25,7 @@
 #include "cnf/sde/parameterized.h"
 #include "cnf/sde/samplers.h"
 #include "cnf/train/trainer.h"
+#include "tests/cli_util.h"
 
 using namespace cnf;
 using path::Param;
@@ -45,11 +46,15 @@ class GaussianModel : public nn::VelocityFieldImpl {
     auto var = alpha * alpha * s_ * s_ + sigma * sigma;
     auto y = x - alpha * mu_;
     switch (out_) {
-      case Param::score: return -y / var;
-      case Param::data: return mu_ + alpha * s_ * s_ * y / var;
-      case Param::noise: return sigma * y / var;
+      case Param::score:
+        return -y / var;
+      case Param::data:
+        return mu_ + alpha * s_ * s_ * y / var;
+      case Param::noise:
+        return sigma * y / var;
       case Param::velocity:
-        return b(v.d_alpha_t) * (mu_ + alpha * s_ * s_ * y / var) + b(v.d_sigma_t) * sigma * y / var;
+        return b(v.d_alpha_t) * (mu_ + alpha * s_ * s_ * y / var) +
+               b(v.d_sigma_t) * sigma * y / var;
     }
     return x;
   }
@@ -199,8 +204,8 @@ TEST(DiffusionTest, ParameterizedFieldsAgreeWithEveryParameterization) {
   auto s = path::make_schedule("condot");
   auto net = std::make_shared<GaussianModel>(s, g.mu, g.s, Param::noise);
   auto x = torch::randn({4, 2}, gen, torch::kFloat64);
-  auto at1 = sde::ParameterizedFieldImpl(net, Param::noise, s).forward(
-      x, torch::ones({4}, torch::kFloat64));
+  auto at1 = sde::ParameterizedFieldImpl(net, Param::noise, s)
+                 .forward(x, torch::ones({4}, torch::kFloat64));
   auto at999 = GaussianModel(s, g.mu, g.s, Param::velocity)
                    .forward(x, torch::full({4}, 0.999, torch::kFloat64));
   EXPECT_TRUE(torch::isfinite(at1).all().item<bool>());
@@ -223,11 +228,11 @@ TEST(SdeSamplerTest, EverySamplerReachesTheGaussianMarginal) {
   // is exercised (the model rotates through them).
   const int64_t n = 4000;
   Gaussian g;
-  const std::vector<Case> cases = {
-      {sde::Sampler::ode, 1},        {sde::Sampler::pf_ode, 1},     {sde::Sampler::em, 500},
-      {sde::Sampler::pc, 300},       {sde::Sampler::ddim, 50},      {sde::Sampler::ddim, 200, 1.0},
-      {sde::Sampler::dpm1, 50},      {sde::Sampler::dpm2, 20},      {sde::Sampler::dpm3, 10},
-      {sde::Sampler::dpmpp_2m, 20}};
+  const std::vector<Case> cases = {{sde::Sampler::ode, 1},   {sde::Sampler::pf_ode, 1},
+                                   {sde::Sampler::em, 500},  {sde::Sampler::pc, 300},
+                                   {sde::Sampler::ddim, 50}, {sde::Sampler::ddim, 200, 1.0},
+                                   {sde::Sampler::dpm1, 50}, {sde::Sampler::dpm2, 20},
+                                   {sde::Sampler::dpm3, 10}, {sde::Sampler::dpmpp_2m, 20}};
   // Every registered sampler is covered.
   for (const auto& e : sde::samplers().entries()) {
     bool found = false;
@@ -255,7 +260,8 @@ TEST(SdeSamplerTest, EverySamplerReachesTheGaussianMarginal) {
       auto x0 = g.draw(*s, range.hi, n, gen);
       auto r = sde::sample(net, param, *s, x0, o, gen);
       const std::string what = name + " " + sde::sampler_name(c.sampler) +
-                               " eta=" + std::to_string(c.eta) + " param " + path::param_name(param);
+                               " eta=" + std::to_string(c.eta) + " param " +
+                               path::param_name(param);
       const double var = g.var(*s, r.t_end);
       auto mean = r.x.mean(0), cov = covariance(r.x);
       // Monte-Carlo: the mean's standard error is sqrt(v/n) (0.008 at v = 0.25), a variance's
@@ -371,10 +377,11 @@ TEST(SdeSamplerTest, BackwardSdeAndProbabilityFlowShareMarginals) {
     auto mean = g.alpha(*s, t_mid) * g.mu;
     for (size_t i = 0; i < out.size(); ++i) {
       // 5 Monte-Carlo standard errors (sqrt(v/n), v sqrt(2/n)) plus 0.01 discretization.
-      EXPECT_LT((out[i].mean(0) - mean).abs().max().item<double>(),
-                5 * std::sqrt(var / n) + 0.01) << i << " t=" << t_mid;
+      EXPECT_LT((out[i].mean(0) - mean).abs().max().item<double>(), 5 * std::sqrt(var / n) + 0.01)
+          << i << " t=" << t_mid;
       EXPECT_LT((covariance(out[i]).diagonal() - var).abs().max().item<double>(),
-                5 * var * std::sqrt(2.0 / n) + 0.01) << i << " t=" << t_mid;
+                5 * var * std::sqrt(2.0 / n) + 0.01)
+          << i << " t=" << t_mid;
     }
     // SDE against ODE directly: the difference of two independent means has sqrt(2) the SE.
     EXPECT_LT((out[0].mean(0) - out[2].mean(0)).abs().max().item<double>(),
@@ -407,13 +414,15 @@ TEST(DiffusionTest, ScoreMatchingLossOfTheExactModelIsItsFloor) {
     o.schedule = s;
     o.param = param;
     auto gen_t = make_generator(4);
-    const double loss = objective::score_matching_loss(exact, {x0, x1}, o, gen_t).loss.item<double>();
+    const double loss =
+        objective::score_matching_loss(exact, {x0, x1}, o, gen_t).loss.item<double>();
     // 3% covers 3 standard errors of the per-sample loss (its sd is about its mean).
     EXPECT_NEAR(loss / floor, 1.0, 0.03) << path::param_name(param) << " floor " << floor;
     GaussianModel wrong(s, g.mu + 0.3, g.s, param);
     auto gen_w = make_generator(4);
     EXPECT_GT(objective::score_matching_loss(wrong, {x0, x1}, o, gen_w).loss.item<double>(),
-              loss * 1.05) << path::param_name(param);
+              loss * 1.05)
+        << path::param_name(param);
   }
   // The likelihood weighting multiplies by g^2/sigma^2; uniform by 1/sigma^2.
   GaussianModel exact(s, g.mu, g.s, Param::noise);
@@ -524,37 +533,22 @@ TEST(DiffusionTest, CheckpointsRecordWhatTheNetworkPredicts) {
 
 // ------------------------------------------------------------------------------ CLI
 
-namespace {
-struct Run {
-  int code;
-  std::string output;
-};
-Run run_cnf(const std::string& args) {
-  const std::string cmd = std::string(CNF_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t k = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), k);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-}  // namespace
+using cnf_test::contains;
+using cnf_test::run_cnf;
 
 TEST(DiffusionCliTest, TrainScoreModelAndSampleWithEverySampler) {
   namespace fs = std::filesystem;
   const auto dir = fs::path(::testing::TempDir()) / ("cnf_diffcli_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const auto out = (dir / "run").string();
-  auto r = run_cnf("train --objective score-matching --schedule vp --steps 200 --width 32 "
-                   "--depth 2 --eval-n 200 --eval-sampler dpm++2m --eval-steps 10 --quiet --out " +
-                   out);
+  auto r = run_cnf(
+      "train --objective score-matching --schedule vp --steps 200 --width 32 "
+      "--depth 2 --eval-n 200 --eval-sampler dpm++2m --eval-steps 10 --quiet --out " +
+      out);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "NFE = 10 (dpm++2m)")) << r.output;
-  for (std::string sampler : {"ode", "pf-ode", "em", "pc", "ddim", "dpm1", "dpm2", "dpm3",
-                              "dpm++2m"}) {
+  for (std::string sampler :
+       {"ode", "pf-ode", "em", "pc", "ddim", "dpm1", "dpm2", "dpm3", "dpm++2m"}) {
     auto s = run_cnf("sample --ckpt " + out + "/model.pt --n 50 --steps 8 --sampler " + sampler +
                      " --out " + (dir / (sampler + ".npy")).string());
     EXPECT_EQ(s.code, 0) << sampler << ": " << s.output;
@@ -568,6 +562,12 @@ TEST(DiffusionCliTest, TrainScoreModelAndSampleWithEverySampler) {
               (dir / "x.npy").string());
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "valid names: ode, pf-ode, em, pc")) << r.output;
+  // The sampler study on the same checkpoint, tiny: every sampler at 2 and 4 steps.
+  r = run_cnf("experiment samplers --ckpt " + out + "/model.pt --n 100 --steps 2,4 --quiet --out " +
+              (dir / "study").string());
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "dpm++2m")) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "study" / "samplers.csv"));
   r = run_cnf("train --objective gan --steps 1 --quiet --out " + (dir / "bad").string());
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "unknown objective 'gan'")) << r.output;

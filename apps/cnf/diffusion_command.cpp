@@ -33,7 +33,8 @@ void add_sampler_options(CLI::App* sub, SamplerArgs& s, const std::string& prefi
       ->capture_default_str();
   sub->add_option(p + "t-start", s.t_start,
                   "Start time (default: 1 for ode, else where alpha_t >= 1e-3)");
-  sub->add_option(p + "t-end", s.t_end, "End time (default: 0 for ode, else where sigma_t >= 1e-3)");
+  sub->add_option(p + "t-end", s.t_end,
+                  "End time (default: 0 for ode, else where sigma_t >= 1e-3)");
 }
 
 sde::SamplerOptions sampler_options(const SamplerArgs& s, int64_t steps,
@@ -56,8 +57,7 @@ sde::SamplerOptions sampler_options(const SamplerArgs& s, int64_t steps,
 sde::SampleResult draw_samples(nn::VelocityFieldImpl& net, path::Param param,
                                const path::Schedule& schedule, const at::Tensor& x_1,
                                const sde::SamplerOptions& options, at::Generator& gen) {
-  return sde::sample(net, param, schedule, x_1 * sde::start_scale(schedule, options), options,
-                     gen);
+  return sde::sample(net, param, schedule, x_1 * sde::start_scale(schedule, options), options, gen);
 }
 
 // ------------------------------------------------------------------------ samplers
@@ -188,10 +188,11 @@ int run_samplers(const SamplersArgs& a) {
 
   // Table: per sampler, W2 of its largest run within each NFE budget (what the budget buys).
   const std::vector<int64_t> budgets = {10, 20, 50, 100, 200, 500, 1000};
-  std::printf("W2 to %lld held-out points (floor %.4f) of %s %s/%s, largest run within an NFE "
-              "budget:\n",
-              static_cast<long long>(a.n), floor, c.spec.data.c_str(), c.spec.schedule.c_str(),
-              c.spec.param.c_str());
+  std::printf(
+      "W2 to %lld held-out points (floor %.4f) of %s %s/%s, largest run within an NFE "
+      "budget:\n",
+      static_cast<long long>(a.n), floor, c.spec.data.c_str(), c.spec.schedule.c_str(),
+      c.spec.param.c_str());
   std::printf("%-13s", "sampler");
   for (auto b : budgets) std::printf(" %7s", ("<=" + std::to_string(b)).c_str());
   std::printf("\n");
@@ -222,9 +223,9 @@ int run_samplers(const SamplersArgs& a) {
   }
 
   std::vector<io::Series> series;
-  const io::RGB palette[] = {{31, 119, 180}, {255, 127, 14}, {44, 160, 44}, {214, 39, 40},
-                             {148, 103, 189}, {140, 86, 75}, {227, 119, 194}, {127, 127, 127},
-                             {188, 189, 34}, {23, 190, 207}};
+  const io::RGB palette[] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
+                             {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
+                             {188, 189, 34},  {23, 190, 207}};
   for (size_t i = 0; i < labels.size(); ++i) {
     std::vector<float> xy;
     for (const auto& r : rows)
@@ -242,8 +243,9 @@ int run_samplers(const SamplersArgs& a) {
   po.title = "log10 W2 vs log10 NFE (" + c.spec.data + ", " + c.spec.schedule + ")";
   io::scatter_png(a.out + "/samplers.png", series, po);
 
-  json j = {{"data", c.spec.data}, {"schedule", c.spec.schedule}, {"param", c.spec.param},
-            {"n", a.n},            {"w2_floor", floor},          {"table", table}};
+  json j = {{"data", c.spec.data},   {"schedule", c.spec.schedule},
+            {"param", c.spec.param}, {"n", a.n},
+            {"w2_floor", floor},     {"table", table}};
   io::write_text_atomic(a.out + "/results.json", j.dump(2) + "\n");
   write_json(a.common.json, j);
   std::printf("wrote %s/{samplers.csv, samplers.png, results.json%s}\n", a.out.c_str(),
@@ -256,8 +258,9 @@ int run_samplers(const SamplersArgs& a) {
 std::function<int()> add_sampler_experiment(CLI::App* experiment) {
   auto args = std::make_shared<SamplersArgs>();
   auto* cmd = experiment->add_subcommand(
-      "samplers", "W2 to held-out data vs NFE of every sampler (ODE, SDE, DDIM, DPM-Solver) on "
-                  "one trained diffusion model");
+      "samplers",
+      "W2 to held-out data vs NFE of every sampler (ODE, SDE, DDIM, DPM-Solver) on "
+      "one trained diffusion model");
   add_common(cmd, args->common);
   cmd->add_option("--data", args->data, "Data set")->capture_default_str();
   cmd->add_option("--schedule", args->schedule, "Path of the trained model")->capture_default_str();

@@ -15,9 +15,12 @@ Weighting parse_weighting(const std::string& name) {
 
 std::string weighting_name(Weighting w) {
   switch (w) {
-    case Weighting::sigma2: return "sigma2";
-    case Weighting::likelihood: return "likelihood";
-    case Weighting::uniform: return "uniform";
+    case Weighting::sigma2:
+      return "sigma2";
+    case Weighting::likelihood:
+      return "likelihood";
+    case Weighting::uniform:
+      return "uniform";
   }
   return "?";
 }
@@ -35,17 +38,22 @@ LossResult score_matching_loss(nn::VelocityFieldImpl& net, const Batch& batch,
   const int64_t b = batch.x_0.size(0);
   auto t = t_min + (t_max - t_min) * torch::rand({b}, gen, batch.x_0.options());
   auto x_t = path::sample_path(schedule, batch.x_0, batch.x_1, t).x_t;
-  auto eps = path::convert(schedule, net.forward(x_t, t), options.param, path::Param::noise, x_t, t);
+  auto eps =
+      path::convert(schedule, net.forward(x_t, t), options.param, path::Param::noise, x_t, t);
   auto mse = (eps - batch.x_1).pow(2).reshape({b, -1}).sum(1);
   at::Tensor weight;  // lambda(t) / sigma_t^2, per sample
   switch (options.weighting) {
-    case Weighting::sigma2: weight = torch::ones_like(t); break;
+    case Weighting::sigma2:
+      weight = torch::ones_like(t);
+      break;
     case Weighting::likelihood: {
       auto g = path::sde_coefficients(schedule, t).g;
       weight = g * g / schedule(t).sigma_t.pow(2);
       break;
     }
-    case Weighting::uniform: weight = schedule(t).sigma_t.pow(-2); break;
+    case Weighting::uniform:
+      weight = schedule(t).sigma_t.pow(-2);
+      break;
   }
   auto loss = (weight * mse).mean();
   return {loss, {{"loss", loss.detach()}, {"noise_mse", mse.mean().detach()}}};

@@ -6,9 +6,9 @@
 
 namespace cnf::sde {
 
-torch::Tensor predict(nn::VelocityFieldImpl& net, path::Param param,
-                      const path::Schedule& schedule, const path::TimeRange& range,
-                      const torch::Tensor& x, const torch::Tensor& t, path::Param want) {
+torch::Tensor predict(nn::VelocityFieldImpl& net, path::Param param, const path::Schedule& schedule,
+                      const path::TimeRange& range, const torch::Tensor& x, const torch::Tensor& t,
+                      path::Param want) {
   if (param == want) return net.forward(x, t);
   auto tc = t.clamp(range.lo, range.hi);
   return path::convert(schedule, net.forward(x, tc), param, want, x, tc);

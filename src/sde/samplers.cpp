@@ -12,16 +12,15 @@ namespace cnf::sde {
 using path::Param;
 
 const Registry<Sampler>& samplers() {
-  static const Registry<Sampler> registry(
-      "sampler", {{"ode", Sampler::ode},
-                  {"pf-ode", Sampler::pf_ode},
-                  {"em", Sampler::em},
-                  {"pc", Sampler::pc},
-                  {"ddim", Sampler::ddim},
-                  {"dpm1", Sampler::dpm1},
-                  {"dpm2", Sampler::dpm2},
-                  {"dpm3", Sampler::dpm3},
-                  {"dpm++2m", Sampler::dpmpp_2m}});
+  static const Registry<Sampler> registry("sampler", {{"ode", Sampler::ode},
+                                                      {"pf-ode", Sampler::pf_ode},
+                                                      {"em", Sampler::em},
+                                                      {"pc", Sampler::pc},
+                                                      {"ddim", Sampler::ddim},
+                                                      {"dpm1", Sampler::dpm1},
+                                                      {"dpm2", Sampler::dpm2},
+                                                      {"dpm3", Sampler::dpm3},
+                                                      {"dpm++2m", Sampler::dpmpp_2m}});
   return registry;
 }
 
@@ -71,8 +70,8 @@ double start_scale(const path::Schedule& schedule, const SamplerOptions& o) {
 std::vector<double> time_grid(const path::Schedule& schedule, double t_start, double t_end,
                               int64_t steps, Spacing spacing) {
   CNF_CHECK(steps >= 1, "a time grid needs steps >= 1, got ", steps);
-  CNF_CHECK(t_end < t_start, "a time grid runs from t_start down to t_end < t_start, got ",
-            t_start, " -> ", t_end);
+  CNF_CHECK(t_end < t_start, "a time grid runs from t_start down to t_end < t_start, got ", t_start,
+            " -> ", t_end);
   std::vector<double> ts(static_cast<size_t>(steps + 1));
   const double n = static_cast<double>(steps);
   if (spacing != Spacing::lambda) {
@@ -81,8 +80,8 @@ std::vector<double> time_grid(const path::Schedule& schedule, double t_start, do
   } else {
     const double l0 = path::log_snr_at(schedule, t_start), l1 = path::log_snr_at(schedule, t_end);
     CNF_CHECK(std::isfinite(l0) && std::isfinite(l1), "a grid uniform in lambda needs finite ",
-              "log-SNR at both ends, but ", schedule.describe(), " has lambda = ", l0, " at t = ",
-              t_start, " and ", l1, " at t = ", t_end,
+              "log-SNR at both ends, but ", schedule.describe(), " has lambda = ", l0,
+              " at t = ", t_start, " and ", l1, " at t = ", t_end,
               "; keep the interval inside path::conversion_range or use time spacing");
     for (int64_t k = 0; k <= steps; ++k)
       ts[static_cast<size_t>(k)] = path::time_at_log_snr(
@@ -306,13 +305,14 @@ SampleResult sample(nn::VelocityFieldImpl& net, Param param, const path::Schedul
   switch (o.sampler) {
     case Sampler::ode:
     case Sampler::pf_ode:
-      r.x = solve_ode(m, schedule, x_start, range.hi, range.lo, o.ode, o.sampler == Sampler::pf_ode);
+      r.x =
+          solve_ode(m, schedule, x_start, range.hi, range.lo, o.ode, o.sampler == Sampler::pf_ode);
       break;
     default: {
       Spacing spacing = o.spacing;
       if (spacing == Spacing::automatic)
         spacing = (o.sampler == Sampler::em || o.sampler == Sampler::pc) ? Spacing::time
-                                                                          : Spacing::lambda;
+                                                                         : Spacing::lambda;
       auto ts = time_grid(schedule, range.hi, range.lo, o.steps, spacing);
       if (o.sampler == Sampler::em || o.sampler == Sampler::pc)
         r.x = sde_sample(m, schedule, x_start, ts, o, gen);

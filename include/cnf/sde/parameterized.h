@@ -26,9 +26,9 @@ namespace cnf::sde {
 
 /// The prediction of `net` (which predicts `param`) at x ([B, ...]) and t ([B]) expressed as
 /// `want`, with t clamped into `range` when param != want (see the header comment).
-torch::Tensor predict(nn::VelocityFieldImpl& net, path::Param param,
-                      const path::Schedule& schedule, const path::TimeRange& range,
-                      const torch::Tensor& x, const torch::Tensor& t, path::Param want);
+torch::Tensor predict(nn::VelocityFieldImpl& net, path::Param param, const path::Schedule& schedule,
+                      const path::TimeRange& range, const torch::Tensor& x, const torch::Tensor& t,
+                      path::Param want);
 
 /// `net` (predicting `param`) seen as a network predicting `as` (velocity by default):
 ///   auto v = std::make_shared<ParameterizedFieldImpl>(net, path::Param::noise, schedule);

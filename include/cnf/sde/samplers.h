@@ -100,8 +100,8 @@ struct SamplerOptions {
 };
 
 struct SampleResult {
-  at::Tensor x;        ///< the state at t_end
-  int64_t nfe = 0;     ///< network evaluations
+  at::Tensor x;     ///< the state at t_end
+  int64_t nfe = 0;  ///< network evaluations
   double t_start = 1, t_end = 0;
 };
 
