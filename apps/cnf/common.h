@@ -61,6 +61,9 @@ std::function<int()> add_experiments(CLI::App* experiment);
 /// when none of them was chosen.
 std::function<int()> add_rectify_commands(CLI::App& app, CLI::App* experiment);
 
+/// Registers `cnf experiment mle` (apps/cnf/mle_experiment.cpp); -1 when not chosen.
+std::function<int()> add_mle_experiment(CLI::App* experiment);
+
 // --------------------------------------------------------------- diffusion samplers
 // (apps/cnf/diffusion_command.cpp)
 

@@ -592,6 +592,7 @@ int main(int argc, char** argv) {
   experiment_cmd->require_subcommand(1);
   auto run_experiment = cnf::app::add_experiments(experiment_cmd);
   auto run_rectify = cnf::app::add_rectify_commands(app, experiment_cmd);
+  auto run_mle_study = cnf::app::add_mle_experiment(experiment_cmd);
 
   try {
     std::vector<std::string> args(argv, argv + argc);
@@ -610,6 +611,7 @@ int main(int argc, char** argv) {
     if (nll_cmd->parsed()) return run_nll(nll_args);
     if (score_cmd->parsed()) return run_score(score_args);
     if (const int rc = run_rectify(); rc >= 0) return rc;
+    if (const int rc = run_mle_study(); rc >= 0) return rc;
     if (experiment_cmd->parsed()) return run_experiment();
   } catch (const Error& e) {
     std::fprintf(stderr, "cnf: error: %s\n", e.what());
