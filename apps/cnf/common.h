@@ -55,4 +55,7 @@ inline void make_dir(const std::string& dir) {
 /// parsed one (or returns -1 when none was chosen).
 std::function<int()> add_experiments(CLI::App* experiment);
 
+/// Registers `cnf ot`; returns a runner that executes it when parsed (-1 otherwise).
+std::function<int()> add_ot_command(CLI::App& app);
+
 }  // namespace cnf::app
