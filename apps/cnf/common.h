@@ -93,4 +93,7 @@ sde::SampleResult draw_samples(nn::VelocityFieldImpl& net, path::Param param,
                                const path::Schedule& schedule, const at::Tensor& x_1,
                                const sde::SamplerOptions& options, at::Generator& gen);
 
+/// Registers `cnf ot`; returns a runner that executes it when parsed (-1 otherwise).
+std::function<int()> add_ot_command(CLI::App& app);
+
 }  // namespace cnf::app

@@ -122,7 +122,15 @@ void add_train(CLI::App* sub, TrainArgs& a) {
       ->capture_default_str();
   sub->add_option("--ema-decay", o.ema_decay, "EMA decay of the sampling weights (0: off)")
       ->capture_default_str();
-  sub->add_option("--coupling", o.coupling, "Pairing of data and noise: independent")
+  sub->add_option("--coupling", o.coupling,
+                  "Pairing of data and noise: independent, exact (minibatch OT, OT-CFM), "
+                  "sinkhorn (entropic plan), sb (Schrodinger bridge: entropic plan at "
+                  "epsilon = 2 sigma^2 and Brownian-bridge path)")
+      ->capture_default_str();
+  sub->add_option("--coupling-eps", o.coupling_eps,
+                  "Entropic epsilon of --coupling sinkhorn (units of squared distance)")
+      ->capture_default_str();
+  sub->add_option("--bridge-sigma", o.bridge_sigma, "Brownian-bridge sigma of --coupling sb")
       ->capture_default_str();
   sub->add_option("--out", a.out, "Output folder (checkpoint, config, samples, plots, metrics)")
       ->capture_default_str();
@@ -594,6 +602,8 @@ int main(int argc, char** argv) {
   auto run_rectify = cnf::app::add_rectify_commands(app, experiment_cmd);
   auto run_mle_study = cnf::app::add_mle_experiment(experiment_cmd);
 
+  auto run_ot = cnf::app::add_ot_command(app);
+
   try {
     std::vector<std::string> args(argv, argv + argc);
     args = expand_config(args, app);
@@ -613,6 +623,7 @@ int main(int argc, char** argv) {
     if (const int rc = run_rectify(); rc >= 0) return rc;
     if (const int rc = run_mle_study(); rc >= 0) return rc;
     if (experiment_cmd->parsed()) return run_experiment();
+    if (int code = run_ot(); code >= 0) return code;
   } catch (const Error& e) {
     std::fprintf(stderr, "cnf: error: %s\n", e.what());
     return 1;

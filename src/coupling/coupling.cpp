@@ -1,19 +1,128 @@
 #include "cnf/coupling/coupling.h"
 
+#include <torch/torch.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+
+#include "cnf/core/error.h"
 #include "cnf/core/registry.h"
+#include "cnf/ot/emd.h"
+#include "cnf/ot/sinkhorn.h"
 
 namespace cnf::coupling {
 
 namespace {
-using Factory = CouplingPtr (*)();
+
+void check_batches(const at::Tensor& x_0, const at::Tensor& x_1, const char* who) {
+  CNF_CHECK(x_0.dim() >= 1 && x_1.dim() >= 1 && x_0.size(0) > 0 && x_1.size(0) > 0, who,
+            " coupling needs non-empty batches, got x_0 ", x_0.sizes(), " and x_1 ", x_1.sizes());
+  CNF_CHECK(x_0.numel() / x_0.size(0) == x_1.numel() / x_1.size(0), who,
+            " coupling needs samples of equal size, got x_0 ", x_0.sizes(), " and x_1 ",
+            x_1.sizes());
+}
+
+// Squared Euclidean cost between the flattened samples, [n, m] float64.
+at::Tensor batch_cost(const at::Tensor& x_0, const at::Tensor& x_1) {
+  return ot::cost_matrix(x_0.detach().reshape({x_0.size(0), -1}),
+                         x_1.detach().reshape({x_1.size(0), -1}), ot::Cost::sqeuclidean);
+}
+
+// For each row i one column j ~ P[i, :] / sum_j P[i, :]: with uniform rows the pairs
+// (i, j) then follow P exactly, and every x_0 appears once.
+std::pair<at::Tensor, at::Tensor> sample_rows(const at::Tensor& plan, const at::Tensor& x_0,
+                                              const at::Tensor& x_1, at::Generator& gen) {
+  const at::Tensor j = torch::multinomial(plan, 1, /*replacement=*/true, gen).view(-1);
+  return {x_0, x_1.index_select(0, j.to(x_1.device()))};
+}
+
+// Shortest of 15 or 17 significant digits that reads back as v: "0.3", not 0.2999...
+std::string format(double v) {
+  for (int digits : {15, 17}) {
+    std::ostringstream os;
+    os.precision(digits);
+    os << v;
+    if (digits == 17 || std::stod(os.str()) == v) return os.str();
+  }
+  return {};
+}
+
+using Factory = CouplingPtr (*)(const CouplingOptions&);
 const Registry<Factory>& couplings() {
   static const Registry<Factory> r(
-      "coupling", {{"independent", [] { return CouplingPtr(std::make_shared<Independent>()); }}});
+      "coupling",
+      {{"independent",
+        [](const CouplingOptions&) { return CouplingPtr(std::make_shared<Independent>()); }},
+       {"exact", [](const CouplingOptions&) { return CouplingPtr(std::make_shared<ExactOT>()); }},
+       {"sinkhorn",
+        [](const CouplingOptions& o) { return CouplingPtr(std::make_shared<EntropicOT>(o)); }},
+       {"sb", [](const CouplingOptions& o) {
+          return CouplingPtr(std::make_shared<SchrodingerBridge>(o));
+        }}});
   return r;
+}
+
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> ExactOT::pair(const at::Tensor& x_0, const at::Tensor& x_1,
+                                                at::Generator& gen) const {
+  check_batches(x_0, x_1, "exact");
+  const at::Tensor c = batch_cost(x_0, x_1).to(torch::kCPU);
+  if (x_0.size(0) == x_1.size(0)) {
+    const at::Tensor perm = ot::assignment(c);
+    return {x_0, x_1.index_select(0, perm.to(x_1.device()))};
+  }
+  const int64_t n = c.size(0), m = c.size(1);
+  const ot::EmdResult e =
+      ot::emd_weighted(torch::full({n}, 1.0 / static_cast<double>(n), torch::kFloat64),
+                       torch::full({m}, 1.0 / static_cast<double>(m), torch::kFloat64), c);
+  return sample_rows(e.plan, x_0, x_1, gen);
+}
+
+EntropicOT::EntropicOT(CouplingOptions options) : options_(options) {
+  CNF_CHECK(std::isfinite(options_.epsilon) && options_.epsilon > 0,
+            "sinkhorn coupling epsilon must be finite and > 0, got ", options_.epsilon,
+            "; use e.g. --coupling-eps 0.1 (units of squared distance)");
+}
+
+std::pair<at::Tensor, at::Tensor> EntropicOT::pair(const at::Tensor& x_0, const at::Tensor& x_1,
+                                                   at::Generator& gen) const {
+  check_batches(x_0, x_1, name().c_str());
+  const at::Tensor c = batch_cost(x_0, x_1);
+  const int64_t n = c.size(0), m = c.size(1);
+  ot::SinkhornOptions so;
+  so.epsilon = options_.epsilon;
+  so.tol = options_.tol;
+  so.max_iter = options_.max_iter;
+  // An unconverged plan still has exact column marginals and is a valid coupling of
+  // x_0 with a slightly reweighted x_1; training goes on rather than failing.
+  const ot::SinkhornResult r =
+      ot::sinkhorn_weighted(torch::full({n}, 1.0 / static_cast<double>(n), torch::kFloat64),
+                            torch::full({m}, 1.0 / static_cast<double>(m), torch::kFloat64), c, so);
+  // multinomial draws from the generator on its device: sample on the CPU.
+  return sample_rows(r.plan.to(torch::kCPU), x_0, x_1, gen);
+}
+
+std::string EntropicOT::describe() const { return "sinkhorn(epsilon=" + format(options_.epsilon) + ")"; }
+
+namespace {
+CouplingOptions sb_options(CouplingOptions o) {
+  CNF_CHECK(std::isfinite(o.sigma) && o.sigma > 0, "sb coupling sigma must be finite and > 0, got ",
+            o.sigma, "; use e.g. --bridge-sigma 0.5");
+  o.epsilon = 2.0 * o.sigma * o.sigma;
+  return o;
 }
 }  // namespace
 
-CouplingPtr make_coupling(const std::string& name) { return couplings().get(name)(); }
+SchrodingerBridge::SchrodingerBridge(CouplingOptions options)
+    : EntropicOT(sb_options(options)), sigma_(options.sigma) {}
+
+std::string SchrodingerBridge::describe() const { return "sb(sigma=" + format(sigma_) + ")"; }
+
+CouplingPtr make_coupling(const std::string& name, const CouplingOptions& options) {
+  return couplings().get(name)(options);
+}
 std::vector<std::string> coupling_names() { return couplings().names(); }
 
 }  // namespace cnf::coupling

@@ -13,6 +13,7 @@
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/ot/emd.h"
+#include "cnf/ot/sinkhorn.h"
 
 namespace cnf::metrics {
 
@@ -104,6 +105,24 @@ double w2(const at::Tensor& x, const at::Tensor& y) {
 
 double w1(const at::Tensor& x, const at::Tensor& y) {
   return ot::emd(x, y, ot::Cost::euclidean).cost;
+}
+
+namespace {
+double entropic_cost(const at::Tensor& x, const at::Tensor& y, ot::Cost cost, double epsilon) {
+  ot::SinkhornOptions o;
+  o.epsilon = epsilon;
+  const ot::SinkhornResult r = ot::sinkhorn(x, y, cost, o);
+  CNF_CHECK(r.converged, r.report());
+  return r.cost;
+}
+}  // namespace
+
+double w2_entropic(const at::Tensor& x, const at::Tensor& y, double epsilon) {
+  return std::sqrt(std::max(entropic_cost(x, y, ot::Cost::sqeuclidean, epsilon), 0.0));
+}
+
+double w1_entropic(const at::Tensor& x, const at::Tensor& y, double epsilon) {
+  return entropic_cost(x, y, ot::Cost::euclidean, epsilon);
 }
 
 double gaussian_w2(const at::Tensor& mu1, const at::Tensor& cov1, const at::Tensor& mu2,

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
+
 #include "cnf/core/error.h"
 #include "cnf/path/affine.h"
 
@@ -21,7 +23,20 @@ LossResult flow_matching_loss(nn::VelocityFieldImpl& field, const Batch& batch,
                ? 1.0 - torch::randint(options.time_grid, {b}, gen, batch.x_0.options()) /
                            static_cast<double>(options.time_grid)
                : t_min + (options.t_max - t_min) * torch::rand({b}, gen, batch.x_0.options());
+  CNF_CHECK(std::isfinite(options.bridge_sigma) && options.bridge_sigma >= 0,
+            "bridge_sigma must be finite and >= 0 (0: no bridge noise), got ",
+            options.bridge_sigma);
   auto s = path::sample_path(*options.schedule, batch.x_0, batch.x_1, t);
+  if (options.bridge_sigma > 0) {
+    auto z = torch::randn(batch.x_0.sizes(), gen, batch.x_0.options());
+    // sqrt(t (1 - t)) is 0 at t = 0 exactly (rand can return 0); the floor keeps the
+    // derivative finite there, where the noise it multiplies vanishes anyway.
+    auto root = (t * (1 - t)).clamp_min(1e-12).sqrt();
+    auto std_t = options.bridge_sigma * root;
+    auto d_std_t = options.bridge_sigma * (1 - 2 * t) / (2 * root);
+    s.x_t = s.x_t + path::expand_as_batch(std_t, z) * z;
+    s.dx_t = s.dx_t + path::expand_as_batch(d_std_t, z) * z;
+  }
   auto v = field.forward(s.x_t, t);
   // Mean over the batch of the squared error summed over features.
   auto loss = (v - s.dx_t).pow(2).reshape({b, -1}).sum(1).mean();

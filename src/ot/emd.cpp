@@ -22,6 +22,7 @@
 #include <lemon/static_graph.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -165,7 +166,78 @@ std::vector<int64_t> quantize(const at::Tensor& w, int64_t scale) {
   return q;
 }
 
-at::Tensor check_weights(const at::Tensor& w, const char* name, int64_t expected) {
+// Shortest augmenting paths for the dense assignment problem (Jonker & Volgenant 1987;
+// the dual bookkeeping follows Crouse 2016, "On implementing 2D rectangular assignment
+// algorithms", Alg. 4). Rows are matched one at a time: Dijkstra from the new row over
+// the reduced costs c_ij - u_i - v_j >= 0 finds the cheapest alternating path to a free
+// column; the duals are then shifted so that every reduced cost stays >= 0 and the new
+// matched pairs have reduced cost 0. Returns col4row.
+std::vector<int64_t> shortest_augmenting_paths(const double* c, int64_t n) {
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> u(static_cast<size_t>(n), 0.0), v(static_cast<size_t>(n), inf);
+  // Column reduction: v_j = min_i c_ij is dual feasible with u = 0, and it lets rows whose
+  // cheapest column is still free be matched by a one-step search.
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) v[j] = std::min(v[j], c[i * n + j]);
+  std::vector<int64_t> col4row(static_cast<size_t>(n), -1), row4col(static_cast<size_t>(n), -1);
+  std::vector<int64_t> pred(static_cast<size_t>(n)), todo(static_cast<size_t>(n));
+  std::vector<double> dist(static_cast<size_t>(n));
+  std::vector<int64_t> rows_seen, cols_done;
+  for (int64_t row = 0; row < n; ++row) {
+    std::fill(dist.begin(), dist.end(), inf);
+    std::iota(todo.begin(), todo.end(), 0);
+    int64_t remaining = n;
+    rows_seen.clear();
+    cols_done.clear();
+    double d_min = 0;
+    int64_t i = row, sink = -1;
+    while (sink < 0) {
+      rows_seen.push_back(i);
+      const double* ci = c + i * n;
+      const double base = d_min - u[i];
+      double best = inf;
+      int64_t best_k = -1;
+      for (int64_t k = 0; k < remaining; ++k) {
+        const int64_t j = todo[k];
+        const double r = base + ci[j] - v[j];
+        if (r < dist[j]) {
+          dist[j] = r;
+          pred[j] = i;
+        }
+        // On ties prefer a free column: the path ends one step sooner.
+        if (dist[j] < best || (dist[j] == best && row4col[j] < 0)) {
+          best = dist[j];
+          best_k = k;
+        }
+      }
+      CNF_CHECK(best_k >= 0 && std::isfinite(best), "assignment: no augmenting path from row ",
+                row, "; the cost matrix must be finite");
+      d_min = best;
+      const int64_t j = todo[best_k];
+      todo[best_k] = todo[--remaining];
+      cols_done.push_back(j);
+      if (row4col[j] < 0) sink = j;
+      else i = row4col[j];
+    }
+    u[row] += d_min;
+    for (size_t k = 1; k < rows_seen.size(); ++k) {
+      const int64_t r = rows_seen[k];
+      u[r] += d_min - dist[col4row[r]];
+    }
+    for (int64_t j : cols_done) v[j] -= d_min - dist[j];
+    for (int64_t j = sink;;) {
+      const int64_t r = pred[j];
+      row4col[j] = r;
+      std::swap(col4row[r], j);
+      if (r == row) break;
+    }
+  }
+  return col4row;
+}
+
+}  // namespace
+
+at::Tensor checked_weights(const at::Tensor& w, const char* name, int64_t expected) {
   CNF_CHECK(w.defined(), name, " is an undefined tensor; pass a 1-D tensor of weights");
   CNF_CHECK(w.dim() == 1, name, " must be a 1-D tensor of weights, got shape ", w.sizes());
   CNF_CHECK(w.size(0) == expected, name, " has ", w.size(0), " weights but the cost matrix has ",
@@ -180,8 +252,6 @@ at::Tensor check_weights(const at::Tensor& w, const char* name, int64_t expected
             " but must sum to 1 (within 1e-6); divide them by their sum");
   return w64 / total;
 }
-
-}  // namespace
 
 Cost parse_cost(const std::string& name) {
   if (name == "sqeuclidean") return Cost::sqeuclidean;
@@ -214,16 +284,46 @@ at::Tensor cost_matrix(const at::Tensor& x, const at::Tensor& y, Cost cost) {
   fail("unhandled OT cost enum value ", static_cast<int>(cost));
 }
 
-EmdResult emd(const at::Tensor& x, const at::Tensor& y, Cost cost) {
+at::Tensor assignment(const at::Tensor& cost) {
+  CNF_CHECK(cost.defined(), "cost is an undefined tensor; pass an [n, n] cost matrix");
+  CNF_CHECK(cost.dim() == 2 && cost.size(0) == cost.size(1),
+            "assignment needs a square [n, n] cost matrix, got shape ", cost.sizes(),
+            "; use emd() or emd_weighted() for sets of different sizes");
+  CNF_CHECK(cost.size(0) > 0, "cost matrix is empty (shape ", cost.sizes(),
+            "); OT needs at least one point on each side");
+  check_finite(cost, "cost");
+  const at::Tensor c = cost.to(torch::kCPU, torch::kFloat64).contiguous();
+  const std::vector<int64_t> col4row = shortest_augmenting_paths(c.data_ptr<double>(), c.size(0));
+  return torch::tensor(col4row, torch::kInt64);
+}
+
+EmdResult emd(const at::Tensor& x, const at::Tensor& y, Cost cost, ExactSolver solver) {
   const at::Tensor c = cost_matrix(x, y, cost).to(torch::kCPU).contiguous();
   const int64_t n = c.size(0);
   const int64_t m = c.size(1);
+  CNF_CHECK(solver != ExactSolver::assignment || n == m,
+            "the assignment solver needs as many points in x as in y, got ", n, " and ", m,
+            "; use the network simplex (ExactSolver::automatic) for unequal sizes");
+  EmdResult result;
+  if (n == m && solver != ExactSolver::network_simplex) {
+    result.assignment = assignment(c);
+    const int64_t* perm = result.assignment.data_ptr<int64_t>();
+    result.plan = torch::zeros({n, n}, torch::kFloat64);
+    double* plan = result.plan.data_ptr<double>();
+    const double* cc = c.data_ptr<double>();
+    double total = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      plan[i * n + perm[i]] = 1.0 / static_cast<double>(n);
+      total += cc[i * n + perm[i]];
+    }
+    result.cost = total / static_cast<double>(n);
+    return result;
+  }
   // Uniform 1/n and 1/m are exact in integers after multiplying by n*m: a_i = m, b_j = n.
   const FlowResult flow = solve_flow(std::vector<int64_t>(static_cast<size_t>(n), m),
                                      std::vector<int64_t>(static_cast<size_t>(m), n), c);
   const double total_mass = static_cast<double>(n) * static_cast<double>(m);
 
-  EmdResult result;
   result.cost = flow.total / total_mass;
   result.plan = torch::empty({n, m}, torch::kFloat64);
   double* plan = result.plan.data_ptr<double>();
@@ -258,8 +358,8 @@ EmdResult emd_weighted(const at::Tensor& a, const at::Tensor& b, const at::Tenso
   CNF_CHECK(cost.size(0) > 0 && cost.size(1) > 0, "cost matrix is empty (shape ", cost.sizes(),
             "); OT needs at least one point on each side");
   check_finite(cost, "cost");
-  const at::Tensor a64 = check_weights(a, "a", cost.size(0));
-  const at::Tensor b64 = check_weights(b, "b", cost.size(1));
+  const at::Tensor a64 = checked_weights(a, "a", cost.size(0));
+  const at::Tensor b64 = checked_weights(b, "b", cost.size(1));
   const at::Tensor c = cost.to(torch::kCPU, torch::kFloat64).contiguous();
   const int64_t n = c.size(0);
   const int64_t m = c.size(1);

@@ -109,6 +109,10 @@ void TrainOptions::validate() const {
   CNF_CHECK(grad_clip >= 0, "grad_clip must be >= 0 (0 disables it), got ", grad_clip);
   mle.validate();
   CNF_CHECK(time_grid >= 0, "time_grid must be >= 0 (0: continuous t), got ", time_grid);
+  CNF_CHECK(std::isfinite(coupling_eps) && coupling_eps > 0,
+            "coupling_eps must be finite and > 0, got ", coupling_eps);
+  CNF_CHECK(std::isfinite(bridge_sigma) && bridge_sigma > 0,
+            "bridge_sigma must be finite and > 0, got ", bridge_sigma);
   CNF_CHECK(ema_decay >= 0 && ema_decay < 1, "ema_decay must be in [0, 1) (0 disables it), got ",
             ema_decay);
 }
@@ -238,7 +242,10 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   s_->data = std::move(data);
   s_->prior = std::move(prior);
   s_->schedule = spec.make_schedule();
-  s_->coupling = coupling::make_coupling(options.coupling);
+  coupling::CouplingOptions co;
+  co.epsilon = options.coupling_eps;
+  co.sigma = options.bridge_sigma;
+  s_->coupling = coupling::make_coupling(options.coupling, co);
   s_->gen = make_generator(options.seed);
   {
     // Weight initialization draws from LibTorch's global generator: seed it from ours.
@@ -290,6 +297,7 @@ objective::LossResult Trainer::step() {
       objective::FlowMatchingOptions fm;
       fm.schedule = s.schedule;
       fm.time_grid = o.time_grid;
+      fm.bridge_sigma = s.coupling->bridge_sigma();
       result = objective::flow_matching_loss(*s.field, {a, b}, fm, s.gen);
       break;
     }
@@ -347,6 +355,7 @@ void Trainer::save(const std::string& path, const std::string& config_text) cons
   ar.write("format", c10::IValue(std::string("cnf-checkpoint-1")));
   ar.write("spec", c10::IValue(s.spec.serialize()));
   ar.write("config", c10::IValue(config_text));
+  ar.write("coupling", c10::IValue(s.coupling->describe()));
   ar.write("step", c10::IValue(s.step));
   ar.write("rng", generator_state(s.gen));
   torch::serialize::OutputArchive model_ar, opt_ar;
@@ -370,6 +379,16 @@ void Trainer::resume(const std::string& path) {
   CNF_CHECK(stored == s.spec.serialize(), "checkpoint '", path,
             "' was trained with a different model/path/data spec:\n", stored,
             "use the same options to resume, or start a new run");
+  // Checkpoints from before couplings were stored used the independent coupling.
+  c10::IValue stored_coupling;
+  const std::string coupling = ar.try_read("coupling", stored_coupling) &&
+                                       stored_coupling.isString()
+                                   ? stored_coupling.toStringRef()
+                                   : std::string("independent");
+  CNF_CHECK(coupling == s.coupling->describe(), "checkpoint '", path,
+            "' was trained with the coupling ", coupling, " but this run uses ",
+            s.coupling->describe(),
+            "; pass the same --coupling, --coupling-eps and --bridge-sigma to resume");
   load_module(ar, "model", *s.model, path);
   if (s.ema) load_module(ar, "ema", *s.ema, path);
   torch::serialize::InputArchive opt_ar;

@@ -1,8 +1,20 @@
 // cnf/coupling/coupling.h — how data x_0 and noise x_1 are paired in a minibatch.
 //
 // A coupling reorders (or resamples) the noise so that the pairs (x_0[i], x_1[i]) follow
-// the joint it defines. Independent coupling is the identity (I-CFM, Lipman et al. 2023;
-// Tong et al. 2023). Optimal-transport couplings live beside it (issue: optimal transport).
+// the joint it defines:
+//  - independent: the identity (I-CFM; Lipman et al. 2023; Tong et al. 2023).
+//  - exact: the minibatch optimal transport plan for the squared Euclidean cost (OT-CFM;
+//    Tong et al. 2023, "Improving and generalizing flow-based generative models with
+//    minibatch optimal transport"; Pooladian et al. 2023). With equal batch sizes the plan
+//    is a permutation / B, so x_1 is permuted by the optimal assignment.
+//  - sinkhorn: the entropic plan P_epsilon of the minibatch; each x_0[i] keeps its place
+//    and draws its partner j with probability P_ij / a_i, so the pairs follow P_epsilon.
+//  - sb: Schrodinger-bridge CFM (Tong et al. 2024, "Simulation-free Schrodinger bridges via
+//    score and flow matching"): the entropic plan with epsilon = 2 sigma^2 (the static SB
+//    between the two marginals for Brownian motion with diffusion sigma), used with the
+//    Brownian-bridge path x_t = (1 - t) x_0 + t x_1 + sigma sqrt(t (1 - t)) z, which the
+//    flow-matching objective adds when bridge_sigma() > 0.
+// Costs are squared Euclidean distances between the flattened samples.
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -22,8 +34,24 @@ class Coupling {
   virtual std::pair<at::Tensor, at::Tensor> pair(const at::Tensor& x_0, const at::Tensor& x_1,
                                                  at::Generator& gen) const = 0;
   virtual std::string name() const = 0;
+  /// The name and the parameters that change the pairing, e.g. "sb(sigma=0.5)"; a
+  /// checkpoint stores it so that a resumed run must use the same coupling.
+  virtual std::string describe() const { return name(); }
+  /// sigma of the Brownian-bridge noise the objective adds to the path (0: none).
+  virtual double bridge_sigma() const { return 0.0; }
 };
 using CouplingPtr = std::shared_ptr<const Coupling>;
+
+/// Parameters of the couplings that have any.
+struct CouplingOptions {
+  /// Entropic regularization of `sinkhorn`, in units of the squared distance (> 0).
+  double epsilon = 0.1;
+  /// Brownian-bridge sigma of `sb` (> 0); its plan uses epsilon = 2 sigma^2.
+  double sigma = 0.5;
+  /// Sinkhorn stopping rule inside the couplings: a minibatch plan needs no more.
+  double tol = 1e-4;
+  int64_t max_iter = 2000;
+};
 
 class Independent final : public Coupling {
  public:
@@ -34,8 +62,42 @@ class Independent final : public Coupling {
   std::string name() const override { return "independent"; }
 };
 
-/// Builds a coupling by name; unknown names list the valid ones.
-CouplingPtr make_coupling(const std::string& name);
+/// Minibatch exact OT (OT-CFM). Deterministic: draws nothing from the generator when the
+/// batches have equal sizes; otherwise samples partners from the network-simplex plan.
+class ExactOT final : public Coupling {
+ public:
+  std::pair<at::Tensor, at::Tensor> pair(const at::Tensor& x_0, const at::Tensor& x_1,
+                                         at::Generator& gen) const override;
+  std::string name() const override { return "exact"; }
+};
+
+/// Minibatch entropic OT: partners sampled from the Sinkhorn plan at `epsilon`.
+class EntropicOT : public Coupling {
+ public:
+  explicit EntropicOT(CouplingOptions options);
+  std::pair<at::Tensor, at::Tensor> pair(const at::Tensor& x_0, const at::Tensor& x_1,
+                                         at::Generator& gen) const override;
+  std::string name() const override { return "sinkhorn"; }
+  std::string describe() const override;
+
+ protected:
+  CouplingOptions options_;
+};
+
+/// Schrodinger-bridge CFM: the entropic plan at epsilon = 2 sigma^2, plus bridge noise.
+class SchrodingerBridge final : public EntropicOT {
+ public:
+  explicit SchrodingerBridge(CouplingOptions options);
+  std::string name() const override { return "sb"; }
+  std::string describe() const override;
+  double bridge_sigma() const override { return sigma_; }
+
+ private:
+  double sigma_;
+};
+
+/// Builds a coupling by name; unknown names list the valid ones; bad options say which.
+CouplingPtr make_coupling(const std::string& name, const CouplingOptions& options = {});
 std::vector<std::string> coupling_names();
 
 }  // namespace cnf::coupling

@@ -14,6 +14,13 @@ double w2(const at::Tensor& x, const at::Tensor& y);
 /// Exact 1-Wasserstein distance (Euclidean ground cost).
 double w1(const at::Tensor& x, const at::Tensor& y);
 
+/// Entropic estimates: the transport cost of the Sinkhorn plan at `epsilon` (cost units;
+/// see cnf/ot/sinkhorn.h), square-rooted for W2. They exceed the exact values by
+/// O(epsilon log(1/epsilon)) and are smooth in the samples. Throws cnf::Error with the
+/// solver's report when Sinkhorn does not reach its marginal tolerance.
+double w2_entropic(const at::Tensor& x, const at::Tensor& y, double epsilon);
+double w1_entropic(const at::Tensor& x, const at::Tensor& y, double epsilon);
+
 /// Closed-form W2 between N(mu1, cov1) and N(mu2, cov2):
 /// ||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), square-rooted.
 double gaussian_w2(const at::Tensor& mu1, const at::Tensor& cov1, const at::Tensor& mu2,

@@ -5,6 +5,15 @@
 // with t ~ U[t_min, 1] (Lipman et al., ICLR 2023, eq. 9 / 23; Albergo & Vanden-Eijnden
 // 2023; Liu et al. 2023 for the rectified (condot, sigma_min = 0) case). Its minimizer is
 // the marginal velocity u_t(x) = E[d_alpha_t x_0 + d_sigma_t x_1 | x_t = x].
+//
+// Bridge noise (SB-CFM, Tong et al. 2024, eq. for the Brownian-bridge path): with
+// bridge_sigma = s > 0 the conditional path gets independent Gaussian noise z,
+//   x_t = alpha_t x_0 + sigma_t x_1 + s sqrt(t (1 - t)) z,
+//   u_t = d_alpha_t x_0 + d_sigma_t x_1 + s (1 - 2 t) / (2 sqrt(t (1 - t))) z,
+// the velocity of that Gaussian path (mean derivative plus d std / dt times z). On the
+// condot path with an entropic coupling at epsilon = 2 s^2 this is the Brownian bridge of
+// the Schrodinger bridge; the path is symmetric in t -> 1 - t, so data at t = 0 changes
+// nothing. s = 0 (the default) draws nothing extra and leaves the loss as it was.
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -38,6 +47,8 @@ struct FlowMatchingOptions {
   /// at which an N-step Euler sampler evaluates the field (N-step distillation, Liu et
   /// al. 2023, sec. 2.3); t_min and t_max are then unused.
   int64_t time_grid = 0;
+  /// sigma of the Brownian-bridge noise added to the path (0: none), see above.
+  double bridge_sigma = 0.0;
 };
 
 /// Conditional flow-matching loss of `field` on `batch`; t drawn from `gen`.

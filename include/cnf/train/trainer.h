@@ -78,12 +78,17 @@ struct TrainOptions {
   double grad_clip = 0.0;
   /// EMA decay of the weights used for sampling; 0 disables the EMA.
   double ema_decay = 0.0;
+  /// Pairing of data and noise: independent, exact, sinkhorn or sb (coupling/coupling.h).
   std::string coupling = "independent";
   /// When > 0, train only at the N = time_grid times of an N-step Euler sampler
   /// (distillation of a flow into an N-step generator); 0 draws t continuously.
   int64_t time_grid = 0;
   /// Solver, divergence, gradient route and regularizers of the mle objective.
   objective::MLEOptions mle;
+  /// epsilon of the sinkhorn coupling (units of squared distance).
+  double coupling_eps = 0.1;
+  /// sigma of the sb coupling's Brownian bridge (its plan uses epsilon = 2 sigma^2).
+  double bridge_sigma = 0.5;
   uint64_t seed = 0;
   c10::Device device = c10::Device(c10::kCPU);
 
@@ -114,7 +119,8 @@ class Trainer {
   /// Writes a checkpoint atomically; `config_text` (the effective configuration) is
   /// stored inside it.
   void save(const std::string& path, const std::string& config_text = "") const;
-  /// Restores the state written by save(); the spec in the file must match this trainer's.
+  /// Restores the state written by save(); the spec and the coupling (with its parameters)
+  /// in the file must match this trainer's.
   void resume(const std::string& path);
 
   int64_t steps_done() const;

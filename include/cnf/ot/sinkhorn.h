@@ -1,0 +1,107 @@
+// cnf/ot/sinkhorn.h — entropic optimal transport by Sinkhorn iterations in the log domain,
+// and ot::solve, the one entry point for exact and entropic OT between point sets.
+//
+// Entropic OT (Cuturi 2013; Peyre & Cuturi 2019, "Computational Optimal Transport", §4):
+//   min_P <C, P> + epsilon KL(P | a b^T)   s.t. P 1 = a, P^T 1 = b,
+// whose solution is P_ij = a_i b_j exp((f_i + g_j - C_ij) / epsilon) for dual potentials
+// f, g. Sinkhorn alternates the two exact half-steps (Peyre & Cuturi, Remark 4.23):
+//   f_i = -epsilon log sum_j b_j exp((g_j - C_ij) / epsilon)
+//   g_j = -epsilon log sum_i a_i exp((f_i - C_ij) / epsilon)
+// evaluated with log-sum-exp, so no kernel exp(-C / epsilon) is ever formed and small
+// epsilon does not underflow. After a g-update the column marginals hold exactly; the
+// iteration stops when the row marginal error ||P 1 - a||_1 falls below `tol`.
+//
+// Epsilon scaling (Kosowsky & Yuille 1994; Schmitzer 2019, §3.2): Sinkhorn needs
+// O(max C / epsilon) iterations, so a cold start at small epsilon is slow. With
+// eps_scaling = q in (0, 1) the solver first runs a few iterations at epsilon_k = R, q R,
+// q^2 R, ... > epsilon (R = max C - min C), each warm-starting the next, then iterates at epsilon
+// to the tolerance. The potentials are in cost units, so they carry over between stages.
+//
+// Everything runs in float64 on the device of the inputs (a GPU tensor runs on the GPU).
+// <C, P_epsilon> -> the exact OT cost as epsilon -> 0, with a bias O(epsilon log(1/epsilon)).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <string>
+
+#include "cnf/ot/emd.h"
+
+namespace cnf::ot {
+
+struct SinkhornOptions {
+  /// Entropic regularization epsilon > 0, in the units of the cost.
+  double epsilon = 0.05;
+  /// Stop when the L1 marginal error ||P 1 - a||_1 + ||P^T 1 - b||_1 <= tol (> 0).
+  double tol = 1e-6;
+  /// Iterations (each one f- and one g-update) before giving up; >= 1.
+  int64_t max_iter = 10000;
+  /// The marginal error is measured every `check_every` iterations (it costs as much as a
+  /// half-step, and on a GPU it synchronizes).
+  int64_t check_every = 10;
+  /// Epsilon-scaling factor q in (0, 1), or 0 for none; skipped on a warm start.
+  double eps_scaling = 0.5;
+  /// Iterations at each intermediate epsilon of the scaling (>= 1).
+  int64_t scaling_iters = 10;
+  /// Warm start: initial dual potentials f [n] and g [m] (e.g. from a previous solve with
+  /// a larger epsilon or nearby points). Undefined tensors start from zero; g is
+  /// recomputed by the first iteration, so only f matters.
+  at::Tensor f_init, g_init;
+
+  SinkhornOptions& set_epsilon(double e) { epsilon = e; return *this; }
+  SinkhornOptions& set_tol(double t) { tol = t; return *this; }
+  SinkhornOptions& set_max_iter(int64_t k) { max_iter = k; return *this; }
+  /// Throws cnf::Error naming the first invalid field and how to fix it.
+  void validate() const;
+};
+
+struct SinkhornResult {
+  at::Tensor plan;              ///< [n, m] float64 on the input's device
+  at::Tensor f, g;              ///< dual potentials [n], [m] (feed to f_init/g_init to warm start)
+  double cost = 0;              ///< <C, P>, the transport cost of the entropic plan
+  double marginal_error = 0;    ///< ||P 1 - a||_1 + ||P^T 1 - b||_1 at the last check
+  int64_t iterations = 0;       ///< all iterations, those of the epsilon scaling included
+  bool converged = false;       ///< marginal_error <= tol
+  double epsilon = 0, tol = 0;
+  /// One line: converged after k iterations, or why not and what to change.
+  std::string report() const;
+};
+
+/// Sinkhorn for a cost matrix [n, m] and weights a [n], b [m] (nonnegative, summing to 1
+/// within 1e-6). Does not throw when max_iter is reached: check `converged` / report().
+SinkhornResult sinkhorn_weighted(const at::Tensor& a, const at::Tensor& b, const at::Tensor& cost,
+                                 const SinkhornOptions& options = {});
+
+/// Sinkhorn between the uniform empirical measures on x [n, d] and y [m, d].
+SinkhornResult sinkhorn(const at::Tensor& x, const at::Tensor& y, Cost cost = Cost::sqeuclidean,
+                        const SinkhornOptions& options = {});
+
+// --------------------------------------------------------------------------- ot::solve
+
+enum class Method { emd, sinkhorn };
+/// "emd" or "sinkhorn"; an unknown name lists the valid ones.
+Method parse_method(const std::string& name);
+
+struct SolveOptions {
+  Method method = Method::emd;
+  Cost cost = Cost::sqeuclidean;
+  SinkhornOptions sinkhorn;  ///< used when method == sinkhorn
+};
+
+/// What either solver returns; the Sinkhorn fields are left at their defaults for EMD.
+struct Solution {
+  double cost = 0;
+  at::Tensor plan;        ///< [n, m] float64
+  at::Tensor assignment;  ///< [n] int64: EMD with uniform weights and n == m only
+  bool converged = true;
+  int64_t iterations = 0;
+  double marginal_error = 0;
+  std::string report;     ///< Sinkhorn's report(); empty for EMD
+};
+
+/// OT between x [n, d] and y [m, d] with weights a [n], b [m] (undefined: uniform).
+Solution solve(const at::Tensor& x, const at::Tensor& y, const SolveOptions& options,
+               const at::Tensor& a = {}, const at::Tensor& b = {});
+
+}  // namespace cnf::ot
