@@ -182,6 +182,37 @@ TEST(CliTest, NfeErrorExperimentWritesItsTable) {
   EXPECT_NE(run_cnf("experiment").code, 0);  // an experiment name is required
 }
 
+// The reflow, MLE and couplings studies at toy sizes: each writes its table, one row per
+// configuration, and refuses unknown names.
+TEST(CliTest, StudiesWriteTheirTables) {
+  auto r = run_cnf("experiment reflow --rounds 2 --steps 60 --distill-steps 20 --pairs 400 "
+                   "-n 100 --quiet --out " + dir() + "/reflow");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto md = cnf::io::read_text(dir() + "/reflow/reflow.md");
+  EXPECT_TRUE(contains(md, "| 1 |") && contains(md, "| 2 |")) << md;
+  EXPECT_TRUE(fs::exists(dir() + "/reflow/round2/trajectories.png"));
+
+  r = run_cnf("experiment mle --data 8gaussians --methods mle,mle+reg,fm --mle-steps 3 "
+              "--fm-steps 30 -n 100 --quiet --out " + dir() + "/mle");
+  ASSERT_EQ(r.code, 0) << r.output;
+  md = cnf::io::read_text(dir() + "/mle/mle.md");
+  EXPECT_TRUE(contains(md, "| 8gaussians | mle+reg |")) << md;
+  EXPECT_TRUE(fs::exists(dir() + "/mle/density_8gaussians_fm.png"));
+  r = run_cnf("experiment mle --methods gan --quiet --out " + dir() + "/mle");
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.output, "unknown method 'gan'")) << r.output;
+
+  r = run_cnf("experiment couplings --tasks normal:moons --couplings independent,exact "
+              "--seeds 0,1 --steps 20 -n 100 --quiet --out " + dir() + "/cpl");
+  ASSERT_EQ(r.code, 0) << r.output;
+  md = cnf::io::read_text(dir() + "/cpl/couplings.md");
+  EXPECT_TRUE(contains(md, "| normal -> moons | exact |")) << md;
+  EXPECT_TRUE(fs::exists(dir() + "/cpl/traj_normal_moons_exact.png"));
+  r = run_cnf("experiment couplings --tasks moons --quiet --out " + dir() + "/cpl");
+  EXPECT_NE(r.code, 0);
+  EXPECT_TRUE(contains(r.output, "prior:data")) << r.output;
+}
+
 TEST(CliTest, NllScoreAndSamplingWithLogp) {
   const auto& run = trained();
   const auto js = dir() + "/nll.json";

@@ -64,6 +64,9 @@ std::function<int()> add_rectify_commands(CLI::App& app, CLI::App* experiment);
 /// Registers `cnf experiment mle` (apps/cnf/mle_experiment.cpp); -1 when not chosen.
 std::function<int()> add_mle_experiment(CLI::App* experiment);
 
+/// Registers `cnf experiment couplings` (apps/cnf/couplings_experiment.cpp).
+std::function<int()> add_couplings_experiment(CLI::App* experiment);
+
 // --------------------------------------------------------------- diffusion samplers
 // (apps/cnf/diffusion_command.cpp)
 

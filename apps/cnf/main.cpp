@@ -601,6 +601,7 @@ int main(int argc, char** argv) {
   auto run_experiment = cnf::app::add_experiments(experiment_cmd);
   auto run_rectify = cnf::app::add_rectify_commands(app, experiment_cmd);
   auto run_mle_study = cnf::app::add_mle_experiment(experiment_cmd);
+  auto run_couplings_study = cnf::app::add_couplings_experiment(experiment_cmd);
 
   auto run_ot = cnf::app::add_ot_command(app);
 
@@ -622,6 +623,7 @@ int main(int argc, char** argv) {
     if (score_cmd->parsed()) return run_score(score_args);
     if (const int rc = run_rectify(); rc >= 0) return rc;
     if (const int rc = run_mle_study(); rc >= 0) return rc;
+    if (const int rc = run_couplings_study(); rc >= 0) return rc;
     if (experiment_cmd->parsed()) return run_experiment();
     if (int code = run_ot(); code >= 0) return code;
   } catch (const Error& e) {
