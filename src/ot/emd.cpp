@@ -180,10 +180,23 @@ std::vector<int64_t> shortest_augmenting_paths(const double* c, int64_t n) {
   for (int64_t i = 0; i < n; ++i)
     for (int64_t j = 0; j < n; ++j) v[j] = std::min(v[j], c[i * n + j]);
   std::vector<int64_t> col4row(static_cast<size_t>(n), -1), row4col(static_cast<size_t>(n), -1);
+  // Greedy start (JV's column reduction): a column goes to a row attaining its minimum when
+  // that row is still free. These pairs have reduced cost 0 under (u = 0, v), so the duals
+  // stay feasible and complementary, and only the rows left free need a search.
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (c[i * n + j] == v[j] && col4row[i] < 0) {
+        col4row[i] = j;
+        row4col[j] = i;
+        break;
+      }
+    }
+  }
   std::vector<int64_t> pred(static_cast<size_t>(n)), todo(static_cast<size_t>(n));
   std::vector<double> dist(static_cast<size_t>(n));
   std::vector<int64_t> rows_seen, cols_done;
   for (int64_t row = 0; row < n; ++row) {
+    if (col4row[row] >= 0) continue;  // matched by the greedy start
     std::fill(dist.begin(), dist.end(), inf);
     std::iota(todo.begin(), todo.end(), 0);
     int64_t remaining = n;
