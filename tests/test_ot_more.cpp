@@ -28,6 +28,7 @@
 #include "cnf/ot/neural.h"
 #include "cnf/ot/sinkhorn.h"
 #include "cnf/train/trainer.h"
+#include "tests/cli_util.h"
 
 namespace fs = std::filesystem;
 using namespace cnf;
@@ -424,24 +425,8 @@ TEST(OtCoupling, SbTrainingResumesBitForBitAndRefusesAnotherCoupling) {
 
 // ----------------------------------------------------------------------------- CLI
 
-namespace {
-struct Run {
-  int code;
-  std::string output;
-};
-Run run_cnf(const std::string& args) {
-  const std::string cmd = std::string(CNF_BINARY) + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-}  // namespace
+using cnf_test::contains;
+using cnf_test::run_cnf;
 
 TEST(OtCli, OtCommandEndToEnd) {
   const std::string d = temp_dir();

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
@@ -51,6 +52,22 @@ inline void make_dir(const std::string& dir) {
   std::filesystem::create_directories(dir, ec);
   CNF_CHECK(!ec, "cannot create output folder '", dir, "': ", ec.message(),
             "; choose a writable --out");
+}
+
+/// Items of a `sep`-separated list option ("condot, vp"), spaces dropped, empty items skipped.
+inline std::vector<std::string> split_list(const std::string& s, char sep = ',') {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == sep) {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else if (c != ' ') {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
 }
 
 /// Registers `cnf experiment <name>` subcommands; returns a runner that executes the

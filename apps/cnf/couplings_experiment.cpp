@@ -30,20 +30,6 @@ struct CouplingsArgs {
   bool quiet = false;
 };
 
-std::vector<std::string> split_on(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s + sep) {
-    if (c == sep) {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-    } else if (c != ' ') {
-      cur += c;
-    }
-  }
-  return out;
-}
-
 struct Stat {
   std::vector<double> v;
   std::string fmt(const char* f) const {
@@ -60,9 +46,9 @@ struct Stat {
 int run_couplings(const CouplingsArgs& a) {
   auto device = setup(a.common);
   make_dir(a.out);
-  const auto tasks = split_on(a.tasks, ','), couplings = split_on(a.couplings, ',');
+  const auto tasks = split_list(a.tasks, ','), couplings = split_list(a.couplings, ',');
   std::vector<uint64_t> seeds;
-  for (const auto& s : split_on(a.seeds, ',')) {
+  for (const auto& s : split_list(a.seeds, ',')) {
     try {
       seeds.push_back(std::stoull(s));
     } catch (const std::exception&) {
@@ -77,7 +63,7 @@ int run_couplings(const CouplingsArgs& a) {
       "steps/s |\n|---|---|---|---|---|---|\n";
   json results = json::array();
   for (const auto& task : tasks) {
-    auto parts = split_on(task, ':');
+    auto parts = split_list(task, ':');
     CNF_CHECK(parts.size() == 2, "a task is prior:data (e.g. normal:moons), got '", task, "'");
     const std::string prior_spec = parts[0], data_spec = parts[1];
     for (const auto& cname : couplings) {

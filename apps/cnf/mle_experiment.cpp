@@ -31,24 +31,10 @@ struct MleExperimentArgs {
   bool quiet = false;
 };
 
-std::vector<std::string> split_commas(const std::string& s) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s + ",") {
-    if (c == ',') {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-    } else if (c != ' ') {
-      cur += c;
-    }
-  }
-  return out;
-}
-
 int run_mle_experiment(const MleExperimentArgs& a) {
   auto device = setup(a.common);
   make_dir(a.out);
-  const auto sets = split_commas(a.data), methods = split_commas(a.methods);
+  const auto sets = split_list(a.data), methods = split_list(a.methods);
   CNF_CHECK(!sets.empty() && !methods.empty(), "--data and --methods must not be empty");
   for (const auto& m : methods)
     CNF_CHECK(m == "mle" || m == "mle+reg" || m == "mle+steepest" || m == "fm",

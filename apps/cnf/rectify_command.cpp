@@ -363,10 +363,13 @@ int run_reflow_experiment(const ReflowExperimentArgs& a) {
   auto schedule = spec.make_schedule();
 
   json rounds = json::array();
-  std::vector<std::vector<std::string>> rows;
+  std::string table =
+      "| round | straightness | transport cost | path energy / cost | dopri5 NFE | W2 1 Euler "
+      "step | W2 distilled 1 step | W2 dopri5 |\n|---|---|---|---|---|---|---|---|\n";
   for (int64_t k = 1; k <= a.rounds; ++k) {
     const std::string dir = a.out + "/round" + std::to_string(k);
-    if (k > 1) {  // reflow the previous round
+    json j;
+    if (k > 1) {  // reflow the previous round; its result already holds this round's report
       RectifyArgs r;
       r.common = a.common;
       r.ckpt = ckpt;
@@ -379,9 +382,10 @@ int run_reflow_experiment(const ReflowExperimentArgs& a) {
       auto res = run_rectify_once(r, "", false, device);
       io::write_text_atomic(dir + "/metrics.json", res.metrics.dump(2) + "\n");
       ckpt = dir + "/model.pt";
+      j = res.metrics["metrics"];
     }
     auto flow = train::load_checkpoint(ckpt, device);
-    json j = report(*flow.model, *schedule, *prior, h, 1, a.common.seed, device);
+    if (k == 1) j = report(*flow.model, *schedule, *prior, h, 1, a.common.seed, device);
     j["round"] = k;
     plot_trajectories(dir + "/trajectories.png", *flow.model, *schedule, *prior, a.common.seed,
                       device, "round " + std::to_string(k) + " trajectories");
@@ -410,12 +414,8 @@ int run_reflow_experiment(const ReflowExperimentArgs& a) {
                   static_cast<long long>(j["adaptive_nfe"].get<int64_t>()),
                   j["w2_euler"].get<double>(), j["w2_distilled_1step"].get<double>(),
                   j["w2_dopri5"].get<double>());
-    rows.push_back({buf});
+    table += std::string(buf) + "\n";
   }
-  std::string table =
-      "| round | straightness | transport cost | path energy / cost | dopri5 NFE | W2 1 Euler "
-      "step | W2 distilled 1 step | W2 dopri5 |\n|---|---|---|---|---|---|---|---|\n";
-  for (const auto& r : rows) table += r[0] + "\n";
   char floor_line[128];
   std::snprintf(floor_line, sizeof floor_line, "\nW2 floor (held-out vs held-out, %lld points): %.3f\n",
                 static_cast<long long>(h.a.size(0)), floor);
