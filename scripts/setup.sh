@@ -14,6 +14,8 @@ PACKAGES=(
   libstb-dev              # stb_image_write for PNG files
   libgtest-dev libgmock-dev googletest
   libbenchmark-dev
+  libeigen3-dev           # fused MLP fast path: vectorized activations, float64 products
+  libdnnl-dev             # fused MLP fast path: oneDNN sgemm (the library LibTorch links)
 )
 
 missing=()

@@ -13,6 +13,7 @@
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/io/files.h"
+#include "cnf/nn/fast_mlp.h"
 #include "cnf/sde/samplers.h"
 
 namespace cnf::app {
@@ -25,6 +26,7 @@ struct Common {
   std::string device = "cpu";
   std::string json;
   std::string config;
+  std::string fast_mlp = "on";
 };
 
 inline void add_common(CLI::App* sub, Common& c) {
@@ -35,11 +37,16 @@ inline void add_common(CLI::App* sub, Common& c) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
   sub->add_option("--json", c.json, "Write the command's figures to this JSON file");
+  sub->add_option("--fast-mlp", c.fast_mlp,
+                  "Fused CPU kernels for MLP velocity fields where they apply (off: LibTorch's)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
 }
 
 inline torch::Device setup(const Common& c) {
   set_threads(c.threads);
   seed_global(c.seed);
+  nn::fast::set_enabled(c.fast_mlp == "on");
   return parse_device(c.device);
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cnf/core/error.h"
+#include "cnf/nn/fast_mlp.h"
 
 namespace cnf::nn {
 
@@ -96,27 +97,58 @@ MLPVelocityImpl::MLPVelocityImpl(const MLPOptions& o)
   }
 }
 
-torch::Tensor MLPVelocityImpl::embed_input(const torch::Tensor& x, const torch::Tensor& t) const {
+torch::Tensor embed_time(const torch::Tensor& x, const torch::Tensor& t,
+                         const torch::Tensor& frequencies) {
   auto tt = t.to(x.scalar_type()).reshape({-1, 1});
   if (tt.size(0) == 1 && x.size(0) != 1) tt = tt.expand({x.size(0), 1});
-  if (time_embedding == TimeEmbedding::concat) return torch::cat({x, tt}, 1);
+  if (!frequencies.defined()) return torch::cat({x, tt}, 1);
   auto phase = tt * frequencies.to(x.scalar_type()).unsqueeze(0);
   return torch::cat({x, torch::sin(phase), torch::cos(phase)}, 1);
 }
 
-torch::Tensor MLPVelocityImpl::forward(const torch::Tensor& x, const torch::Tensor& t) {
-  auto h = embed_input(x.reshape({x.size(0), -1}), t);
-  const auto n = layers.size();
+torch::Tensor mlp_layers(torch::Tensor h, torch::TensorList params, Activation a) {
+  const size_t n = params.size() / 2;
   for (size_t k = 0; k < n; ++k) {
-    h = layers[k]->forward(h);
-    if (k + 1 < n) h = activate(activation, h);
+    h = torch::nn::functional::linear(h, params[2 * k], params[2 * k + 1]);
+    if (k + 1 < n) h = activate(a, h);
   }
-  return h.view(x.sizes());
+  return h;
+}
+
+torch::Tensor MLPVelocityImpl::embed_input(const torch::Tensor& x, const torch::Tensor& t) const {
+  return embed_time(x, t, time_embedding == TimeEmbedding::fourier ? frequencies : torch::Tensor());
+}
+
+std::vector<torch::Tensor> MLPVelocityImpl::layer_parameters() const {
+  std::vector<torch::Tensor> p;
+  for (const auto& l : layers) {
+    p.push_back(l->weight);
+    p.push_back(l->bias);
+  }
+  return p;
+}
+
+torch::Tensor MLPVelocityImpl::forward(const torch::Tensor& x, const torch::Tensor& t) {
+  // The fused path computes no input gradients inside a graph (higher derivatives, as in
+  // divergence by autograd, would be recomputed); such callers get the reference path.
+  const bool input_grad = torch::GradMode::is_enabled() && (x.requires_grad() || t.requires_grad());
+  if (fast::enabled() && !input_grad && x.dim() == 2 && fast::unsupported_reason(*this, x, t).empty())
+    return fast::forward(*this, x, t);
+  return reference_forward(x, t);
+}
+
+torch::Tensor MLPVelocityImpl::reference_forward(const torch::Tensor& x, const torch::Tensor& t) {
+  auto h = embed_input(x.reshape({x.size(0), -1}), t);
+  return mlp_layers(h, layer_parameters(), activation).view(x.sizes());
 }
 
 std::pair<torch::Tensor, torch::Tensor> MLPVelocityImpl::forward_with_divergence(
     const torch::Tensor& x, const torch::Tensor& t) {
   CNF_CHECK(x.dim() == 2, "analytic divergence needs flat inputs [B, dim], got ", x.sizes());
+  const bool graph = torch::GradMode::is_enabled() &&
+                     (x.requires_grad() || t.requires_grad() || layers[0]->weight.requires_grad());
+  if (fast::enabled() && !graph && fast::unsupported_reason(*this, x, t).empty())
+    return fast::forward_with_divergence(*this, x, t);
   auto h = embed_input(x, t);
   const int64_t b = x.size(0), d = options.dim();
   // The transposed Jacobian (dh/dx)^T is kept as [B, d, width] so that each layer is one

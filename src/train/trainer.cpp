@@ -13,6 +13,7 @@
 #include "cnf/io/files.h"
 #include "cnf/objective/score_matching.h"
 #include "cnf/sde/parameterized.h"
+#include "fused_adam.h"
 
 namespace cnf::train {
 
@@ -266,10 +267,10 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
     }
   }
   if (options.optimizer == "adamw")
-    s_->optimizer = std::make_unique<torch::optim::AdamW>(
+    s_->optimizer = std::make_unique<FusedAdamW>(
         s_->params, torch::optim::AdamWOptions(options.lr).weight_decay(options.weight_decay));
   else
-    s_->optimizer = std::make_unique<torch::optim::Adam>(
+    s_->optimizer = std::make_unique<FusedAdam>(
         s_->params, torch::optim::AdamOptions(options.lr).weight_decay(options.weight_decay));
 }
 

@@ -34,6 +34,15 @@ torch::Tensor activate(Activation a, const torch::Tensor& x);
 /// Element-wise derivative of the activation at pre-activation z.
 torch::Tensor activate_derivative(Activation a, const torch::Tensor& z);
 
+/// [x, embed(t)]: t appended as one column when `frequencies` is undefined, else the
+/// sin and cos of t times each frequency. x: [B, dim], t: [B] or one time.
+torch::Tensor embed_time(const torch::Tensor& x, const torch::Tensor& t,
+                         const torch::Tensor& frequencies);
+/// The MLP's layers by LibTorch's ops on an embedded input h: `params` holds
+/// (weight, bias) of each linear map in order; the activation follows every map but the
+/// last. The reference path, shared with the fast path's higher derivatives.
+torch::Tensor mlp_layers(torch::Tensor h, torch::TensorList params, Activation a);
+
 /// How time enters the MLP: appended as one input ("concat"), or as sin/cos Fourier
 /// features of `fourier_features` log-spaced frequencies ("fourier"; Tancik et al. 2020).
 enum class TimeEmbedding { concat, fourier };
@@ -58,13 +67,19 @@ struct MLPOptions {
 class MLPVelocityImpl : public VelocityFieldImpl {
  public:
   explicit MLPVelocityImpl(const MLPOptions& options);
+  /// v_t(x): the fused fast path (nn/fast_mlp.h) where it applies, else reference_forward.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override;
+  /// v_t(x) by LibTorch's kernels, with an ordinary autograd graph.
+  torch::Tensor reference_forward(const torch::Tensor& x, const torch::Tensor& t);
   std::vector<int64_t> sample_shape() const override { return {options.dim()}; }
+  /// (weight, bias) of every linear map, in order.
+  std::vector<torch::Tensor> layer_parameters() const;
   /// The input fed to the first layer: [x, embed(t)].
   torch::Tensor embed_input(const torch::Tensor& x, const torch::Tensor& t) const;
   /// v_t(x) and its exact divergence tr(dv/dx) [B], by carrying the Jacobian dh/dx
   /// ([B, width, dim]) through the layers: J <- act'(z) * (W J). Costs about `dim`
   /// forward passes of matrix work and no autograd; differentiable like forward().
+  /// Fused (nn/fast_mlp.h) when no gradient is needed and the fast path applies.
   std::pair<torch::Tensor, torch::Tensor> forward_with_divergence(const torch::Tensor& x,
                                                                   const torch::Tensor& t);
 
