@@ -109,6 +109,10 @@ void add_train(CLI::App* sub, TrainArgs& a) {
   sub->add_option("--fourier-features", s.model.fourier_features,
                   "Frequencies of the fourier time embedding")
       ->capture_default_str();
+  sub->add_option("--blocks", s.model.blocks,
+                  "Stacked networks, block k owning t in [k/K, (k+1)/K) (FFJORD's CNF blocks)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   sub->add_option("--steps", o.steps, "Optimization steps")->capture_default_str();
   sub->add_option("--batch-size", o.batch_size, "Minibatch size")->capture_default_str();
   sub->add_option("--optimizer", o.optimizer, "adam or adamw")->capture_default_str();
@@ -423,14 +427,17 @@ int run_nll(const NllArgs& a) {
   auto r = density::log_likelihood(*c.model, *c.spec.make_schedule(), *prior, x.to(device), o, gen);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto nll = density::mean_and_stderr(-r.log_prob.to(torch::kCPU));
+  // The route that ran (analytic falls back to autograd for networks other than the MLP).
+  const std::string route = o.divergence.method == density::Divergence::analytic ? "analytic"
+                            : o.divergence.method == density::Divergence::exact  ? "exact"
+                                                                                 : "hutchinson";
   json j = {{"nll", nll.mean},         {"nll_stderr", nll.stderr},
             {"n", x.size(0)},          {"nfe", r.nfe},
-            {"divergence", a.density.divergence}, {"method", a.eval.method},
+            {"divergence", route},     {"method", a.eval.method},
             {"seconds", secs},         {"data", spec}};
   std::printf("NLL = %.4f +- %.4f nats/sample (n = %lld, %s divergence, %s, NFE %lld, %.2f s)\n",
               nll.mean, nll.stderr, static_cast<long long>(x.size(0)),
-              a.density.divergence.c_str(), a.eval.method.c_str(),
-              static_cast<long long>(r.nfe), secs);
+              route.c_str(), a.eval.method.c_str(), static_cast<long long>(r.nfe), secs);
   if (r.log_prob_probes.defined()) {
     // Spread over probes of the mean NLL: the Hutchinson part of the uncertainty.
     auto per_probe = -r.log_prob_probes.to(torch::kCPU).mean(1);

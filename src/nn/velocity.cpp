@@ -169,7 +169,46 @@ std::pair<torch::Tensor, torch::Tensor> MLPVelocityImpl::forward_with_divergence
   return {h, torch::zeros({b}, x.options())};
 }
 
+StackedVelocityImpl::StackedVelocityImpl(std::vector<VelocityField> b) : blocks(std::move(b)) {
+  CNF_CHECK(!blocks.empty(), "a stack needs at least one block");
+  for (size_t k = 0; k < blocks.size(); ++k) {
+    CNF_CHECK(blocks[k] != nullptr, "stack block ", k, " is null");
+    CNF_CHECK(blocks[k]->sample_shape() == blocks[0]->sample_shape(), "stack block ", k,
+              " has sample shape ", blocks[k]->sample_shape(), " but block 0 has ",
+              blocks[0]->sample_shape());
+    register_module("block" + std::to_string(k), blocks[k]);
+  }
+}
+
+torch::Tensor StackedVelocityImpl::forward(const torch::Tensor& x, const torch::Tensor& t) {
+  const int64_t n = static_cast<int64_t>(blocks.size());
+  auto tt = t.reshape({-1});
+  if (tt.size(0) == 1 && x.size(0) != 1) tt = tt.expand({x.size(0)});
+  // Block of each row: floor(K t), with t = 1 in the last block.
+  auto idx = (tt.to(torch::kDouble) * n).floor().clamp(0, n - 1).to(torch::kLong);
+  auto local = tt * static_cast<double>(n) - idx.to(tt.scalar_type());
+  const int64_t first = idx.min().item<int64_t>(), last = idx.max().item<int64_t>();
+  if (first == last) return blocks[first]->forward(x, local);  // ODE solves: one block
+  torch::Tensor out = torch::zeros_like(x);
+  for (int64_t k = first; k <= last; ++k) {
+    auto rows = (idx == k).nonzero().reshape({-1});
+    if (rows.numel() == 0) continue;
+    auto vk = blocks[k]->forward(x.index_select(0, rows), local.index_select(0, rows));
+    out = out.index_copy(0, rows, vk);  // out of place: differentiable in every block
+  }
+  return out;
+}
+
 VelocityField make_model(const ModelSpec& spec) {
+  CNF_CHECK(spec.blocks >= 1, "blocks must be >= 1 (the number of stacked networks), got ",
+            spec.blocks);
+  if (spec.blocks > 1) {
+    ModelSpec one = spec;
+    one.blocks = 1;
+    std::vector<VelocityField> b;
+    for (int64_t k = 0; k < spec.blocks; ++k) b.push_back(make_model(one));
+    return std::make_shared<StackedVelocityImpl>(std::move(b));
+  }
   if (spec.arch == "mlp")
     return std::make_shared<MLPVelocityImpl>(MLPOptions(spec.dim)
                                                  .width(spec.width)

@@ -55,6 +55,7 @@ std::string FlowSpec::serialize() const {
      << "\nsigma_min=" << sigma_min << "\ndata=" << data << "\nprior=" << prior << "\n";
   os << "objective=" << canonical_objective(objective)
      << "\nparam=" << path::param_name(network_param()) << "\nweighting=" << weighting << "\n";
+  if (model.blocks > 1) os << "blocks=" << model.blocks << "\n";
   return os.str();
 }
 
@@ -85,6 +86,7 @@ FlowSpec FlowSpec::parse(const std::string& text, const std::string& origin) {
       else if (key == "objective") s.objective = value;
       else if (key == "param") s.param = value;
       else if (key == "weighting") s.weighting = value;
+      else if (key == "blocks") s.model.blocks = std::stoll(value);
       else fail(origin, ": unknown flow spec field '", key, "' on line ", lineno);
     } catch (const std::logic_error&) {
       fail(origin, ": flow spec field '", key, "' has a bad value '", value, "'");
