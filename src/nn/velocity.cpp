@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cnf/core/error.h"
+#include "cnf/nn/unet.h"
 
 namespace cnf::nn {
 
@@ -137,7 +138,47 @@ std::pair<torch::Tensor, torch::Tensor> MLPVelocityImpl::forward_with_divergence
   return {h, torch::zeros({b}, x.options())};
 }
 
+void VelocityFieldImpl::set_labels(const torch::Tensor& labels) {
+  CNF_CHECK(!labels.defined(), "this network is not class-conditional; train it with --classes K ",
+            "(an image data set with labels and --arch unet) to give it labels");
+}
+
+std::vector<int64_t> parse_channel_mult(const std::string& text) {
+  std::vector<int64_t> out;
+  std::string cur;
+  for (char c : text + ",") {
+    if (c == ',' || c == '+') {
+      if (cur.empty()) continue;
+      try {
+        size_t used = 0;
+        out.push_back(std::stoll(cur, &used));
+        CNF_CHECK(used == cur.size() && out.back() >= 1, "");
+      } catch (const std::exception&) {
+        fail("channel_mult '", text, "': '", cur, "' is not a positive integer; write e.g. 1,2");
+      }
+      cur.clear();
+    } else if (c != ' ') {
+      cur += c;
+    }
+  }
+  CNF_CHECK(!out.empty(), "channel_mult '", text, "' is empty; write e.g. 1,2");
+  return out;
+}
+
 VelocityField make_model(const ModelSpec& spec) {
+  if (spec.arch == "unet") {
+    CNF_CHECK(spec.channels >= 1 && spec.height >= 1 && spec.width_px >= 1 &&
+                  spec.channels * spec.height * spec.width_px == spec.dim,
+              "unet needs an image data set (its shape C x H x W must give dim ", spec.dim,
+              ", got ", spec.channels, "x", spec.height, "x", spec.width_px,
+              "); use --data fashion-mnist or png:FOLDER");
+    return std::make_shared<UNetVelocityImpl>(UNetOptions(spec.channels, spec.height, spec.width_px)
+                                                  .base(spec.width)
+                                                  .channel_mult(parse_channel_mult(spec.channel_mult))
+                                                  .res_blocks(spec.res_blocks)
+                                                  .attention(spec.attention)
+                                                  .classes(spec.classes));
+  }
   if (spec.arch == "mlp")
     return std::make_shared<MLPVelocityImpl>(MLPOptions(spec.dim)
                                                  .width(spec.width)
@@ -145,10 +186,10 @@ VelocityField make_model(const ModelSpec& spec) {
                                                  .activation(spec.activation)
                                                  .time_embedding(spec.time_embedding)
                                                  .fourier_features(spec.fourier_features));
-  fail("unknown model architecture '", spec.arch, "'; valid names: mlp");
+  fail("unknown model architecture '", spec.arch, "'; valid names: mlp, unet");
 }
 
-std::vector<std::string> model_names() { return {"mlp"}; }
+std::vector<std::string> model_names() { return {"mlp", "unet"}; }
 
 int64_t count_parameters(const torch::nn::Module& m) {
   int64_t n = 0;
