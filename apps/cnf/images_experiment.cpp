@@ -76,7 +76,7 @@ struct ImagesArgs {
   bool attention = false;
   bool conditional = true;
   // Training budget (the same for every method).
-  int64_t steps = 3000;
+  int64_t steps = 2000;
   int64_t batch_size = 64;
   double lr = 1e-3;
   double ema_decay = 0.999;
