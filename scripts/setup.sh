@@ -12,6 +12,8 @@ PACKAGES=(
   libcli11-dev            # command-line parsing
   nlohmann-json3-dev      # metrics.json and --json output
   libstb-dev              # stb_image_write for PNG files
+  zlib1g-dev              # gzip-compressed IDX image files
+  dataset-fashion-mnist   # Fashion-MNIST (IDX, gzip) for the image flows
   libgtest-dev libgmock-dev googletest
   libbenchmark-dev
   libeigen3-dev           # fused MLP fast path: vectorized activations, float64 products

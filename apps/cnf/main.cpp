@@ -10,6 +10,9 @@
 
 #include "apps/cnf/common.h"
 #include "apps/cnf/evaluation.h"
+#include "apps/cnf/images.h"
+#include "cnf/data/images.h"
+#include "cnf/density/image_density.h"
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/data/sources.h"
@@ -98,8 +101,25 @@ void add_train(CLI::App* sub, TrainArgs& a) {
       ->capture_default_str();
   sub->add_option("--sigma-min", s.sigma_min, "sigma_min of the condot path")
       ->capture_default_str();
-  sub->add_option("--arch", s.model.arch, "Velocity network: mlp")->capture_default_str();
-  sub->add_option("--width", s.model.width, "Hidden units per layer")->capture_default_str();
+  sub->add_option("--arch", s.model.arch, "Velocity network: mlp, or unet for image data")
+      ->capture_default_str();
+  sub->add_option("--width", s.model.width, "Hidden units per layer (unet: base channels)")
+      ->capture_default_str();
+  sub->add_option("--channel-mult", s.model.channel_mult,
+                  "unet: channel multipliers, one per resolution level")
+      ->capture_default_str();
+  sub->add_option("--res-blocks", s.model.res_blocks, "unet: residual blocks per level")
+      ->capture_default_str();
+  sub->add_option("--attention", s.model.attention,
+                  "unet: self-attention at the lowest resolution (true/false)")
+      ->capture_default_str();
+  sub->add_option("--classes", s.model.classes,
+                  "Class-conditional model with this many classes (labeled image data; 0: off)")
+      ->capture_default_str();
+  sub->add_option("--label-dropout", o.label_dropout,
+                  "Class-conditional: probability of training a step's label as 'no label' "
+                  "(classifier-free guidance)")
+      ->capture_default_str();
   sub->add_option("--depth", s.model.depth, "Hidden layers")->capture_default_str();
   sub->add_option("--activation", s.model.activation,
                   "tanh, relu, silu, selu, gelu or softplus")
@@ -214,7 +234,9 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
                        traj.push_back(y[0].slice(0, 0, n_traj).to(torch::kCPU));
                      });
   io::write_npy(a.out + "/samples.npy", ev.samples);
-  if (ev.samples.size(1) >= 2) {
+  const bool images = data::is_image_spec(a.spec.data);
+  if (images) write_sample_grid(a.out + "/samples.png", a.spec.data, ev.samples);
+  if (ev.samples.size(1) >= 2 && !images) {
     auto proj = [](const torch::Tensor& x) { return x.slice(1, 0, 2); };
     io::PlotOptions po;
     po.width = 500;
@@ -284,7 +306,9 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
               "MMD^2 = %.2e   NFE = %lld (%s)\n",
               ev.w2, ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe), a.eval.label().c_str());
   std::printf("wrote %s/{model.pt, config.toml, samples.npy, metrics.json%s}\n", a.out.c_str(),
-              ev.samples.size(1) >= 2 ? ", samples.png, trajectories.png, density.png" : "");
+              images                    ? ", samples.png (image grid)"
+              : ev.samples.size(1) >= 2 ? ", samples.png, trajectories.png, density.png"
+                                        : "");
   return 0;
 }
 
@@ -328,6 +352,8 @@ struct SampleArgs {
   std::string ckpt, out;
   bool with_logp = false;
   std::string divergence = "exact";
+  std::string label, grid;
+  double guidance = 0.0;
 };
 
 int run_sample(const SampleArgs& a) {
@@ -340,6 +366,12 @@ int run_sample(const SampleArgs& a) {
   auto x_1 = prior->sample(a.eval.n, gen).to(device);
   CNF_CHECK(!a.with_logp || a.eval.sampler.sampler == "ode", "--with-logp integrates the ODE ",
             "and cannot follow --sampler ", a.eval.sampler.sampler, "; drop one of the two");
+  auto labels = sample_labels(a.label, a.eval.n, c.spec.model.classes);
+  CNF_CHECK(!a.with_logp || !labels.defined(), "--with-logp gives the unconditional density; ",
+            "drop --label");
+  const bool images = data::is_image_spec(c.spec.data);
+  CNF_CHECK(a.grid.empty() || images, "--grid needs an image model; '", a.ckpt, "' models '",
+            c.spec.data, "'");
   auto t0 = std::chrono::steady_clock::now();
   ode::Solution sol;
   torch::Tensor logp;
@@ -353,7 +385,8 @@ int run_sample(const SampleArgs& a) {
     sol.nfe = r.nfe;
     logp = r.log_prob.to(torch::kCPU);
   } else {
-    auto r = draw_samples(*c.network, c.spec.network_param(), *c.spec.make_schedule(), x_1,
+    auto net = with_labels(c.network, labels.defined() ? labels.to(device) : labels, a.guidance);
+    auto r = draw_samples(*net, c.spec.network_param(), *c.spec.make_schedule(), x_1,
                           a.eval.sampler_options(), gen);
     sol.y = ode::State{r.x};
     sol.nfe = r.nfe;
@@ -367,6 +400,13 @@ int run_sample(const SampleArgs& a) {
     std::printf("wrote log rho_0 of each sample to %s\n", logp_path.c_str());
   }
   io::write_npy(a.out, x);
+  if (images) {
+    // Image models also get a grid of (the first 100) samples as a PNG.
+    const std::string grid = a.grid.empty() ? a.out.substr(0, a.out.size() - 4) + ".png" : a.grid;
+    write_sample_grid(grid, c.spec.data, x, 100,
+                      labels.defined() && a.label == "all" ? c.spec.model.classes : 10);
+    std::printf("wrote a grid of the samples to %s\n", grid.c_str());
+  }
   std::printf("wrote %lld samples to %s (%s, NFE %lld, %.3f s)\n",
               static_cast<long long>(a.eval.n), a.out.c_str(), a.eval.label().c_str(),
               static_cast<long long>(sol.nfe), secs);
@@ -412,12 +452,47 @@ struct NllArgs {
   std::string ckpt, data;
   int64_t dim = 0;
   int64_t bins = 0;
+  int64_t dequant_samples = 1;
 };
+
+// Image models: bits/dim of test images with uniform dequantization and the transform's
+// log-determinant (density/image_density.h).
+int run_image_nll(const NllArgs& a, const train::Checkpoint& c, const std::string& spec,
+                  torch::Device device) {
+  auto split = data::load_image_spec(spec);
+  CNF_CHECK(split.train->dim() == c.spec.model.dim, "images of '", spec, "' have ",
+            split.train->dim(), " pixels but the model in '", a.ckpt, "' has ", c.spec.model.dim);
+  const int64_t n = std::min(a.eval.n, split.test.levels.size(0));
+  auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
+  auto o = likelihood_options(a.eval, a.density, *c.model);
+  auto gen = make_generator(a.common.seed + 3);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = density::image_bits_per_dim(*c.model, *c.spec.make_schedule(), *prior, *split.train,
+                                       split.test.levels.slice(0, 0, n), a.dequant_samples, o, gen);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("bits/dim = %.4f +- %.4f (n = %lld test images, %lld uniform dequantization "
+              "sample%s each, %s, %s divergence, NFE %lld, %.1f s)\n",
+              r.bpd.mean, r.bpd.stderr, static_cast<long long>(n),
+              static_cast<long long>(a.dequant_samples), a.dequant_samples == 1 ? "" : "s",
+              split.train->transform().name().c_str(), a.density.divergence.c_str(),
+              static_cast<long long>(r.nfe), secs);
+  write_json(a.common.json, {{"bits_per_dim", r.bpd.mean},
+                             {"bits_per_dim_stderr", r.bpd.stderr},
+                             {"n", n},
+                             {"dequantization_samples", a.dequant_samples},
+                             {"transform", split.train->transform().name()},
+                             {"divergence", a.density.divergence},
+                             {"nfe", r.nfe},
+                             {"seconds", secs},
+                             {"data", spec}});
+  return 0;
+}
 
 int run_nll(const NllArgs& a) {
   auto device = setup(a.common);
   auto c = train::load_checkpoint(a.ckpt, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
+  if (data::is_image_spec(spec)) return run_image_nll(a, c, spec, device);
   auto x = checkpoint_holdout(c, a.ckpt, spec, a.dim, a.eval.n, a.common.seed).a;
   auto gen = make_generator(a.common.seed + 3);
   if (a.bins > 0) x = density::dequantize(x, a.bins, gen);
@@ -566,6 +641,15 @@ int main(int argc, char** argv) {
   sample_cmd->add_option("--divergence", sample_args.divergence,
                          "Divergence for --with-logp: exact, analytic or hutchinson")
       ->capture_default_str();
+  sample_cmd->add_option("--label", sample_args.label,
+                         "Class-conditional models: a class number, or 'all' (cycles through the "
+                         "classes); default: unconditional");
+  sample_cmd->add_option("--guidance", sample_args.guidance,
+                         "Classifier-free guidance weight w: (1 + w) v(x|c) - w v(x) (0: plain "
+                         "conditional)")
+      ->capture_default_str();
+  sample_cmd->add_option("--grid", sample_args.grid,
+                         "Image models: PNG grid of the samples (default: OUT with .png)");
 
   NllArgs nll_args;
   nll_args.eval.method = "dopri5";
@@ -578,7 +662,10 @@ int main(int argc, char** argv) {
   nll_cmd->add_option("--bins", nll_args.bins,
                       "Data are integer levels 0..bins-1: dequantize uniformly, report bits/dim")
       ->capture_default_str();
-  add_eval(nll_cmd, nll_args.eval, "Held-out points", "");
+  nll_cmd->add_option("--dequant-samples", nll_args.dequant_samples,
+                      "Image models: uniform dequantization draws per test image")
+      ->capture_default_str();
+  add_eval(nll_cmd, nll_args.eval, "Held-out points (image models: test images)", "");
   add_density(nll_cmd, nll_args.density);
 
   ScoreArgs score_args;
@@ -610,6 +697,7 @@ int main(int argc, char** argv) {
   auto run_rectify = cnf::app::add_rectify_commands(app, experiment_cmd);
   auto run_mle_study = cnf::app::add_mle_experiment(experiment_cmd);
   auto run_couplings_study = cnf::app::add_couplings_experiment(experiment_cmd);
+  auto run_images_study = cnf::app::add_images_experiment(experiment_cmd);
 
   auto run_ot = cnf::app::add_ot_command(app);
 
@@ -632,6 +720,7 @@ int main(int argc, char** argv) {
     if (const int rc = run_rectify(); rc >= 0) return rc;
     if (const int rc = run_mle_study(); rc >= 0) return rc;
     if (const int rc = run_couplings_study(); rc >= 0) return rc;
+    if (const int rc = run_images_study(); rc >= 0) return rc;
     if (experiment_cmd->parsed()) return run_experiment();
     if (int code = run_ot(); code >= 0) return code;
   } catch (const Error& e) {

@@ -1,5 +1,6 @@
 #include "cnf/data/sources.h"
 #include "cnf/data/pairs.h"
+#include "cnf/data/images.h"
 
 #include <torch/torch.h>
 
@@ -179,6 +180,7 @@ SourcePtr make_source(const std::string& spec, int64_t dim) {
   CNF_CHECK(!spec.empty(), "empty data spec; use a toy name, normal, gmm:K or a .npy/.csv path");
   if (ends_with(spec, ".npy") || ends_with(spec, ".csv"))
     return std::make_shared<Table>(io::read_table(spec), spec);
+  if (is_image_spec(spec)) return load_image_spec(spec).train;
   if (spec == "normal") return std::make_shared<StandardNormal>(dim);
   if (spec.rfind("gmm:", 0) == 0) {
     int64_t k = 0;
@@ -202,6 +204,13 @@ SourcePtr make_source(const std::string& spec, int64_t dim) {
 
 DataSplit split_source(const std::string& spec, int64_t dim, int64_t n_holdout,
                        double holdout_fraction, uint64_t seed) {
+  if (is_image_spec(spec)) {
+    // Images: train on the training file, hold out (dequantized) test images.
+    auto split = load_image_spec(spec);
+    const int64_t n = std::min<int64_t>(n_holdout, split.test.levels.size(0));
+    auto gen = make_generator(seed ^ 0x5bd1e995ULL);
+    return {split.train, split.train->to_model(split.test.levels.slice(0, 0, n), gen).first};
+  }
   auto source = make_source(spec, dim);
   auto* table = dynamic_cast<const Table*>(source.get());
   if (table == nullptr) {

@@ -6,6 +6,7 @@
 
 #include "cnf/core/error.h"
 #include "cnf/nn/fast_mlp.h"
+#include "cnf/nn/unet.h"
 
 namespace cnf::nn {
 
@@ -180,6 +181,11 @@ StackedVelocityImpl::StackedVelocityImpl(std::vector<VelocityField> b) : blocks(
   }
 }
 
+void StackedVelocityImpl::set_labels(const torch::Tensor& labels) {
+  labels_ = labels;
+  for (auto& b : blocks) b->set_labels(labels);
+}
+
 torch::Tensor StackedVelocityImpl::forward(const torch::Tensor& x, const torch::Tensor& t) {
   const int64_t n = static_cast<int64_t>(blocks.size());
   auto tt = t.reshape({-1});
@@ -193,9 +199,38 @@ torch::Tensor StackedVelocityImpl::forward(const torch::Tensor& x, const torch::
   for (int64_t k = first; k <= last; ++k) {
     auto rows = (idx == k).nonzero().reshape({-1});
     if (rows.numel() == 0) continue;
+    if (labels_.defined()) blocks[k]->set_labels(labels_.index_select(0, rows));
     auto vk = blocks[k]->forward(x.index_select(0, rows), local.index_select(0, rows));
+    if (labels_.defined()) blocks[k]->set_labels(labels_);
     out = out.index_copy(0, rows, vk);  // out of place: differentiable in every block
   }
+  return out;
+}
+
+void VelocityFieldImpl::set_labels(const torch::Tensor& labels) {
+  CNF_CHECK(!labels.defined(), "this network is not class-conditional; train it with --classes K ",
+            "(an image data set with labels and --arch unet) to give it labels");
+}
+
+std::vector<int64_t> parse_channel_mult(const std::string& text) {
+  std::vector<int64_t> out;
+  std::string cur;
+  for (char c : text + ",") {
+    if (c == ',' || c == '+') {
+      if (cur.empty()) continue;
+      try {
+        size_t used = 0;
+        out.push_back(std::stoll(cur, &used));
+        CNF_CHECK(used == cur.size() && out.back() >= 1, "");
+      } catch (const std::exception&) {
+        fail("channel_mult '", text, "': '", cur, "' is not a positive integer; write e.g. 1,2");
+      }
+      cur.clear();
+    } else if (c != ' ') {
+      cur += c;
+    }
+  }
+  CNF_CHECK(!out.empty(), "channel_mult '", text, "' is empty; write e.g. 1,2");
   return out;
 }
 
@@ -209,6 +244,19 @@ VelocityField make_model(const ModelSpec& spec) {
     for (int64_t k = 0; k < spec.blocks; ++k) b.push_back(make_model(one));
     return std::make_shared<StackedVelocityImpl>(std::move(b));
   }
+  if (spec.arch == "unet") {
+    CNF_CHECK(spec.channels >= 1 && spec.height >= 1 && spec.width_px >= 1 &&
+                  spec.channels * spec.height * spec.width_px == spec.dim,
+              "unet needs an image data set (its shape C x H x W must give dim ", spec.dim,
+              ", got ", spec.channels, "x", spec.height, "x", spec.width_px,
+              "); use --data fashion-mnist or png:FOLDER");
+    return std::make_shared<UNetVelocityImpl>(UNetOptions(spec.channels, spec.height, spec.width_px)
+                                                  .base(spec.width)
+                                                  .channel_mult(parse_channel_mult(spec.channel_mult))
+                                                  .res_blocks(spec.res_blocks)
+                                                  .attention(spec.attention)
+                                                  .classes(spec.classes));
+  }
   if (spec.arch == "mlp")
     return std::make_shared<MLPVelocityImpl>(MLPOptions(spec.dim)
                                                  .width(spec.width)
@@ -216,10 +264,10 @@ VelocityField make_model(const ModelSpec& spec) {
                                                  .activation(spec.activation)
                                                  .time_embedding(spec.time_embedding)
                                                  .fourier_features(spec.fourier_features));
-  fail("unknown model architecture '", spec.arch, "'; valid names: mlp");
+  fail("unknown model architecture '", spec.arch, "'; valid names: mlp, unet");
 }
 
-std::vector<std::string> model_names() { return {"mlp"}; }
+std::vector<std::string> model_names() { return {"mlp", "unet"}; }
 
 int64_t count_parameters(const torch::nn::Module& m) {
   int64_t n = 0;

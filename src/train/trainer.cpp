@@ -10,6 +10,7 @@
 
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
+#include "cnf/data/images.h"
 #include "cnf/io/files.h"
 #include "cnf/objective/score_matching.h"
 #include "cnf/sde/parameterized.h"
@@ -56,6 +57,12 @@ std::string FlowSpec::serialize() const {
   os << "objective=" << canonical_objective(objective)
      << "\nparam=" << path::param_name(network_param()) << "\nweighting=" << weighting << "\n";
   if (model.blocks > 1) os << "blocks=" << model.blocks << "\n";
+  if (model.arch == "unet")
+    os << "channels=" << model.channels << "\nheight=" << model.height
+       << "\nwidth_px=" << model.width_px << "\nchannel_mult=" << model.channel_mult
+       << "\nres_blocks=" << model.res_blocks << "\nattention=" << (model.attention ? 1 : 0)
+       << "\n";
+  if (model.classes > 0) os << "classes=" << model.classes << "\n";
   return os.str();
 }
 
@@ -87,6 +94,13 @@ FlowSpec FlowSpec::parse(const std::string& text, const std::string& origin) {
       else if (key == "param") s.param = value;
       else if (key == "weighting") s.weighting = value;
       else if (key == "blocks") s.model.blocks = std::stoll(value);
+      else if (key == "channels") s.model.channels = std::stoll(value);
+      else if (key == "height") s.model.height = std::stoll(value);
+      else if (key == "width_px") s.model.width_px = std::stoll(value);
+      else if (key == "channel_mult") s.model.channel_mult = value;
+      else if (key == "res_blocks") s.model.res_blocks = std::stoll(value);
+      else if (key == "attention") s.model.attention = std::stoll(value) != 0;
+      else if (key == "classes") s.model.classes = std::stoll(value);
       else fail(origin, ": unknown flow spec field '", key, "' on line ", lineno);
     } catch (const std::logic_error&) {
       fail(origin, ": flow spec field '", key, "' has a bad value '", value, "'");
@@ -116,6 +130,9 @@ void TrainOptions::validate() const {
             "coupling_eps must be finite and > 0, got ", coupling_eps);
   CNF_CHECK(std::isfinite(bridge_sigma) && bridge_sigma > 0,
             "bridge_sigma must be finite and > 0, got ", bridge_sigma);
+  CNF_CHECK(label_dropout >= 0 && label_dropout <= 1,
+            "label_dropout must be in [0, 1] (the probability of training without the label), got ",
+            label_dropout);
   CNF_CHECK(ema_decay >= 0 && ema_decay < 1, "ema_decay must be in [0, 1) (0 disables it), got ",
             ema_decay);
 }
@@ -149,6 +166,8 @@ struct Trainer::State {
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   at::Generator gen;
   int64_t step = 0;
+  // Class-conditional training: the labeled image source.
+  std::shared_ptr<const data::ImageSource> images;
 };
 
 namespace {
@@ -240,6 +259,32 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
               "got '", options.coupling, "'; couplings pair noise with data, which breaks the ",
               "denoising target -x_1/sigma_t");
   }
+  if (auto images = std::dynamic_pointer_cast<const data::ImageSource>(data)) {
+    if (spec.model.arch == "unet") {
+      auto shape = images->image_shape();
+      spec.model.channels = shape[0];
+      spec.model.height = shape[1];
+      spec.model.width_px = shape[2];
+    }
+    if (spec.model.classes > 0) {
+      const auto& set = images->images();
+      CNF_CHECK(set.classes > 0 && set.labels.min().item<int64_t>() >= 0, "--classes ",
+                spec.model.classes, " needs labeled images, but '", data->spec(),
+                "' has no labels; use --classes 0");
+      CNF_CHECK(set.labels.max().item<int64_t>() < spec.model.classes, "'", data->spec(),
+                "' has labels up to ", set.labels.max().item<int64_t>(), " but --classes is ",
+                spec.model.classes, "; pass --classes ", set.classes);
+      CNF_CHECK(options.coupling == "independent", "class-conditional training needs --coupling ",
+                "independent (a coupling would re-pair images and labels), got '",
+                options.coupling, "'");
+      s_->images = images;
+    }
+  } else {
+    CNF_CHECK(spec.model.arch != "unet", "--arch unet needs an image data set (fashion-mnist or ",
+              "png:FOLDER), got '", data->spec(), "'");
+    CNF_CHECK(spec.model.classes == 0, "--classes needs a labeled image data set, got '",
+              data->spec(), "'");
+  }
   s_->spec = spec;
   s_->opt = options;
   s_->data = std::move(data);
@@ -288,6 +333,15 @@ objective::LossResult Trainer::step() {
     b = b.to(o.device);
   } else if (s.objective == Objective::mle) {
     a = s.data->sample(o.batch_size, s.gen).to(o.device);  // MLE needs data only
+  } else if (s.images) {
+    // Class-conditional: labels ride along; a fraction label_dropout is replaced by the null
+    // label so the same network also learns the unconditional field (Ho & Salimans 2022).
+    auto [x_0, labels] = s.images->sample_labeled(o.batch_size, s.gen);
+    auto drop = torch::rand({o.batch_size}, s.gen) < o.label_dropout;
+    labels = torch::where(drop, torch::full_like(labels, -1), labels);
+    s.model->set_labels(labels.to(o.device));
+    a = x_0.to(o.device);
+    b = s.prior->sample(o.batch_size, s.gen).to(o.device);
   } else {
     auto x_0 = s.data->sample(o.batch_size, s.gen).to(o.device);
     auto x_1 = s.prior->sample(o.batch_size, s.gen).to(o.device);
@@ -316,6 +370,7 @@ objective::LossResult Trainer::step() {
       result = objective::mle_loss(*s.field, *s.schedule, *s.prior, a, o.mle, s.gen);
       break;
   }
+  if (s.images) s.model->set_labels({});
   const double loss = result.loss.item<double>();
   CNF_CHECK(std::isfinite(loss), "training diverged at step ", s.step + 1, ": the loss is ", loss,
             "; lower --lr, set --grad-clip, or check the data for outliers");

@@ -93,8 +93,9 @@ class Table final : public Source {
 /// Builds a source from a spec:
 ///   a toy name ("moons"), "normal" (N(0, I) in `dim` dimensions),
 ///   "gmm:K" (K components, means drawn from N(0, 3^2 I) by a fixed seed, std 0.5, in `dim`
-///   dimensions), or a path ending in .npy or .csv (a Table).
-/// `dim` is used by normal and gmm only.
+///   dimensions), a path ending in .npy or .csv (a Table), or an image spec
+///   ("fashion-mnist:size=14", "png:FOLDER"; data/images.h), whose training images it draws.
+/// `dim` is used by normal and gmm only. For image specs split_source holds out test images.
 SourcePtr make_source(const std::string& spec, int64_t dim = 2);
 
 /// Training and held-out data of one spec. Synthetic sources draw the held-out set from

@@ -23,6 +23,12 @@ class VelocityFieldImpl : public torch::nn::Module {
   virtual torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) = 0;
   /// Shape of one sample (e.g. {2} or {1, 28, 28}).
   virtual std::vector<int64_t> sample_shape() const = 0;
+  /// Class labels [B] (int64) for the next forward passes of a class-conditional network;
+  /// a label < 0 means "no class" (the null label of classifier-free guidance), and an
+  /// undefined tensor clears them. Unconditional networks accept only an undefined tensor.
+  virtual void set_labels(const torch::Tensor& labels);
+  /// Number of classes the network is conditioned on (0: unconditional).
+  virtual int64_t classes() const { return 0; }
 };
 using VelocityField = std::shared_ptr<VelocityFieldImpl>;
 
@@ -101,8 +107,14 @@ class StackedVelocityImpl : public VelocityFieldImpl {
   explicit StackedVelocityImpl(std::vector<VelocityField> blocks);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override;
   std::vector<int64_t> sample_shape() const override { return blocks.front()->sample_shape(); }
+  /// Labels go to every block (class-conditional blocks).
+  void set_labels(const torch::Tensor& labels) override;
+  int64_t classes() const override { return blocks.front()->classes(); }
 
   std::vector<VelocityField> blocks;
+
+ private:
+  torch::Tensor labels_;  // [B] of the batch, split with the rows when they are routed
 };
 TORCH_MODULE(StackedVelocity);
 
@@ -117,10 +129,19 @@ struct ModelSpec {
   int64_t fourier_features = 8;
   /// Stacked blocks of this network (StackedVelocityImpl); 1: a single network.
   int64_t blocks = 1;
+  // unet (nn/unet.h): image shape, base channels (`width`), per-level multipliers,
+  // residual blocks per level, attention in the middle, number of classes (0: none).
+  int64_t channels = 1, height = 0, width_px = 0;
+  std::string channel_mult = "1,2";
+  int64_t res_blocks = 1;
+  bool attention = false;
+  int64_t classes = 0;
 };
 
-/// Builds the network named by `spec.arch` (registry: mlp).
+/// Builds the network named by `spec.arch` (registry: mlp, unet).
 VelocityField make_model(const ModelSpec& spec);
+/// "1,2,2" -> {1, 2, 2} (the unet's channel multipliers); errors name the bad item.
+std::vector<int64_t> parse_channel_mult(const std::string& text);
 std::vector<std::string> model_names();
 
 /// Number of trainable scalars.

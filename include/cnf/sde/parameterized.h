@@ -39,6 +39,8 @@ class ParameterizedFieldImpl : public nn::VelocityFieldImpl {
                          path::Param as = path::Param::velocity);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override;
   std::vector<int64_t> sample_shape() const override { return net->sample_shape(); }
+  void set_labels(const torch::Tensor& labels) override { net->set_labels(labels); }
+  int64_t classes() const override { return net->classes(); }
 
   nn::VelocityField net;
   path::Param param, as;

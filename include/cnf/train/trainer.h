@@ -78,6 +78,10 @@ struct TrainOptions {
   double grad_clip = 0.0;
   /// EMA decay of the weights used for sampling; 0 disables the EMA.
   double ema_decay = 0.0;
+  /// Class-conditional models (spec.model.classes > 0): probability that a training label is
+  /// replaced by the null label, which trains the unconditional field that classifier-free
+  /// guidance and likelihoods use.
+  double label_dropout = 0.1;
   /// Pairing of data and noise: independent, exact, sinkhorn or sb (coupling/coupling.h).
   std::string coupling = "independent";
   /// When > 0, train only at the N = time_grid times of an N-step Euler sampler
