@@ -208,6 +208,41 @@ void load_module(torch::serialize::InputArchive& ar, const std::string& key, tor
          why.substr(0, why.find('\n')), ")");
   }
 }
+double gradient_norm(const std::vector<torch::Tensor>& params) {
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return 0.0;
+  return at::stack(at::_foreach_norm(grads)).norm().item<double>();
+}
+
+// Names the step, what went non-finite and the likeliest cause, judged from the state the
+// failed step started from (DESIGN: "stop with a message naming the step and the cause").
+std::string divergence_message(int64_t step, const std::string& what, double value,
+                               const std::vector<torch::Tensor>& params, const TrainOptions& o) {
+  bool weights_finite = true;
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& p : params) weights_finite = weights_finite && torch::isfinite(p).all().item<bool>();
+  }
+  std::string cause;
+  if (!weights_finite)
+    cause = "the weights themselves are no longer finite (an earlier update overflowed): lower --lr";
+  else if (step == 1)
+    cause = "it fails at the very first step, with the initial weights: the data (or prior) "
+            "likely holds extreme values, or the path is singular there (e.g. --sigma-min 0 "
+            "with an objective that divides by sigma_t); rescale the data or change the path";
+  else if (what == "the gradient norm")
+    cause = "exploding gradients: set --grad-clip (e.g. 1) or lower --lr";
+  else
+    cause = "the learning rate is likely too high for this model and data, or a batch hit "
+            "outliers: lower --lr, set --grad-clip (e.g. 1), or check the data";
+  return detail::concat("training diverged at step ", step, ": ", what, " is ", value,
+                        ". Likely cause: ", cause, " (lr = ", learning_rate(o, step - 1),
+                        o.grad_clip > 0 ? ", grad_clip = " + std::to_string(o.grad_clip)
+                                        : std::string(", no gradient clipping"),
+                        ")");
+}
 }  // namespace
 
 Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data::SourcePtr prior)
@@ -314,15 +349,16 @@ objective::LossResult Trainer::step() {
       break;
   }
   const double loss = result.loss.item<double>();
-  CNF_CHECK(std::isfinite(loss), "training diverged at step ", s.step + 1, ": the loss is ", loss,
-            "; lower --lr, set --grad-clip, or check the data for outliers");
+  if (!std::isfinite(loss)) fail(divergence_message(s.step + 1, "the loss", loss, s.params, o));
   result.loss.backward();
-  if (o.grad_clip > 0) {
-    const double norm = torch::nn::utils::clip_grad_norm_(s.params, o.grad_clip);
-    CNF_CHECK(std::isfinite(norm), "training diverged at step ", s.step + 1,
-              ": the gradient norm is ", norm, "; lower --lr or check the data for outliers");
-    result.diagnostics["grad_norm"] = torch::tensor(norm);
-  }
+  // Checked on every step, clipped or not: one non-finite gradient would turn every weight
+  // into NaN through the optimizer, and the "last good" checkpoint with it.
+  const double norm = o.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(s.params, o.grad_clip)
+                                      : gradient_norm(s.params);
+  if (!std::isfinite(norm))
+    fail(divergence_message(s.step + 1, "the gradient norm", norm, s.params, o), " (the loss was ",
+         loss, ")");
+  if (o.grad_clip > 0) result.diagnostics["grad_norm"] = torch::tensor(norm);
   set_lr(*s.optimizer, o.optimizer, learning_rate(o, s.step));
   s.optimizer->step();
   if (s.ema) {
