@@ -14,6 +14,8 @@ PACKAGES=(
   libstb-dev              # stb_image_write for PNG files
   libgtest-dev libgmock-dev googletest
   libbenchmark-dev
+  clang-14                # the sanitizer + fuzzing build (make sanitize, make fuzz-smoke)
+  libclang-rt-14-dev      # AddressSanitizer, UBSan and libFuzzer runtimes for clang-14
 )
 
 missing=()
