@@ -170,7 +170,8 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   double last_loss = 0;
   std::vector<double> nfe_steps, nfe_values;  // mle: the NFE of each step's solve
   auto t0 = std::chrono::steady_clock::now();
-  StopSignals stop_signals;
+  // Only the training loop turns SIGINT/SIGTERM into "save and stop"; later they kill.
+  auto stop_signals = std::make_unique<StopSignals>();
   bool save_failed = false;
   try {
     trainer.run([&](int64_t step, const objective::LossResult& r) {
@@ -222,6 +223,7 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   progress.finish();
   trainer.save(ckpt, config);
+  stop_signals.reset();
   if (const int sig = StopSignals::stop_signal()) {
     std::fprintf(stderr,
                  "cnf: %s received: stopped after step %lld of %lld; the checkpoint is saved in "
