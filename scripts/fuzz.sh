@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 build=${1:?usage: scripts/fuzz.sh BUILD_DIR SECONDS [MAX_RUNS]}
 seconds=${2:?usage: scripts/fuzz.sh BUILD_DIR SECONDS [MAX_RUNS]}
 runs=${3:--1}
+# A fixed seed makes CI's short run repeatable; FUZZ_SEED=0 lets libFuzzer pick one.
+seed=${FUZZ_SEED:-1}
 # LibTorch is not instrumented; see scripts/lsan.supp for why its leaks are suppressed.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan.supp:print_suppressions=0}
@@ -29,7 +31,7 @@ for bin in "$build"/fuzz/fuzz_*; do
   seeds=("fuzz/corpus/$name")
   [ -d "tests/fuzz/$name" ] && seeds+=("tests/fuzz/$name")
   "$bin" "$work" "${seeds[@]}" \
-    -max_total_time="$seconds" -runs="$runs" -timeout=10 -rss_limit_mb=2048 \
+    -seed="$seed" -max_total_time="$seconds" -runs="$runs" -timeout=10 -rss_limit_mb=2048 \
     -malloc_limit_mb=1024 -max_len=65536 -print_final_stats=1 \
     -artifact_prefix="$build/fuzz/artifacts/$name-" >"$log" 2>&1
   rc=$?
