@@ -85,21 +85,21 @@ inline std::string write_input(const uint8_t* data, size_t size, const std::stri
 }  // namespace cnf_fuzz
 
 #ifdef CNF_LIBFUZZER
-#define CNF_FUZZ_ENTRY_POINT(name)                                                    \
-  extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {           \
-    const std::string problem = cnf_fuzz::run_one(&cnf_fuzz_##name, data, size);      \
-    if (!problem.empty()) {                                                           \
-      std::fprintf(stderr, "fuzz_%s: %s\n", #name, problem.c_str());                  \
-      std::abort();                                                                   \
-    }                                                                                 \
-    return 0;                                                                         \
+#define CNF_FUZZ_ENTRY_POINT(name)                                               \
+  extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {      \
+    const std::string problem = cnf_fuzz::run_one(&cnf_fuzz_##name, data, size); \
+    if (!problem.empty()) {                                                      \
+      std::fprintf(stderr, "fuzz_%s: %s\n", #name, problem.c_str());             \
+      std::abort();                                                              \
+    }                                                                            \
+    return 0;                                                                    \
   }
 #else
 #define CNF_FUZZ_ENTRY_POINT(name)
 #endif
 
 /// Declares the fuzz body `void cnf_fuzz_<name>(const uint8_t* data, size_t size)`.
-#define CNF_FUZZ_TARGET(name)                               \
-  void cnf_fuzz_##name(const uint8_t* data, size_t size);   \
-  CNF_FUZZ_ENTRY_POINT(name)                                \
+#define CNF_FUZZ_TARGET(name)                             \
+  void cnf_fuzz_##name(const uint8_t* data, size_t size); \
+  CNF_FUZZ_ENTRY_POINT(name)                              \
   void cnf_fuzz_##name(const uint8_t* data, size_t size)

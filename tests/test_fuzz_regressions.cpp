@@ -61,8 +61,8 @@ TEST(FuzzRegressions, SeedsAndRegressionInputsParseOrFailCleanly) {
     for (const char* where : {"fuzz/corpus", "tests/fuzz"}) {
       for (const auto& file : inputs_in(fs::path(CNF_SOURCE_DIR) / where / t.name)) {
         const std::string bytes = bytes_of(file);
-        const std::string problem = cnf_fuzz::run_one(
-            t.body, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+        const std::string problem =
+            cnf_fuzz::run_one(t.body, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
         EXPECT_EQ(problem, "") << t.name << " on " << file;
         ++replayed;
       }

@@ -207,9 +207,10 @@ TEST(ReliabilityTest, KillNineAtRandomMomentsThenResumeEqualsUninterruptedRun) {
     }
     for (const auto& f : temp_files_in(run)) temp_left.insert(f);
   }
-  std::printf("kill -9 trials: %d killed, %d finished before the kill, %d temporary files left "
-              "by killed writers (seed %u, full run %.0f ms)\n",
-              killed, finished_early, static_cast<int>(temp_left.size()), seed, full_ms);
+  std::printf(
+      "kill -9 trials: %d killed, %d finished before the kill, %d temporary files left "
+      "by killed writers (seed %u, full run %.0f ms)\n",
+      killed, finished_early, static_cast<int>(temp_left.size()), seed, full_ms);
   EXPECT_GE(killed, 2) << "kills should land while cnf runs (seed " << seed << ")";
 
   // Finish the run; it must equal the uninterrupted one bit for bit.
@@ -248,8 +249,7 @@ TEST(ReliabilityTest, SigintAndSigtermSaveACheckpointAndExit) {
     const std::string log = run + "/log.txt";
     // Far more steps than it will get through: the signal ends it.
     const pid_t pid = spawn_cnf(
-        "train --data moons --steps 10000000 --width 16 --depth 2 --threads 1 --quiet --out " +
-            run,
+        "train --data moons --steps 10000000 --width 16 --depth 2 --threads 1 --quiet --out " + run,
         log);
     // The step-0 checkpoint appears just before training starts.
     for (int i = 0; i < 600 && !fs::exists(run + "/model.pt"); ++i)
@@ -279,8 +279,10 @@ TEST(ReliabilityTest, DivergenceNamesStepAndCauseAndKeepsLastGoodCheckpoint) {
   const std::string run = fresh_dir("diverge");
   // Adam moves every weight by ~lr in step 1; with lr = 1e30 the second forward pass
   // overflows float32 (1e30 * 1e30 > 3.4e38), so step 2 is the first to fail.
-  auto r = run_cnf("train --data moons --steps 50 --lr 1e30 --width 16 --depth 2 --threads 1 "
-                   "--quiet --out " + run);
+  auto r = run_cnf(
+      "train --data moons --steps 50 --lr 1e30 --width 16 --depth 2 --threads 1 "
+      "--quiet --out " +
+      run);
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "diverged at step 2")) << r.output;
   EXPECT_TRUE(contains(r.output, "Likely cause")) << r.output;
@@ -288,7 +290,8 @@ TEST(ReliabilityTest, DivergenceNamesStepAndCauseAndKeepsLastGoodCheckpoint) {
   EXPECT_TRUE(contains(r.output, "last good state (step 1)")) << r.output;
   const auto ckpt = cnf::train::load_checkpoint(run + "/model.pt");
   EXPECT_EQ(ckpt.step, 1);
-  for (const auto& p : ckpt.network->parameters()) EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
+  for (const auto& p : ckpt.network->parameters())
+    EXPECT_TRUE(torch::isfinite(p).all().item<bool>());
   EXPECT_FALSE(fs::exists(run + "/samples.npy"));
   fs::remove_all(run);
 }
