@@ -18,6 +18,8 @@ PACKAGES=(
   libbenchmark-dev
   libeigen3-dev           # fused MLP fast path: vectorized activations, float64 products
   libdnnl-dev             # fused MLP fast path: oneDNN sgemm (the library LibTorch links)
+  clang-14                # the sanitizer + fuzzing build (make sanitize, make fuzz-smoke)
+  libclang-rt-14-dev      # AddressSanitizer, UBSan and libFuzzer runtimes for clang-14
 )
 
 missing=()

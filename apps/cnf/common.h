@@ -59,6 +59,16 @@ inline void make_dir(const std::string& dir) {
   std::filesystem::create_directories(dir, ec);
   CNF_CHECK(!ec, "cannot create output folder '", dir, "': ", ec.message(),
             "; choose a writable --out");
+  // Leftovers of a run killed mid-write; the files they were replacing are intact.
+  io::remove_stale_temp_files(dir);
+}
+
+/// False when any weight of `m` is NaN or Inf (a checkpoint of it would be useless).
+inline bool weights_finite(torch::nn::Module& m) {
+  torch::NoGradGuard no_grad;
+  for (const auto& p : m.parameters())
+    if (!torch::isfinite(p).all().item<bool>()) return false;
+  return true;
 }
 
 /// Items of a `sep`-separated list option ("condot, vp"), spaces dropped, empty items skipped.

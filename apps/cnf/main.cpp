@@ -13,6 +13,7 @@
 #include "apps/cnf/images.h"
 #include "cnf/data/images.h"
 #include "cnf/density/image_density.h"
+#include "apps/cnf/interrupt.h"
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/data/sources.h"
@@ -184,11 +185,18 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   train::Trainer trainer(a.spec, opt, split.train, prior);
   const std::string ckpt = a.out + "/model.pt";
   if (!a.resume.empty()) trainer.resume(a.resume);
+  // Write the checkpoint once before training: a folder without room or permission for it
+  // fails now, not after hours of training.
+  trainer.save(ckpt, config);
+  int64_t saved_step = trainer.steps_done();
 
   io::Progress progress(opt.steps, demo ? "demo: training" : "train", !a.quiet);
   double last_loss = 0;
   std::vector<double> nfe_steps, nfe_values;  // mle: the NFE of each step's solve
   auto t0 = std::chrono::steady_clock::now();
+  // Only the training loop turns SIGINT/SIGTERM into "save and stop"; later they kill.
+  auto stop_signals = std::make_unique<StopSignals>();
+  bool save_failed = false;
   try {
     trainer.run([&](int64_t step, const objective::LossResult& r) {
       auto nfe = r.diagnostics.find("nfe");
@@ -205,21 +213,49 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
           std::snprintf(buf, sizeof buf, "loss %.4f NFE %.0f", last_loss, nfe_values.back());
         progress.update(step, buf);
       }
-      if (a.checkpoint_every > 0 && step % a.checkpoint_every == 0) trainer.save(ckpt, config);
-      return true;
+      if (a.checkpoint_every > 0 && step % a.checkpoint_every == 0) {
+        try {
+          trainer.save(ckpt, config);
+        } catch (const Error& e) {
+          save_failed = true;
+          fail(e.what(), "\nthe checkpoint of step ", saved_step, " in ", ckpt,
+               " is intact; resume from it with --resume ", ckpt, " once the folder has room");
+        }
+        saved_step = step;
+      }
+      return StopSignals::stop_signal() == 0;
     });
   } catch (const Error& e) {
-    // A failed step never updates the weights: what the trainer holds is the last good
-    // state. Keep it, then stop with the reason.
     progress.finish();
-    trainer.save(ckpt, config);
-    fail(e.what(), "\nthe last good state (step ", trainer.steps_done(), ") is saved in ", ckpt,
+    if (save_failed) throw;
+    // A failed step never updates the weights (the trainer checks loss and gradient before
+    // the optimizer), so what it holds is the last good state: keep it, then stop.
+    // Weights that overflowed are not worth a checkpoint: the previous one stays.
+    if (trainer.steps_done() != saved_step && weights_finite(*trainer.model())) {
+      try {
+        trainer.save(ckpt, config);
+        saved_step = trainer.steps_done();
+      } catch (const Error& save_error) {
+        fail(e.what(), "\nsaving the last good state failed too (", save_error.what(),
+             "); the checkpoint of step ", saved_step, " in ", ckpt, " is intact");
+      }
+    }
+    fail(e.what(), "\nthe last good state (step ", saved_step, ") is saved in ", ckpt,
          "; resume from it with --resume after changing the options");
   }
   const double train_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   progress.finish();
   trainer.save(ckpt, config);
+  stop_signals.reset();
+  if (const int sig = StopSignals::stop_signal()) {
+    std::fprintf(stderr,
+                 "cnf: %s received: stopped after step %lld of %lld; the checkpoint is saved in "
+                 "%s. Continue with the same options and --resume %s\n",
+                 signal_name(sig), static_cast<long long>(trainer.steps_done()),
+                 static_cast<long long>(opt.steps), ckpt.c_str(), ckpt.c_str());
+    return 128 + sig;
+  }
 
   // Evaluate the EMA weights (or the weights) by sampling the ODE from t = 1 to 0.
   auto model = trainer.ema_model();

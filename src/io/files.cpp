@@ -1,6 +1,7 @@
 #include "cnf/io/files.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -91,6 +92,14 @@ struct TempFileGuard {
     if (!committed) ::unlink(path.c_str());
   }
 };
+
+// ENOSPC, EDQUOT and EFBIG (a file size limit, ulimit -f) all mean "no room for this file".
+std::string space_hint(int err) {
+  if (err == ENOSPC || err == EDQUOT || err == EFBIG)
+    return " (no room for the file: free space, raise the quota or limit, or choose another "
+           "folder)";
+  return "";
+}
 
 std::string folder_of(const std::string& path) {
   fs::path parent = fs::path(path).parent_path();
@@ -357,19 +366,30 @@ void write_atomic(const std::string& path, const std::function<void(std::ostream
   FdStreambuf buffer(tmp.fd);
   {
     std::ostream out(&buffer);
-    writer(out);
-    out.flush();
+    try {
+      writer(out);
+      out.flush();
+    } catch (const std::exception&) {
+      // A writer that checks its stream (LibTorch's archive writer does) throws on the first
+      // failed write; the errno behind it makes the better message.
+      if (buffer.error() == 0) throw;
+    }
     if (buffer.error() != 0)
-      fail("cannot write '", path, "': ", errno_text(buffer.error()),
-           buffer.error() == ENOSPC ? " (the disk is full; free space or choose another folder)"
-                                    : "");
+      fail("cannot write '", path, "': ", errno_text(buffer.error()), space_hint(buffer.error()));
     if (!out) fail("cannot write '", path, "': the output stream failed while writing");
   }
   // fsync before rename: otherwise a crash may leave the new name on empty contents.
-  if (::fsync(tmp.fd) != 0) fail("cannot write '", path, "': fsync failed: ", errno_text(errno));
+  // Some file systems (NFS) report a full disk only at fsync or close.
+  if (::fsync(tmp.fd) != 0) {
+    const int err = errno;
+    fail("cannot write '", path, "': fsync failed: ", errno_text(err), space_hint(err));
+  }
   int fd = tmp.fd;
   tmp.fd = -1;
-  if (::close(fd) != 0) fail("cannot write '", path, "': close failed: ", errno_text(errno));
+  if (::close(fd) != 0) {
+    const int err = errno;
+    fail("cannot write '", path, "': close failed: ", errno_text(err), space_hint(err));
+  }
   if (::rename(tmp.path.c_str(), path.c_str()) != 0)
     fail("cannot write '", path, "': renaming '", tmp.path, "' failed: ", errno_text(errno));
   tmp.committed = true;
@@ -379,6 +399,26 @@ void write_atomic(const std::string& path, const std::function<void(std::ostream
     ::fsync(dir_fd);
     ::close(dir_fd);
   }
+}
+
+int remove_stale_temp_files(const std::string& folder) {
+  static const std::string marker = ".tmp-";
+  std::error_code ec;
+  int removed = 0;
+  for (fs::directory_iterator it(folder, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const size_t at = name.rfind(marker);
+    if (at == std::string::npos || at == 0) continue;
+    const std::string digits = name.substr(at + marker.size());
+    long pid = 0;
+    auto [stop, err] = std::from_chars(digits.data(), digits.data() + digits.size(), pid);
+    if (err != std::errc() || stop != digits.data() + digits.size() || pid <= 0) continue;
+    // kill(pid, 0) probes without signalling; ESRCH: no such process, the file is orphaned.
+    if (pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH) continue;
+    std::error_code rm;
+    if (fs::remove(it->path(), rm)) ++removed;
+  }
+  return removed;
 }
 
 void write_text_atomic(const std::string& path, const std::string& text) {

@@ -73,6 +73,8 @@ data::PairTable generate_pairs(nn::VelocityFieldImpl& model, const path::Schedul
     const auto file = (fs::path(dir) / "pairs.json").string();
     if (fs::exists(file)) {
       const json have = read_manifest(dir);
+      CNF_CHECK(have.is_object(), "'", file, "' is not a cnf pairs manifest (a JSON object); "
+                "delete the folder to regenerate the pairs");
       for (auto it = want.begin(); it != want.end(); ++it)
         CNF_CHECK(have.contains(it.key()) && have[it.key()] == it.value(), "pairs folder '", dir,
                   "' holds pairs made with ", it.key(), " = ",
@@ -117,14 +119,24 @@ data::PairTable generate_pairs(nn::VelocityFieldImpl& model, const path::Schedul
 
 data::PairTable load_pairs(const std::string& dir) {
   const json m = read_manifest(dir);
-  CNF_CHECK(m.value("format", "") == "cnf-pairs-1", "'", dir,
-            "/pairs.json' is not a cnf pairs manifest (format cnf-pairs-1)");
-  const int64_t n = m.at("n").get<int64_t>(), chunk = m.at("chunk").get<int64_t>();
+  // Field types are checked before use: nlohmann::json would throw its own type errors
+  // (found by the pairs fuzz target, tests/fuzz/pairs/).
+  CNF_CHECK(m.is_object() && m.contains("format") && m["format"] == "cnf-pairs-1", "'", dir,
+            "/pairs.json' is not a cnf pairs manifest (format cnf-pairs-1); delete the folder "
+            "to regenerate the pairs");
+  auto count = [&](const char* key) {
+    CNF_CHECK(m.contains(key) && m[key].is_number_integer(), "'", dir, "/pairs.json': '", key,
+              "' must be an integer, got ", m.contains(key) ? m[key].dump() : "nothing",
+              "; delete the folder to regenerate the pairs");
+    return m[key].get<int64_t>();
+  };
+  const int64_t n = count("n"), chunk = count("chunk");
   CNF_CHECK(n >= 1 && chunk >= 1, "'", dir, "/pairs.json' has n = ", n, ", chunk = ", chunk);
+  const int64_t chunks = n / chunk + (n % chunk != 0);  // (n + chunk - 1) could overflow
   std::vector<at::Tensor> x0s, x1s;
-  for (int64_t k = 0; k * chunk < n; ++k) {
+  for (int64_t k = 0; k < chunks; ++k) {
     CNF_CHECK(fs::exists(chunk_path(dir, k, "x0")), "pairs folder '", dir, "' lacks chunk ", k,
-              " of ", (n + chunk - 1) / chunk, "; finish it with cnf reflow --resume");
+              " of ", chunks, "; finish it with cnf reflow --resume");
     x0s.push_back(io::read_npy(chunk_path(dir, k, "x0")));
     x1s.push_back(io::read_npy(chunk_path(dir, k, "x1")));
   }

@@ -2,7 +2,9 @@
 
 #include <torch/torch.h>
 
+#include <array>
 #include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -197,12 +199,77 @@ std::string read_string(torch::serialize::InputArchive& ar, const std::string& k
   return v.toStringRef();
 }
 
+// CRC-32 (IEEE 802.3, reflected 0xEDB88320), as zip stores it.
+uint32_t crc32_of(const char* data, size_t n) {
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  uint32_t c = 0xFFFFFFFFu;
+  for (size_t i = 0; i < n; ++i) c = table[(c ^ static_cast<unsigned char>(data[i])) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+// LibTorch 1.13 does not check the CRC-32 of the zip entries it reads, and its TorchScript
+// importer crashes (SEGV) on some damaged archives (found by fuzz/fuzz_checkpoint.cpp;
+// tests/fuzz/checkpoint/). So a checkpoint's entries are checked here before LibTorch sees
+// them: a truncated or bit-flipped file gets a clear error instead. (A file crafted with
+// matching CRCs is still LibTorch's to parse: checkpoints are trusted input.)
+void verify_zip_entries(const std::string& path) {
+  const std::string z = io::read_text(path);
+  auto bad = [&](const std::string& why) {
+    fail("checkpoint '", path, "' is truncated or damaged (", why,
+         "); use an intact .pt file written by cnf train");
+  };
+  auto u16 = [&](size_t at) -> uint32_t {
+    return static_cast<unsigned char>(z[at]) | static_cast<unsigned char>(z[at + 1]) << 8;
+  };
+  auto u32 = [&](size_t at) -> uint32_t { return u16(at) | u16(at + 2) << 16; };
+  if (z.size() < 22) bad("too short for a zip archive");
+  // The end-of-central-directory record: 22 bytes plus a comment of up to 65535.
+  size_t eocd = std::string::npos;
+  for (size_t at = z.size() - 22 + 1; at-- > 0 && z.size() - at <= 22 + 65535;) {
+    if (u32(at) == 0x06054b50u) {
+      eocd = at;
+      break;
+    }
+  }
+  if (eocd == std::string::npos) bad("no zip end-of-central-directory record");
+  const uint32_t entries = u16(eocd + 10), cd_size = u32(eocd + 12), cd_at = u32(eocd + 16);
+  if (entries == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_at == 0xFFFFFFFFu) return;  // zip64
+  if (static_cast<uint64_t>(cd_at) + cd_size > eocd) bad("central directory out of range");
+  size_t at = cd_at;
+  for (uint32_t e = 0; e < entries; ++e) {
+    if (at + 46 > eocd || u32(at) != 0x02014b50u) bad("central directory entry " + std::to_string(e));
+    const uint32_t method = u16(at + 10), crc = u32(at + 16), size = u32(at + 20);
+    const uint32_t name_len = u16(at + 28), extra_len = u16(at + 30), comment_len = u16(at + 32);
+    const uint32_t local = u32(at + 42);
+    if (at + 46 + name_len > eocd) bad("central directory entry " + std::to_string(e));
+    const std::string name = z.substr(at + 46, name_len);
+    at += 46 + static_cast<size_t>(name_len) + extra_len + comment_len;
+    if (size == 0xFFFFFFFFu || local == 0xFFFFFFFFu) continue;  // zip64 fields
+    if (static_cast<uint64_t>(local) + 30 > z.size() || u32(local) != 0x04034b50u)
+      bad("entry '" + name + "' has no local header");
+    const uint64_t data_at = static_cast<uint64_t>(local) + 30 + u16(local + 26) + u16(local + 28);
+    if (data_at + size > z.size()) bad("entry '" + name + "' runs past the end of the file");
+    // LibTorch stores entries uncompressed; other methods are left to it.
+    if (method == 0 && crc32_of(z.data() + data_at, size) != crc)
+      bad("entry '" + name + "' fails its CRC-32 check");
+  }
+}
+
 torch::serialize::InputArchive open_archive(const std::string& path) {
   {
     std::ifstream probe(path, std::ios::binary);
     CNF_CHECK(probe.good(), "cannot open checkpoint '", path,
               "': no such file or no permission; pass the .pt file written by cnf train");
   }
+  verify_zip_entries(path);
   torch::serialize::InputArchive ar;
   try {
     ar.load_from(path);
@@ -229,6 +296,41 @@ void load_module(torch::serialize::InputArchive& ar, const std::string& key, tor
     fail("checkpoint '", path, "': the '", key, "' weights do not fit the network of its spec (",
          why.substr(0, why.find('\n')), ")");
   }
+}
+double gradient_norm(const std::vector<torch::Tensor>& params) {
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return 0.0;
+  return at::stack(at::_foreach_norm(grads)).norm().item<double>();
+}
+
+// Names the step, what went non-finite and the likeliest cause, judged from the state the
+// failed step started from (DESIGN: "stop with a message naming the step and the cause").
+std::string divergence_message(int64_t step, const std::string& what, double value,
+                               const std::vector<torch::Tensor>& params, const TrainOptions& o) {
+  bool weights_finite = true;
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& p : params) weights_finite = weights_finite && torch::isfinite(p).all().item<bool>();
+  }
+  std::string cause;
+  if (!weights_finite)
+    cause = "the weights themselves are no longer finite (an earlier update overflowed): lower --lr";
+  else if (step == 1)
+    cause = "it fails at the very first step, with the initial weights: the data (or prior) "
+            "likely holds extreme values, or the path is singular there (e.g. --sigma-min 0 "
+            "with an objective that divides by sigma_t); rescale the data or change the path";
+  else if (what == "the gradient norm")
+    cause = "exploding gradients: set --grad-clip (e.g. 1) or lower --lr";
+  else
+    cause = "the learning rate is likely too high for this model and data, or a batch hit "
+            "outliers: lower --lr, set --grad-clip (e.g. 1), or check the data";
+  return detail::concat("training diverged at step ", step, ": ", what, " is ", value,
+                        ". Likely cause: ", cause, " (lr = ", learning_rate(o, step - 1),
+                        o.grad_clip > 0 ? ", grad_clip = " + std::to_string(o.grad_clip)
+                                        : std::string(", no gradient clipping"),
+                        ")");
 }
 }  // namespace
 
@@ -372,15 +474,16 @@ objective::LossResult Trainer::step() {
   }
   if (s.images) s.model->set_labels({});
   const double loss = result.loss.item<double>();
-  CNF_CHECK(std::isfinite(loss), "training diverged at step ", s.step + 1, ": the loss is ", loss,
-            "; lower --lr, set --grad-clip, or check the data for outliers");
+  if (!std::isfinite(loss)) fail(divergence_message(s.step + 1, "the loss", loss, s.params, o));
   result.loss.backward();
-  if (o.grad_clip > 0) {
-    const double norm = torch::nn::utils::clip_grad_norm_(s.params, o.grad_clip);
-    CNF_CHECK(std::isfinite(norm), "training diverged at step ", s.step + 1,
-              ": the gradient norm is ", norm, "; lower --lr or check the data for outliers");
-    result.diagnostics["grad_norm"] = torch::tensor(norm);
-  }
+  // Checked on every step, clipped or not: one non-finite gradient would turn every weight
+  // into NaN through the optimizer, and the "last good" checkpoint with it.
+  const double norm = o.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(s.params, o.grad_clip)
+                                      : gradient_norm(s.params);
+  if (!std::isfinite(norm))
+    fail(divergence_message(s.step + 1, "the gradient norm", norm, s.params, o), " (the loss was ",
+         loss, ")");
+  if (o.grad_clip > 0) result.diagnostics["grad_norm"] = torch::tensor(norm);
   set_lr(*s.optimizer, o.optimizer, learning_rate(o, s.step));
   s.optimizer->step();
   if (s.ema) {

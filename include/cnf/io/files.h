@@ -18,6 +18,10 @@ namespace cnf::io {
 /// disk is full; the temporary file is removed on failure.
 void write_atomic(const std::string& path, const std::function<void(std::ostream&)>& writer);
 void write_text_atomic(const std::string& path, const std::string& text);
+/// Removes the temporary files `*.tmp-<pid>` in `folder` that write_atomic left behind in a
+/// process killed mid-write (SIGKILL, power loss) — only those whose process is gone, so a
+/// writer still running keeps its file. Returns how many were removed.
+int remove_stale_temp_files(const std::string& folder);
 std::string read_text(const std::string& path);
 
 /// Reads a NumPy .npy file (format 1.0/2.0/3.0, C or Fortran order, little- or big-endian
