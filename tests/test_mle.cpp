@@ -40,6 +40,26 @@ torch::Tensor spiral(double a, double w) {
   return torch::tensor({{a, -w}, {w, a}}, torch::kFloat64);
 }
 
+// `steps` Adam steps (lr 0.05) of maximum likelihood with the exact divergence and
+// dopri5 at rtol = atol = `tol`, prior N(0, I) in 2-D; returns the last loss.
+double fit_mle(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
+               const torch::Tensor& data, double tol, int steps, at::Generator& gen) {
+  data::StandardNormal prior(2);
+  objective::MLEOptions o;
+  o.divergence.method = density::Divergence::exact;
+  o.solve.adaptive.rtol = o.solve.adaptive.atol = tol;
+  torch::optim::Adam opt(field.parameters(), torch::optim::AdamOptions(0.05));
+  double loss = 0;
+  for (int step = 0; step < steps; ++step) {
+    opt.zero_grad();
+    auto r = objective::mle_loss(field, schedule, prior, data, o, gen);
+    r.loss.backward();
+    opt.step();
+    loss = r.loss.item<double>();
+  }
+  return loss;
+}
+
 }  // namespace
 
 TEST(Mle, LossAndRegularizersMatchClosedFormsOnALinearFlow) {
@@ -148,19 +168,7 @@ TEST(Mle, RecoversAGaussiansMeanAndCovariance) {
   auto field = std::make_shared<AffineImpl>(torch::zeros({2, 2}, torch::kFloat64),
                                             torch::zeros({2}, torch::kFloat64));
   auto schedule = path::make_schedule("condot");
-  data::StandardNormal prior(2);
-  objective::MLEOptions o;
-  o.divergence.method = density::Divergence::exact;
-  o.solve.adaptive.rtol = o.solve.adaptive.atol = 1e-7;
-  torch::optim::Adam opt(field->parameters(), torch::optim::AdamOptions(0.05));
-  double loss = 0;
-  for (int step = 0; step < 400; ++step) {
-    opt.zero_grad();
-    auto r = objective::mle_loss(*field, *schedule, prior, data, o, gen);
-    r.loss.backward();
-    opt.step();
-    loss = r.loss.item<double>();
-  }
+  const double loss = fit_mle(*field, *schedule, data, 1e-7, 400, gen);
   // The flow's rho_0 is Gaussian: pull back N(0, I) exactly through the learned map by
   // transporting its mean (zero) and the basis directions. X_0 = T(X_1) is affine, so
   // mean = T(0) and covariance = J J^T with J = T(e_i) - T(0).
@@ -299,19 +307,7 @@ TEST(Mle, StackOfAffineBlocksReachesTheGaussianOptimum) {
                                                   torch::zeros({2}, torch::kFloat64)));
   auto field = std::make_shared<nn::StackedVelocityImpl>(blocks);
   auto schedule = path::make_schedule("condot");
-  data::StandardNormal prior(2);
-  objective::MLEOptions o;
-  o.divergence.method = density::Divergence::exact;
-  o.solve.adaptive.rtol = o.solve.adaptive.atol = 1e-6;
-  torch::optim::Adam opt(field->parameters(), torch::optim::AdamOptions(0.05));
-  double loss = 0;
-  for (int step = 0; step < 300; ++step) {
-    opt.zero_grad();
-    auto r = objective::mle_loss(*field, *schedule, prior, data, o, gen);
-    r.loss.backward();
-    opt.step();
-    loss = r.loss.item<double>();
-  }
+  const double loss = fit_mle(*field, *schedule, data, 1e-6, 300, gen);
   const double optimum = 0.5 * std::log(torch::det(2 * M_PI * M_E * emp_cov).item<double>());
   // As for one affine flow: Adam is within ~1e-3 of the optimum after a few hundred steps.
   EXPECT_NEAR(loss, optimum, 5e-3);

@@ -236,10 +236,10 @@ torch::Tensor forward(const MLPVelocityImpl& mlp, const torch::Tensor& x, const 
   auto tc = time_column(t, x);
   auto freq = frequencies_of(mlp, x);
   auto params = mlp.layer_parameters();
-  bool graph = torch::GradMode::is_enabled() && x.requires_grad();
-  for (const auto& p : params) graph = graph || (torch::GradMode::is_enabled() && p.requires_grad());
+  bool needs_grad = x.requires_grad();
+  for (const auto& p : params) needs_grad = needs_grad || p.requires_grad();
   // As a TensorList (not a vector) so that autograd sees every parameter as an input.
-  if (graph) return FusedMLP::apply(x, tc, freq, s, torch::TensorList(params));
+  if (torch::GradMode::is_enabled() && needs_grad) return FusedMLP::apply(x, tc, freq, s, torch::TensorList(params));
   auto xc = x.contiguous();
   return run_forward(s, xc, tc, freq, kernel_params(params, xc), torch::Tensor());
 }
