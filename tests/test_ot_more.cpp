@@ -188,6 +188,47 @@ TEST(OtSinkhorn, WarmStartTakesFewerIterations) {
   EXPECT_NEAR(warm2.cost, cold2.cost, 1e-6);
 }
 
+TEST(OtSinkhorn, KernelAndLogDomainRoutesAgree) {
+  // The stabilized kernel and log-sum-exp evaluate the same half-steps, so the iterates,
+  // the iteration count and the plan agree up to rounding (1e-12 absolute on entries of
+  // size ~1/n: a few hundred double operations per entry, each ~1e-16 relative).
+  const at::Tensor x = randn({60, 2}, 21), y = randn({60, 2}, 22) * 0.7 + 0.5;
+  ot::SinkhornOptions o;
+  o.epsilon = 0.05;
+  const auto kernel = ot::sinkhorn(x, y, ot::Cost::sqeuclidean, o);
+  o.log_domain = true;
+  const auto logd = ot::sinkhorn(x, y, ot::Cost::sqeuclidean, o);
+  ASSERT_TRUE(kernel.converged) << kernel.report();
+  ASSERT_TRUE(logd.converged) << logd.report();
+  EXPECT_EQ(kernel.iterations, logd.iterations);
+  EXPECT_LT((kernel.plan - logd.plan).abs().max().item<double>(), 1e-12);
+  EXPECT_NEAR(kernel.cost, logd.cost, 1e-10);
+}
+
+TEST(OtSinkhorn, KernelUnderflowFallsBackToTheLogDomain) {
+  // Sets 8 apart: every cost is >= ~40, so at epsilon 0.05 without epsilon scaling
+  // exp(-C / eps) <= e^-800 is 0 in double (translation changes no plan, but the cold-start
+  // kernel sees the raw costs): K v underflows and the solve must finish in the log domain.
+  // It then runs the same half-steps as the log-domain route from the first potentials,
+  // so plan and cost agree with it (1e-9: the kernel iterations before the switch and the
+  // repair half-steps differ from the log route by rounding, amplified by 1/eps = 20).
+  const at::Tensor x = randn({40, 2}, 31), y = randn({40, 2}, 32) + 8.0;
+  ASSERT_GT(ot::cost_matrix(x, y, ot::Cost::sqeuclidean).min().item<double>(), 745 * 0.05);
+  ot::SinkhornOptions o;
+  o.epsilon = 0.05;
+  o.eps_scaling = 0;
+  o.max_iter = 20000;
+  const auto kernel = ot::sinkhorn(x, y, ot::Cost::sqeuclidean, o);
+  o.log_domain = true;
+  const auto logd = ot::sinkhorn(x, y, ot::Cost::sqeuclidean, o);
+  ASSERT_TRUE(kernel.converged) << kernel.report();
+  ASSERT_TRUE(logd.converged) << logd.report();
+  EXPECT_TRUE(torch::isfinite(kernel.plan).all().item<bool>());
+  EXPECT_NEAR(kernel.cost, logd.cost, 1e-9 * logd.cost);
+  // Both are within the tolerance of the true marginals.
+  EXPECT_LT((kernel.plan.sum(1) - uniform(40)).abs().sum().item<double>(), o.tol);
+}
+
 TEST(OtSinkhorn, ReportsNonConvergence) {
   ot::SinkhornOptions o;
   o.epsilon = 1e-3;
