@@ -101,6 +101,21 @@ TEST(OtExact, AssignmentHandlesTiesAndNegativeCosts) {
   EXPECT_DOUBLE_EQ(c.gather(1, p.unsqueeze(1)).sum().item<double>(), -2.0);  // exact small ints
 }
 
+TEST(OtExact, ScalarAndSimdAssignmentAgree) {
+  // The AVX2 relaxation performs the scalar loop's operations in the same order per column,
+  // so the two must return the same permutation (exactly), on spread and clustered sets.
+  for (int64_t n : {5, 64, 257}) {
+    const at::Tensor x = randn({n, 2}, 300 + n);
+    const at::Tensor y = (randn({n, 2}, 400 + n) * 0.05).add_(randn({n, 2}, 500 + n).round());
+    const at::Tensor c = ot::cost_matrix(x, y, ot::Cost::sqeuclidean);
+    const at::Tensor simd = ot::assignment(c);
+    ot::set_assignment_simd(false);
+    const at::Tensor scalar = ot::assignment(c);
+    ot::set_assignment_simd(true);
+    EXPECT_TRUE(torch::equal(simd, scalar)) << "n = " << n;
+  }
+}
+
 // ------------------------------------------------------------------------ Sinkhorn
 
 TEST(OtSinkhorn, ApproachesExactCostAsEpsilonShrinks) {

@@ -48,6 +48,10 @@ EmdResult emd(const at::Tensor& x, const at::Tensor& y, Cost cost = Cost::sqeucl
 /// clouds the paths stay short. Exact in floating point up to the rounding of the duals.
 at::Tensor assignment(const at::Tensor& cost);
 
+/// The assignment solver relaxes four columns per instruction with AVX2 when the CPU has
+/// it; false forces its portable scalar loop (same operations, same answer: for tests).
+void set_assignment_simd(bool enabled);
+
 /// Exact OT for a cost matrix [n, m] and weights a [n], b [m] (nonnegative, each summing
 /// to 1 within 1e-6; they are renormalized).
 EmdResult emd_weighted(const at::Tensor& a, const at::Tensor& b, const at::Tensor& cost);
