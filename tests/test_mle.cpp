@@ -9,6 +9,7 @@
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/data/sources.h"
+#include "cnf/nn/fast_mlp.h"
 #include "cnf/nn/velocity.h"
 #include "cnf/objective/mle.h"
 #include "cnf/path/schedule.h"
@@ -151,6 +152,95 @@ TEST(Mle, AdjointGradientsEqualBackprop) {
   const double rel = ((g_bp - g_adj).norm() / g_bp.norm()).item<double>();
   EXPECT_LT(rel, 1e-5) << "relative gradient difference " << rel;
   EXPECT_GT(g_bp.norm().item<double>(), 1e-3);  // a gradient worth comparing
+}
+
+TEST(Mle, ForwardModeJvpAndItsBackwardMatchAutograd) {
+  // forward_with_jvp against LibTorch's autograd on the reference forward: the JVP against
+  // the full Jacobian times u, and the gradient of L = <g_v, v> + <g_jv, J u> in x and in
+  // every parameter against a double backward. float64, so agreement to 1e-10 (relative
+  // to the largest entry) means the same formulas, not merely close ones.
+  for (const char* act : {"tanh", "relu", "silu", "selu", "gelu", "softplus"}) {
+    for (const char* emb : {"concat", "fourier"}) {
+      torch::manual_seed(11);
+      nn::MLPVelocity mlp(nn::MLPOptions(3).width(12).depth(3).activation(act).time_embedding(emb));
+      mlp->to(torch::kFloat64);
+      auto gen = make_generator(5);
+      const int64_t b = 7;
+      auto x = torch::randn({b, 3}, gen, torch::kFloat64).requires_grad_(true);
+      auto t = torch::rand({b}, gen, torch::kFloat64);
+      auto u = torch::randn({b, 3}, gen, torch::kFloat64);
+      auto gv = torch::randn({b, 3}, gen, torch::kFloat64);
+      auto gjv = torch::randn({b, 3}, gen, torch::kFloat64);
+      auto scale = [](const torch::Tensor& r) { return r.abs().max().item<double>() + 1e-300; };
+      auto close = [&](const torch::Tensor& a, const torch::Tensor& r, const std::string& what) {
+        const double err = (a - r).abs().max().item<double>() / scale(r);
+        EXPECT_LT(err, 1e-10) << act << " " << emb << " " << what << ": " << err;
+      };
+
+      auto v_ref = mlp->reference_forward(x, t);
+      // J u by rows of the Jacobian: (J u)_i = sum_j (dv_i/dx_j) u_j.
+      std::vector<torch::Tensor> cols;
+      for (int64_t i = 0; i < 3; ++i) {
+        auto gi = torch::autograd::grad({v_ref.select(1, i).sum()}, {x}, {}, true, true)[0];
+        cols.push_back((gi * u).sum(1));
+      }
+      auto jv_ref = torch::stack(cols, 1);
+      auto loss_ref = (gv * v_ref).sum() + (gjv * jv_ref).sum();
+      std::vector<torch::Tensor> wrt{x};
+      for (auto& p : mlp->parameters()) wrt.push_back(p);
+      auto g_ref = torch::autograd::grad({loss_ref}, wrt, {}, false, false, true);
+
+      auto [v, jv] = mlp->forward_with_jvp(x, t, u);
+      close(v, v_ref, "v");
+      close(jv, jv_ref, "J u");
+      auto loss = (gv * v).sum() + (gjv * jv).sum();
+      auto g = torch::autograd::grad({loss}, wrt, {}, false, false, true);
+      ASSERT_EQ(g.size(), g_ref.size());
+      for (size_t k = 0; k < g.size(); ++k) {
+        if (!g_ref[k].defined()) continue;  // the Fourier frequencies are a buffer
+        ASSERT_TRUE(g[k].defined()) << act << " " << emb << " gradient " << k;
+        close(g[k], g_ref[k], "gradient " + std::to_string(k));
+      }
+    }
+  }
+}
+
+TEST(Mle, ForwardModeRouteGivesTheAutogradRoutesLossAndGradients) {
+  // MLE of an MLP with Hutchinson takes the forward-mode route; `--fast-mlp off` the double
+  // backward. e^T J e is the same number either way, so loss and gradients agree to
+  // rounding (float64: 1e-9 relative, the solve's adaptive steps being identical), with
+  // the kinetic regularizer on and two probes, for backprop and the adjoint.
+  torch::manual_seed(4);
+  nn::MLPVelocity mlp(nn::MLPOptions(2).width(16).depth(2).activation("tanh"));
+  mlp->to(torch::kFloat64);
+  auto schedule = path::make_schedule("condot");
+  data::StandardNormal prior(2);
+  auto x = torch::randn({32, 2}, make_generator(2), torch::kFloat64);
+  objective::MLEOptions o;
+  o.solve.adaptive.rtol = o.solve.adaptive.atol = 1e-6;
+  o.kinetic = 0.1;
+  o.divergence.probes = 2;
+  auto run = [&](bool forward_mode, bool adjoint) {
+    nn::fast::set_enabled(forward_mode);
+    o.adjoint = adjoint;
+    mlp->zero_grad();
+    auto gen = make_generator(3);
+    auto r = objective::mle_loss(*mlp, *schedule, prior, x, o, gen);
+    r.loss.backward();
+    nn::fast::set_enabled(true);
+    std::vector<torch::Tensor> g;
+    for (auto& p : mlp->parameters()) g.push_back(p.grad().clone().reshape({-1}));
+    return std::make_tuple(torch::cat(g), r.loss.item<double>(), r.diagnostics.at("nfe").item<double>());
+  };
+  for (bool adjoint : {false, true}) {
+    auto [g_fm, loss_fm, nfe_fm] = run(true, adjoint);
+    auto [g_ad, loss_ad, nfe_ad] = run(false, adjoint);
+    EXPECT_EQ(nfe_fm, nfe_ad);
+    EXPECT_NEAR(loss_fm, loss_ad, 1e-9 * std::abs(loss_ad));
+    const double rel = ((g_fm - g_ad).norm() / g_ad.norm()).item<double>();
+    EXPECT_LT(rel, 1e-9) << (adjoint ? "adjoint" : "backprop");
+    EXPECT_GT(g_ad.norm().item<double>(), 1e-3);  // a gradient worth comparing
+  }
 }
 
 TEST(Mle, RecoversAGaussiansMeanAndCovariance) {

@@ -9,6 +9,7 @@
 #include <dnnl.h>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -312,6 +313,19 @@ void divergence(const Net<T>& net, const Rows<T>& rows, T* out, T* div) {
   }
 }
 
+template <class T>
+void activate_array(Act act, T* z, T* d, int64_t n) {
+  static const float zeros[256] = {};
+  for (int64_t i = 0; i < n; i += 256) {
+    const int64_t m = std::min<int64_t>(256, n - i);
+    if constexpr (std::is_same_v<T, float>)
+      if (bias_act_avx2(act, z + i, zeros, d ? d + i : nullptr, m)) continue;
+    activate<T>(act, z + i, d ? d + i : nullptr, m);
+  }
+}
+
+template void activate_array<float>(Act, float*, float*, int64_t);
+template void activate_array<double>(Act, double*, double*, int64_t);
 template void forward<float>(const Net<float>&, const Rows<float>&, float*, float*);
 template void forward<double>(const Net<double>&, const Rows<double>&, double*, double*);
 template void backward<float>(const Net<float>&, const Rows<float>&, const float*, const float*,

@@ -45,6 +45,11 @@ struct Rows {
 template <class T>
 void forward(const Net<T>& net, const Rows<T>& r, T* out, T* saved);
 
+/// z[0, n) <- act(z) and, when d is not null, d[0, n) <- act'(z): the kernels' vectorized
+/// activations on any contiguous array.
+template <class T>
+void activate_array(Act act, T* z, T* d, int64_t n);
+
 /// Backward pass for rows [0, rows) given grad_out [rows, dim] and forward()'s `saved`:
 /// adds the parameter gradients into grad_w[k] ([out, in]) and grad_b[k] ([out]), and
 /// writes the input gradient into grad_x [rows, dim] when it is not null.

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "cnf/core/error.h"
+#include "cnf/nn/fast_mlp.h"
 #include "cnf/ode/adjoint.h"
 
 namespace cnf::objective {
@@ -67,6 +68,10 @@ LossResult mle_loss(nn::VelocityFieldImpl& field, const path::Schedule& schedule
   // The right-hand sides capture by value: the adjoint calls them again during backward(),
   // after this function has returned. `field` and `prior` must outlive the backward pass.
   const density::DivergenceOptions div_options = o.divergence;
+  // An MLP field takes the forward-mode route (nn/velocity.h forward_with_jvp): the same
+  // estimate e^T (dv/dx) e, differentiated by one hand-written backward instead of a
+  // double backward through LibTorch's graph. `--fast-mlp off` keeps the autograd route.
+  auto* mlp = hutch && nn::fast::enabled() ? dynamic_cast<nn::MLPVelocityImpl*>(&field) : nullptr;
   ode::Rhs rhs = [=, &field](double t, const ode::State& y) {
     // Without grad mode (the adjoint's forward pass) the derivatives are computed locally
     // and returned detached; with it (backprop, the adjoint's backward pass) the graph is
@@ -75,9 +80,20 @@ LossResult mle_loss(nn::VelocityFieldImpl& field, const path::Schedule& schedule
     torch::AutoGradMode enable(true);
     auto x = y[0].requires_grad() ? y[0] : y[0].detach().requires_grad_(true);
     auto tt = torch::full({b}, t, x.options());
-    auto v = field.forward(x, tt);
-    at::Tensor div, jnorm;
-    if (hutch) {
+    at::Tensor v, div, jnorm;
+    if (mlp) {
+      // All K probes in one call on K stacked copies of the batch.
+      const int64_t k = probes.size(0);
+      auto u = probes.reshape({k * b, -1});
+      auto [vk, jv] = k == 1 ? mlp->forward_with_jvp(x, tt, u)
+                             : mlp->forward_with_jvp(x.repeat({k, 1}), tt.repeat({k}), u);
+      v = vk.slice(0, 0, b);
+      div = row_sum(jv * u).view({k, b}).mean(0);
+      // ||(dv/dx) e||^2 estimates ||dv/dx||_F^2 as ||e^T dv/dx||^2 does (both have mean
+      // tr(J^T J) for probes with identity covariance).
+      if (jac) jnorm = row_sum(jv.slice(0, 0, b).pow(2));
+    } else if (hutch) {
+      v = field.forward(x, tt);
       std::vector<at::Tensor> est;
       for (int64_t k = 0; k < probes.size(0); ++k) {
         auto e = probes[k];
@@ -88,6 +104,7 @@ LossResult mle_loss(nn::VelocityFieldImpl& field, const path::Schedule& schedule
       }
       div = torch::stack(est).mean(0);
     } else {
+      v = field.forward(x, tt);
       div = density::velocity_and_divergence(field, x, tt, div_options, {},
                                              /*create_graph=*/true)
                 .second;

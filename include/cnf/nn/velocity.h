@@ -88,6 +88,15 @@ class MLPVelocityImpl : public VelocityFieldImpl {
   /// Fused (nn/fast_mlp.h) when no gradient is needed and the fast path applies.
   std::pair<torch::Tensor, torch::Tensor> forward_with_divergence(const torch::Tensor& x,
                                                                   const torch::Tensor& t);
+  /// v_t(x) and the Jacobian-vector product (dv/dx) u [B, dim] for directions u [B, dim],
+  /// by forward mode (the tangent rides along the layers: one extra product per layer).
+  /// Differentiable to first order in x and the parameters through one custom autograd
+  /// node with a hand-written backward, so a loss built from u^T (dv/dx) u (Hutchinson in
+  /// maximum likelihood) needs no double backward through LibTorch's graph. Its gradient
+  /// cannot be differentiated again (an error says so).
+  std::pair<torch::Tensor, torch::Tensor> forward_with_jvp(const torch::Tensor& x,
+                                                           const torch::Tensor& t,
+                                                           const torch::Tensor& u);
 
   MLPOptions options;
   Activation activation;
