@@ -36,6 +36,66 @@ using namespace cnf::app;
 
 namespace {
 
+// ------------------------------------------------------------------ data parallel
+
+// --nproc local workers, or one rank of a group on several hosts (flags, else the
+// RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT environment).
+struct DistArgs {
+  int nproc = 1;
+  int rank = -1, world_size = 0, master_port = 0;
+  std::string master_addr;
+  double dist_timeout = 60.0;
+};
+
+void add_dist(CLI::App* sub, DistArgs& d) {
+  sub->add_option("--nproc", d.nproc,
+                  "Data-parallel worker processes on this host (Gloo on 127.0.0.1)")
+      ->capture_default_str();
+  sub->add_option("--rank", d.rank, "This process's rank in a group on several hosts "
+                                    "(default: $RANK)");
+  sub->add_option("--world-size", d.world_size,
+                  "Processes in the group (default: $WORLD_SIZE, else 1)");
+  sub->add_option("--master-addr", d.master_addr,
+                  "Host of rank 0, which serves the TCP store (default: $MASTER_ADDR, else "
+                  "127.0.0.1)");
+  sub->add_option("--master-port", d.master_port,
+                  "Port of rank 0's TCP store (default: $MASTER_PORT, else 29500)");
+  sub->add_option("--dist-timeout", d.dist_timeout,
+                  "Seconds a rank waits for the others (store connection and every "
+                  "collective) before it stops with an error")
+      ->capture_default_str();
+}
+
+void check_dist(const DistArgs& d) {
+  CNF_CHECK(d.nproc >= 1, "--nproc must be >= 1, got ", d.nproc);
+  CNF_CHECK(launched_worker() || d.nproc == 1 || (d.rank < 0 && d.world_size == 0),
+            "--nproc starts the ranks itself; drop --rank/--world-size (those join a group "
+            "started on several hosts)");
+}
+
+// True when this invocation should start `nproc` local workers instead of working.
+bool wants_launch(const DistArgs& d) {
+  if (launched_worker() || d.nproc == 1) return false;
+  check_dist(d);
+  return true;
+}
+
+// The group this run joins, or none (one process).
+std::shared_ptr<dist::Group> join_group(const DistArgs& d) {
+  dist::GroupOptions go;
+  const bool from_env = dist::options_from_env(go);
+  if (d.rank >= 0) go.rank = d.rank;
+  if (d.world_size > 0) go.world_size = d.world_size;
+  if (!d.master_addr.empty()) go.master_addr = d.master_addr;
+  if (d.master_port > 0) go.master_port = d.master_port;
+  go.timeout_seconds = d.dist_timeout;
+  check_dist(d);
+  if (!from_env && d.rank < 0 && d.world_size == 0) return nullptr;
+  go.validate();
+  if (go.world_size == 1) return nullptr;
+  return std::make_shared<dist::Group>(go);
+}
+
 // --------------------------------------------------------------------- train / demo
 
 struct TrainArgs {
@@ -49,12 +109,7 @@ struct TrainArgs {
   int64_t checkpoint_every = 0;
   std::string mle_divergence = "hutchinson";
   bool quiet = false;
-  // Data parallel (train only): --nproc local workers, or one rank of a group on several
-  // hosts (flags, else the RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT environment).
-  int nproc = 1;
-  int rank = -1, world_size = 0, master_port = 0;
-  std::string master_addr;
-  double dist_timeout = 60.0;
+  DistArgs dist;  // train only
 };
 
 void add_train(CLI::App* sub, TrainArgs& a) {
@@ -183,41 +238,7 @@ void add_train(CLI::App* sub, TrainArgs& a) {
                   "rank: each micro-batch is coupled on its own; global: one plan for the "
                   "whole global batch, gathered to every rank (each solves the (N B)^2 plan)")
       ->capture_default_str();
-  sub->add_option("--nproc", a.nproc,
-                  "Data-parallel worker processes on this host (Gloo on 127.0.0.1)")
-      ->capture_default_str();
-  sub->add_option("--rank", a.rank, "This process's rank in a group on several hosts "
-                                    "(default: $RANK)");
-  sub->add_option("--world-size", a.world_size,
-                  "Processes in the group (default: $WORLD_SIZE, else 1)");
-  sub->add_option("--master-addr", a.master_addr,
-                  "Host of rank 0, which serves the TCP store (default: $MASTER_ADDR, else "
-                  "127.0.0.1)");
-  sub->add_option("--master-port", a.master_port,
-                  "Port of rank 0's TCP store (default: $MASTER_PORT, else 29500)");
-  sub->add_option("--dist-timeout", a.dist_timeout,
-                  "Seconds a rank waits for the others (store connection and every "
-                  "collective) before it stops with an error")
-      ->capture_default_str();
-}
-
-// The group this train run joins, or none (one process).
-std::shared_ptr<dist::Group> join_group(const TrainArgs& a) {
-  dist::GroupOptions go;
-  const bool from_env = dist::options_from_env(go);
-  if (a.rank >= 0) go.rank = a.rank;
-  if (a.world_size > 0) go.world_size = a.world_size;
-  if (!a.master_addr.empty()) go.master_addr = a.master_addr;
-  if (a.master_port > 0) go.master_port = a.master_port;
-  go.timeout_seconds = a.dist_timeout;
-  CNF_CHECK(a.nproc >= 1, "--nproc must be >= 1, got ", a.nproc);
-  CNF_CHECK(launched_worker() || a.nproc == 1 || (a.rank < 0 && a.world_size == 0),
-            "--nproc starts the ranks itself; drop --rank/--world-size (those join a group "
-            "started on several hosts)");
-  if (!from_env && a.rank < 0 && a.world_size == 0) return nullptr;
-  go.validate();
-  if (go.world_size == 1) return nullptr;
-  return std::make_shared<dist::Group>(go);
+  add_dist(sub, a.dist);
 }
 
 int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
@@ -227,10 +248,10 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   opt.device = device;
   opt.mle.divergence.method = density::parse_divergence(a.mle_divergence);
   opt.validate();
-  CNF_CHECK(!demo || (a.nproc == 1 && a.rank < 0 && a.world_size == 0),
+  CNF_CHECK(!demo || (a.dist.nproc == 1 && a.dist.rank < 0 && a.dist.world_size == 0),
             "cnf demo runs in one process; use cnf train --nproc N for data-parallel training");
   // Validated before the group is joined: a bad value fails on its own rank at once.
-  auto group = demo ? nullptr : join_group(a);
+  auto group = demo ? nullptr : join_group(a.dist);
   const bool rank0 = !group || group->rank() == 0;
   const int world = group ? group->world_size() : 1;
   const std::string config = effective_config(sub);
@@ -613,6 +634,7 @@ struct NllArgs {
   int64_t dim = 0;
   int64_t bins = 0;
   int64_t dequant_samples = 1;
+  DistArgs dist;
 };
 
 // Image models: bits/dim of test images with uniform dequantization and the transform's
@@ -652,14 +674,44 @@ int run_nll(const NllArgs& a) {
   auto device = setup(a.common);
   auto c = train::load_checkpoint(a.ckpt, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
-  if (data::is_image_spec(spec)) return run_image_nll(a, c, spec, device);
+  auto group = join_group(a.dist);
+  if (data::is_image_spec(spec)) {
+    CNF_CHECK(!group, "cnf nll of an image model runs in one process; drop --nproc/--rank");
+    return run_image_nll(a, c, spec, device);
+  }
   auto x = checkpoint_holdout(c, a.ckpt, spec, a.dim, a.eval.n, a.common.seed).a;
   auto gen = make_generator(a.common.seed + 3);
   if (a.bins > 0) x = density::dequantize(x, a.bins, gen);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto o = likelihood_options(a.eval, a.density, *c.model);
   auto t0 = std::chrono::steady_clock::now();
-  auto r = density::log_likelihood(*c.model, *c.spec.make_schedule(), *prior, x.to(device), o, gen);
+  density::LikelihoodResult r;
+  std::vector<int64_t> rank_nfe;
+  if (!group) {
+    r = density::log_likelihood(*c.model, *c.spec.make_schedule(), *prior, x.to(device), o, gen);
+  } else {
+    // Rank k integrates rows [k m, (k + 1) m) with its own solver (adaptive steps chosen
+    // per rank) and its own probes; rank 0 gathers the log-densities (padded to m rows).
+    const int world = group->world_size(), rank = group->rank();
+    const int64_t n = x.size(0), m = (n + world - 1) / world;
+    const int64_t lo = std::min(n, rank * m), hi = std::min(n, lo + m);
+    CNF_CHECK(hi > lo, "-n ", n, " held-out points leave rank ", rank, " of ", world,
+              " without rows; use -n >= ", world);
+    auto gen_k = rank == 0 ? gen : make_generator(a.common.seed + 3 + 1000003ull * rank);
+    auto mine = density::log_likelihood(*c.model, *c.spec.make_schedule(), *prior,
+                                        x.slice(0, lo, hi).to(device), o, gen_k);
+    auto pad = [&](const at::Tensor& t) {
+      auto out = torch::zeros({m}, torch::kFloat64);
+      out.slice(0, 0, hi - lo).copy_(t.to(torch::kCPU, torch::kFloat64).reshape({-1}));
+      return out;
+    };
+    auto all = group->all_gather(pad(mine.log_prob)).reshape({-1}).slice(0, 0, n);
+    auto nfe = group->all_gather(torch::tensor({mine.nfe}, torch::kLong));
+    if (rank != 0) return 0;
+    for (int k = 0; k < world; ++k) rank_nfe.push_back(nfe[k][0].item<int64_t>());
+    r.log_prob = all;
+    r.nfe = *std::max_element(rank_nfe.begin(), rank_nfe.end());
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto nll = density::mean_and_stderr(-r.log_prob.to(torch::kCPU));
   // The route that ran (analytic falls back to autograd for networks other than the MLP).
@@ -670,6 +722,7 @@ int run_nll(const NllArgs& a) {
             {"n", x.size(0)},          {"nfe", r.nfe},
             {"divergence", route},     {"method", a.eval.method},
             {"seconds", secs},         {"data", spec}};
+  if (!rank_nfe.empty()) j["nfe_per_rank"] = rank_nfe;
   std::printf("NLL = %.4f +- %.4f nats/sample (n = %lld, %s divergence, %s, NFE %lld, %.2f s)\n",
               nll.mean, nll.stderr, static_cast<long long>(x.size(0)),
               route.c_str(), a.eval.method.c_str(), static_cast<long long>(r.nfe), secs);
@@ -827,6 +880,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   add_eval(nll_cmd, nll_args.eval, "Held-out points (image models: test images)", "");
   add_density(nll_cmd, nll_args.density);
+  add_dist(nll_cmd, nll_args.dist);
 
   ScoreArgs score_args;
   score_args.eval.method = "dopri5";
@@ -871,13 +925,10 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return app.exit(e);
     }
-    if (train_cmd->parsed() && train_args.nproc != 1 && !launched_worker()) {
-      CNF_CHECK(train_args.nproc >= 1, "--nproc must be >= 1, got ", train_args.nproc);
-      CNF_CHECK(train_args.rank < 0 && train_args.world_size == 0,
-                "--nproc starts the ranks itself; drop --rank/--world-size (those join a "
-                "group started on several hosts)");
-      return launch_local(train_args.nproc, argv, train_args.dist_timeout + 10.0);
-    }
+    if (train_cmd->parsed() && wants_launch(train_args.dist))
+      return launch_local(train_args.dist.nproc, argv, train_args.dist.dist_timeout + 10.0);
+    if (nll_cmd->parsed() && wants_launch(nll_args.dist))
+      return launch_local(nll_args.dist.nproc, argv, nll_args.dist.dist_timeout + 10.0);
     if (train_cmd->parsed()) return run_train(train_args, train_cmd, false);
     if (demo_cmd->parsed()) return run_train(demo_args, demo_cmd, true);
     if (sample_cmd->parsed()) return run_sample(sample_args);
