@@ -219,6 +219,17 @@ TEST(DistTest, BadOptionsGiveClearErrors) {
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "cannot reach the store at 127.0.0.1:")) << r.output;
   EXPECT_LT(secs, 15) << r.output;
+  // Ranks started with different options are refused (here: another batch size).
+  {
+    const std::string out = dir() + "/mismatch";
+    const std::string args = kRun + " --steps 5 --world-size 2 --master-port " +
+                             std::to_string(free_port()) + " --dist-timeout 10 --out " + out;
+    const pid_t rank1 = spawn_cnf(args + " --rank 1 --batch-size 32", out + "_rank1.log");
+    r = run_cnf(args + " --rank 0");
+    wait_for(rank1);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_TRUE(contains(r.output, "rank 1 was started with other training options")) << r.output;
+  }
   r = run_cnf(kRun + " --steps 2 --coupling-scope world --out " + dir() + "/bad");
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "valid names: rank, global")) << r.output;

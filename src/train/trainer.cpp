@@ -608,6 +608,22 @@ void Trainer::set_group(std::shared_ptr<dist::Group> group) {
   auto& s = *s_;
   const int64_t K = s.opt.accumulate;
   s.group = std::move(group);
+  // Every rank must train the same model on the same global batch: compare a fingerprint of
+  // what the ranks must agree on (FNV-1a of the text) before the first collective on weights.
+  const auto& o = s.opt;
+  const std::string agreed = detail::concat(
+      s.spec.serialize(), "|", o.batch_size, "|", o.accumulate, "|", o.seed, "|", o.optimizer,
+      "|", o.lr, "|", o.lr_schedule, "|", o.steps, "|", o.warmup_steps, "|", o.weight_decay, "|",
+      o.grad_clip, "|", o.ema_decay, "|", s.coupling->describe(), "|", o.coupling_scope, "|",
+      o.time_grid, "|", o.label_dropout, "|", s.params.size());
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : agreed) h = (h ^ ch) * 1099511628211ull;
+  auto all = s.group->all_gather(torch::tensor({static_cast<int64_t>(h)}, torch::kLong));
+  for (int64_t r = 1; r < all.size(0); ++r)
+    CNF_CHECK(all[r][0].item<int64_t>() == all[0][0].item<int64_t>(), "rank ", r,
+              " was started with other training options than rank 0 (model, data, seed, "
+              "batch size, accumulate, optimizer, schedule or coupling differ); start every "
+              "rank with the same options");
   s.shards = static_cast<int64_t>(s.group->world_size()) * K;
   s.first_shard = static_cast<int64_t>(s.group->rank()) * K;
   s.gens.clear();
