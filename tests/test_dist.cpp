@@ -201,6 +201,56 @@ TEST(DistTest, HungRankStopsTheOtherWithinTheTimeout) {
   expect_peer_failure_detected("hung", SIGSTOP);
 }
 
+// The --nproc launcher: a worker killed by a signal stops the run, named; SIGINT to the
+// launcher reaches every worker, which stop after the same step and save.
+std::vector<pid_t> children_of(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" + std::to_string(pid) + "/children");
+  std::vector<pid_t> out;
+  for (pid_t c; in >> c;) out.push_back(c);
+  return out;
+}
+
+int64_t wait_for_step(const std::string& ckpt, int64_t at_least) {
+  int64_t step = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (step < at_least && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(30)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    try {
+      step = cnf::train::load_checkpoint(ckpt).step;
+    } catch (const std::exception&) {
+      step = 0;
+    }
+  }
+  return step;
+}
+
+TEST(DistTest, LauncherNamesAKilledWorkerAndForwardsSigint) {
+  const std::string args = kRun + " --steps 1000000 --checkpoint-every 20 --nproc 2 --dist-timeout 4";
+  {
+    const std::string out = dir() + "/launch_kill", log = out + ".log";
+    const pid_t launcher = spawn_cnf(args + " --out " + out, log);
+    ASSERT_GE(wait_for_step(out + "/model.pt", 20), 20) << cnf::io::read_text(log);
+    auto workers = children_of(launcher);
+    ASSERT_EQ(workers.size(), 2u);
+    ::kill(workers[1], SIGKILL);
+    EXPECT_EQ(wait_for(launcher), 1);
+    const std::string said = cnf::io::read_text(log);
+    EXPECT_TRUE(contains(said, "training with 2 processes failed: rank 1 was killed by signal 9"))
+        << said;
+    for (pid_t w : workers) EXPECT_NE(::kill(w, 0), 0) << "worker " << w << " outlived the launcher";
+  }
+  {
+    const std::string out = dir() + "/launch_int", log = out + ".log";
+    const pid_t launcher = spawn_cnf(args + " --out " + out, log);
+    ASSERT_GE(wait_for_step(out + "/model.pt", 20), 20) << cnf::io::read_text(log);
+    ::kill(launcher, SIGINT);
+    EXPECT_EQ(wait_for(launcher), 128 + SIGINT);
+    const std::string said = cnf::io::read_text(log);
+    EXPECT_TRUE(contains(said, "all 2 ranks stopped after step")) << said;
+    EXPECT_GE(cnf::train::load_checkpoint(out + "/model.pt").step, 20);
+  }
+}
+
 TEST(DistTest, BadOptionsGiveClearErrors) {
   auto r = run_cnf(kRun + " --steps 2 --rank 2 --world-size 2 --out " + dir() + "/bad");
   EXPECT_EQ(r.code, 1);

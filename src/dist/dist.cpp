@@ -87,11 +87,16 @@ Group::Group(GroupOptions options) : impl_(std::make_unique<Impl>()) {
     so.timeout = timeout;
     m.store = c10::make_intrusive<c10d::TCPStore>(options.master_addr, so);
   } catch (const std::exception& e) {
-    fail("rank ", options.rank, " of ", options.world_size, ": cannot ",
-         options.rank == 0 ? "serve" : "reach", " the store at ", options.master_addr, ":",
-         options.master_port, " within ", options.timeout_seconds, " s (",
-         first_line(e.what()), "); check --master-addr/--master-port, that rank 0 runs",
-         options.rank == 0 ? " only once and the port is free" : "", ", and the firewall");
+    if (options.rank == 0)
+      fail("rank 0 of ", options.world_size, ": the store at ", options.master_addr, ":",
+           options.master_port, " did not see all ", options.world_size, " ranks within ",
+           options.timeout_seconds, " s, or could not listen there (", first_line(e.what()),
+           "); start every rank with the same --world-size, --master-addr and --master-port, "
+           "and pick a free port");
+    fail("rank ", options.rank, " of ", options.world_size, ": cannot reach the store at ",
+         options.master_addr, ":", options.master_port, " within ", options.timeout_seconds,
+         " s (", first_line(e.what()), "); check that rank 0 runs there, --master-addr/"
+         "--master-port, and the firewall");
   }
   try {
     auto pgo = c10d::ProcessGroupGloo::Options::create(timeout);
