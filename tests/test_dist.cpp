@@ -251,6 +251,19 @@ TEST(DistTest, LauncherNamesAKilledWorkerAndForwardsSigint) {
   }
 }
 
+// The non-finite check runs after the all-reduce: every rank stops on the same step with the
+// same message (none is left waiting in a collective), and the launcher reports the failure.
+TEST(DistTest, DivergenceStopsEveryRankOnTheSameStep) {
+  auto r = run_cnf(kRun + " --steps 50 --lr 1e30 --nproc 2 --out " + dir() + "/diverged");
+  EXPECT_EQ(r.code, 1);
+  const std::string what = "training diverged at step 2: the loss (mean over the ranks)";
+  const size_t first = r.output.find(what);
+  ASSERT_NE(first, std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(what, first + 1), std::string::npos) << r.output;  // both ranks
+  EXPECT_TRUE(contains(r.output, "training with 2 processes failed")) << r.output;
+  EXPECT_EQ(cnf::train::load_checkpoint(dir() + "/diverged/model.pt").step, 0);
+}
+
 TEST(DistTest, BadOptionsGiveClearErrors) {
   auto r = run_cnf(kRun + " --steps 2 --rank 2 --world-size 2 --out " + dir() + "/bad");
   EXPECT_EQ(r.code, 1);
