@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   cmake g++ make ccache pkg-config
   libtorch-dev            # LibTorch 1.13.1 (calls the system libblas.so.3)
+  libgloo-dev             # Gloo headers for c10d process groups (cnf train --nproc, multi-host)
   libopenblas0-pthread    # fast BLAS behind libblas.so.3 (25x the reference BLAS)
   liblemon-dev            # network simplex for exact optimal transport
   libtomlplusplus-dev     # TOML config files

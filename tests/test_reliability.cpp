@@ -27,6 +27,8 @@
 
 using cnf_test::contains;
 using cnf_test::run_cnf;
+using cnf_test::spawn_cnf;
+using cnf_test::wait_for;
 namespace fs = std::filesystem;
 
 namespace {
@@ -37,40 +39,6 @@ std::string fresh_dir(const std::string& name) {
   fs::remove_all(d);
   fs::create_directories(d);
   return d.string();
-}
-
-std::vector<std::string> split_args(const std::string& args) {
-  std::istringstream in(args);
-  std::vector<std::string> out;
-  for (std::string a; in >> a;) out.push_back(a);
-  return out;
-}
-
-// Starts `cnf <args>` with stdout and stderr appended to `log`; returns its pid.
-pid_t spawn_cnf(const std::string& args, const std::string& log) {
-  std::vector<std::string> words = split_args(args);
-  words.insert(words.begin(), CNF_BINARY);
-  std::vector<char*> argv;
-  for (auto& w : words) argv.push_back(w.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (fd >= 0) {
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-    }
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  return pid;
-}
-
-// Waits for `pid`; the exit code, or -signal when a signal ended it.
-int wait_for(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
 }
 
 std::vector<std::string> temp_files_in(const std::string& dir) {

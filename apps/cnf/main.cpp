@@ -14,6 +14,8 @@
 #include "cnf/data/images.h"
 #include "cnf/density/image_density.h"
 #include "apps/cnf/interrupt.h"
+#include "apps/cnf/launch.h"
+#include "cnf/dist/dist.h"
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/data/sources.h"
@@ -34,6 +36,66 @@ using namespace cnf::app;
 
 namespace {
 
+// ------------------------------------------------------------------ data parallel
+
+// --nproc local workers, or one rank of a group on several hosts (flags, else the
+// RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT environment).
+struct DistArgs {
+  int nproc = 1;
+  int rank = -1, world_size = 0, master_port = 0;
+  std::string master_addr;
+  double dist_timeout = 60.0;
+};
+
+void add_dist(CLI::App* sub, DistArgs& d) {
+  sub->add_option("--nproc", d.nproc,
+                  "Data-parallel worker processes on this host (Gloo on 127.0.0.1)")
+      ->capture_default_str();
+  sub->add_option("--rank", d.rank, "This process's rank in a group on several hosts "
+                                    "(default: $RANK)");
+  sub->add_option("--world-size", d.world_size,
+                  "Processes in the group (default: $WORLD_SIZE, else 1)");
+  sub->add_option("--master-addr", d.master_addr,
+                  "Host of rank 0, which serves the TCP store (default: $MASTER_ADDR, else "
+                  "127.0.0.1)");
+  sub->add_option("--master-port", d.master_port,
+                  "Port of rank 0's TCP store (default: $MASTER_PORT, else 29500)");
+  sub->add_option("--dist-timeout", d.dist_timeout,
+                  "Seconds a rank waits for the others (store connection and every "
+                  "collective) before it stops with an error")
+      ->capture_default_str();
+}
+
+void check_dist(const DistArgs& d) {
+  CNF_CHECK(d.nproc >= 1, "--nproc must be >= 1, got ", d.nproc);
+  CNF_CHECK(launched_worker() || d.nproc == 1 || (d.rank < 0 && d.world_size == 0),
+            "--nproc starts the ranks itself; drop --rank/--world-size (those join a group "
+            "started on several hosts)");
+}
+
+// True when this invocation should start `nproc` local workers instead of working.
+bool wants_launch(const DistArgs& d) {
+  if (launched_worker() || d.nproc == 1) return false;
+  check_dist(d);
+  return true;
+}
+
+// The group this run joins, or none (one process).
+std::shared_ptr<dist::Group> join_group(const DistArgs& d) {
+  dist::GroupOptions go;
+  const bool from_env = dist::options_from_env(go);
+  if (d.rank >= 0) go.rank = d.rank;
+  if (d.world_size > 0) go.world_size = d.world_size;
+  if (!d.master_addr.empty()) go.master_addr = d.master_addr;
+  if (d.master_port > 0) go.master_port = d.master_port;
+  go.timeout_seconds = d.dist_timeout;
+  check_dist(d);
+  if (!from_env && d.rank < 0 && d.world_size == 0) return nullptr;
+  go.validate();
+  if (go.world_size == 1) return nullptr;
+  return std::make_shared<dist::Group>(go);
+}
+
 // --------------------------------------------------------------------- train / demo
 
 struct TrainArgs {
@@ -47,6 +109,7 @@ struct TrainArgs {
   int64_t checkpoint_every = 0;
   std::string mle_divergence = "hutchinson";
   bool quiet = false;
+  DistArgs dist;  // train only
 };
 
 void add_train(CLI::App* sub, TrainArgs& a) {
@@ -167,6 +230,15 @@ void add_train(CLI::App* sub, TrainArgs& a) {
            "eval-");
   add_sampler_options(sub, a.eval.sampler, "eval-");
   sub->add_flag("--quiet", a.quiet, "No progress output");
+  sub->add_option("--accumulate", o.accumulate,
+                  "Micro-batches of --batch-size per step (gradient accumulation); with N "
+                  "processes the global batch is N x accumulate x batch-size")
+      ->capture_default_str();
+  sub->add_option("--coupling-scope", o.coupling_scope,
+                  "rank: each micro-batch is coupled on its own; global: one plan for the "
+                  "whole global batch, gathered to every rank (each solves the (N B)^2 plan)")
+      ->capture_default_str();
+  add_dist(sub, a.dist);
 }
 
 int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
@@ -176,21 +248,36 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   opt.device = device;
   opt.mle.divergence.method = density::parse_divergence(a.mle_divergence);
   opt.validate();
-  make_dir(a.out);
+  CNF_CHECK(!demo || (a.dist.nproc == 1 && a.dist.rank < 0 && a.dist.world_size == 0),
+            "cnf demo runs in one process; use cnf train --nproc N for data-parallel training");
+  // Validated before the group is joined: a bad value fails on its own rank at once.
+  auto group = demo ? nullptr : join_group(a.dist);
+  const bool rank0 = !group || group->rank() == 0;
+  const int world = group ? group->world_size() : 1;
   const std::string config = effective_config(sub);
-  io::write_text_atomic(a.out + "/config.toml", config);
+  if (rank0) {
+    make_dir(a.out);
+    io::write_text_atomic(a.out + "/config.toml", config);
+  }
 
   auto split = data::split_source(a.spec.data, a.dim, 2 * a.eval.n, 0.1, a.common.seed);
   auto prior = data::make_source(a.spec.prior, split.train->dim());
   train::Trainer trainer(a.spec, opt, split.train, prior);
+  if (group) trainer.set_group(group);
   const std::string ckpt = a.out + "/model.pt";
-  if (!a.resume.empty()) trainer.resume(a.resume);
+  if (!a.resume.empty()) {
+    const std::string note = trainer.resume(a.resume);
+    if (!note.empty() && rank0) std::fprintf(stderr, "cnf: note: %s\n", note.c_str());
+  }
   // Write the checkpoint once before training: a folder without room or permission for it
-  // fails now, not after hours of training.
+  // fails now, not after hours of training. (With a group: collective, rank 0 writes.)
   trainer.save(ckpt, config);
   int64_t saved_step = trainer.steps_done();
+  const int64_t first_step = saved_step;
+  trainer.set_stop_check([] { return StopSignals::stop_signal() != 0; });
+  const double collective_before = trainer.collective_seconds();
 
-  io::Progress progress(opt.steps, demo ? "demo: training" : "train", !a.quiet);
+  io::Progress progress(opt.steps, demo ? "demo: training" : "train", !a.quiet && rank0);
   double last_loss = 0;
   std::vector<double> nfe_steps, nfe_values;  // mle: the NFE of each step's solve
   auto t0 = std::chrono::steady_clock::now();
@@ -223,11 +310,16 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
         }
         saved_step = step;
       }
-      return StopSignals::stop_signal() == 0;
+      return !trainer.stop_requested();
     });
   } catch (const Error& e) {
     progress.finish();
     if (save_failed) throw;
+    // With a group, saving is a collective that a dead or diverged peer cannot join: the
+    // last checkpoint (written atomically by rank 0) is the last good state.
+    if (group)
+      fail(e.what(), "\nthe last good state (step ", saved_step, ") is saved in ", ckpt,
+           rank0 ? "" : " on rank 0's host", "; resume from it with --resume");
     // A failed step never updates the weights (the trainer checks loss and gradient before
     // the optimizer), so what it holds is the last good state: keep it, then stop.
     // Weights that overflowed are not worth a checkpoint: the previous one stays.
@@ -245,9 +337,26 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   }
   const double train_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double collective_seconds = trainer.collective_seconds() - collective_before;
   progress.finish();
   trainer.save(ckpt, config);
   stop_signals.reset();
+  // Data-parallel ranks apply the same averaged gradients, so their weights must agree bit
+  // for bit; anything else is a bug worth stopping for.
+  const double param_diff = trainer.param_max_diff();
+  CNF_CHECK(param_diff == 0.0, "the ranks' weights diverged (largest difference ", param_diff,
+            " after step ", trainer.steps_done(), "); the checkpoint holds rank 0's weights");
+  if (group && trainer.stop_requested()) {
+    if (rank0)
+      std::fprintf(stderr,
+                   "cnf: a stop signal reached a rank: all %d ranks stopped after step %lld of "
+                   "%lld; the checkpoint is saved in %s. Continue with the same options and "
+                   "--resume %s\n",
+                   world, static_cast<long long>(trainer.steps_done()),
+                   static_cast<long long>(opt.steps), ckpt.c_str(), ckpt.c_str());
+    const int sig = StopSignals::stop_signal();
+    return 128 + (sig != 0 ? sig : SIGTERM);
+  }
   if (const int sig = StopSignals::stop_signal()) {
     std::fprintf(stderr,
                  "cnf: %s received: stopped after step %lld of %lld; the checkpoint is saved in "
@@ -264,11 +373,36 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   auto h = halves(split.holdout);
   const int64_t n_traj = std::min<int64_t>(h.a.size(0), 300);
   std::vector<torch::Tensor> traj;
-  auto ev = evaluate(*model, trainer.spec().network_param(), *schedule, *prior, h, a.eval,
-                     a.common.seed, device,
-                     [&](double, const ode::State& y) {
-                       traj.push_back(y[0].slice(0, 0, n_traj).to(torch::kCPU));
-                     });
+  auto observer = [&](double, const ode::State& y) {
+    traj.push_back(y[0].slice(0, 0, n_traj).to(torch::kCPU));
+  };
+  Evaluation ev;
+  std::vector<int64_t> rank_nfe;
+  if (!group) {
+    ev = evaluate(*model, trainer.spec().network_param(), *schedule, *prior, h, a.eval,
+                  a.common.seed, device, observer);
+  } else {
+    // Each rank transports its share of the noise (its own generator; adaptive solvers
+    // choose their steps per rank), rank 0 gathers the samples and scores them.
+    const int64_t n = h.a.size(0), per = (n + world - 1) / world;
+    auto gen = make_generator(a.common.seed + 1 + 1000003ull * static_cast<uint64_t>(group->rank()));
+    auto x_1 = prior->sample(per, gen).to(device);
+    auto so = a.eval.sampler_options();
+    if (rank0) so.ode.observer = observer;
+    auto s0 = std::chrono::steady_clock::now();
+    auto r = draw_samples(*model, trainer.spec().network_param(), *schedule, x_1, so, gen);
+    auto all = group->all_gather(r.x.to(torch::kCPU).contiguous()).flatten(0, 1).slice(0, 0, n);
+    auto nfe = group->all_gather(torch::tensor({r.nfe}, torch::kLong));
+    ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
+    if (!rank0) return 0;  // rank 0 writes every output
+    for (int64_t k = 0; k < world; ++k) rank_nfe.push_back(nfe[k][0].item<int64_t>());
+    ev.nfe = *std::max_element(rank_nfe.begin(), rank_nfe.end());
+    ev.samples = all;
+    check_finite(ev.samples, "generated samples");
+    ev.w2 = metrics::w2(ev.samples, h.a);
+    ev.w2_floor = metrics::w2(h.b, h.a);
+    ev.mmd2 = metrics::mmd2(ev.samples, h.a);
+  }
   io::write_npy(a.out + "/samples.npy", ev.samples);
   const bool images = data::is_image_spec(a.spec.data);
   if (images) write_sample_grid(a.out + "/samples.png", a.spec.data, ev.samples);
@@ -324,7 +458,18 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
             {"schedule", a.spec.schedule},
             {"objective", trainer.spec().objective},
             {"param", trainer.spec().param},
-            {"threads", a.common.threads}};
+            {"threads", a.common.threads},
+            {"world_size", world},
+            {"shards", trainer.shards()},
+            {"global_batch", trainer.shards() * opt.batch_size},
+            {"samples_per_second",
+             static_cast<double>(trainer.shards() * opt.batch_size) *
+                 static_cast<double>(trainer.steps_done() - first_step) /
+                 std::max(train_seconds, 1e-9)},
+            {"allreduce_seconds", collective_seconds},
+            {"allreduce_share", collective_seconds / std::max(train_seconds, 1e-9)},
+            {"rank_param_max_diff", param_diff}};
+  if (!rank_nfe.empty()) j["nfe_per_rank"] = rank_nfe;
   if (!nfe_values.empty()) {
     j["train_nfe_last"] = nfe_values.back();
     j["train_nfe_mean"] =
@@ -489,6 +634,7 @@ struct NllArgs {
   int64_t dim = 0;
   int64_t bins = 0;
   int64_t dequant_samples = 1;
+  DistArgs dist;
 };
 
 // Image models: bits/dim of test images with uniform dequantization and the transform's
@@ -528,14 +674,44 @@ int run_nll(const NllArgs& a) {
   auto device = setup(a.common);
   auto c = train::load_checkpoint(a.ckpt, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
-  if (data::is_image_spec(spec)) return run_image_nll(a, c, spec, device);
+  auto group = join_group(a.dist);
+  if (data::is_image_spec(spec)) {
+    CNF_CHECK(!group, "cnf nll of an image model runs in one process; drop --nproc/--rank");
+    return run_image_nll(a, c, spec, device);
+  }
   auto x = checkpoint_holdout(c, a.ckpt, spec, a.dim, a.eval.n, a.common.seed).a;
   auto gen = make_generator(a.common.seed + 3);
   if (a.bins > 0) x = density::dequantize(x, a.bins, gen);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto o = likelihood_options(a.eval, a.density, *c.model);
   auto t0 = std::chrono::steady_clock::now();
-  auto r = density::log_likelihood(*c.model, *c.spec.make_schedule(), *prior, x.to(device), o, gen);
+  density::LikelihoodResult r;
+  std::vector<int64_t> rank_nfe;
+  if (!group) {
+    r = density::log_likelihood(*c.model, *c.spec.make_schedule(), *prior, x.to(device), o, gen);
+  } else {
+    // Rank k integrates rows [k m, (k + 1) m) with its own solver (adaptive steps chosen
+    // per rank) and its own probes; rank 0 gathers the log-densities (padded to m rows).
+    const int world = group->world_size(), rank = group->rank();
+    const int64_t n = x.size(0), m = (n + world - 1) / world;
+    const int64_t lo = std::min(n, rank * m), hi = std::min(n, lo + m);
+    CNF_CHECK(hi > lo, "-n ", n, " held-out points leave rank ", rank, " of ", world,
+              " without rows; use -n >= ", world);
+    auto gen_k = rank == 0 ? gen : make_generator(a.common.seed + 3 + 1000003ull * rank);
+    auto mine = density::log_likelihood(*c.model, *c.spec.make_schedule(), *prior,
+                                        x.slice(0, lo, hi).to(device), o, gen_k);
+    auto pad = [&](const at::Tensor& t) {
+      auto out = torch::zeros({m}, torch::kFloat64);
+      out.slice(0, 0, hi - lo).copy_(t.to(torch::kCPU, torch::kFloat64).reshape({-1}));
+      return out;
+    };
+    auto all = group->all_gather(pad(mine.log_prob)).reshape({-1}).slice(0, 0, n);
+    auto nfe = group->all_gather(torch::tensor({mine.nfe}, torch::kLong));
+    if (rank != 0) return 0;
+    for (int k = 0; k < world; ++k) rank_nfe.push_back(nfe[k][0].item<int64_t>());
+    r.log_prob = all;
+    r.nfe = *std::max_element(rank_nfe.begin(), rank_nfe.end());
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto nll = density::mean_and_stderr(-r.log_prob.to(torch::kCPU));
   // The route that ran (analytic falls back to autograd for networks other than the MLP).
@@ -546,6 +722,7 @@ int run_nll(const NllArgs& a) {
             {"n", x.size(0)},          {"nfe", r.nfe},
             {"divergence", route},     {"method", a.eval.method},
             {"seconds", secs},         {"data", spec}};
+  if (!rank_nfe.empty()) j["nfe_per_rank"] = rank_nfe;
   std::printf("NLL = %.4f +- %.4f nats/sample (n = %lld, %s divergence, %s, NFE %lld, %.2f s)\n",
               nll.mean, nll.stderr, static_cast<long long>(x.size(0)),
               route.c_str(), a.eval.method.c_str(), static_cast<long long>(r.nfe), secs);
@@ -703,6 +880,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   add_eval(nll_cmd, nll_args.eval, "Held-out points (image models: test images)", "");
   add_density(nll_cmd, nll_args.density);
+  add_dist(nll_cmd, nll_args.dist);
 
   ScoreArgs score_args;
   score_args.eval.method = "dopri5";
@@ -747,6 +925,10 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return app.exit(e);
     }
+    if (train_cmd->parsed() && wants_launch(train_args.dist))
+      return launch_local(train_args.dist.nproc, argv, train_args.dist.dist_timeout + 10.0);
+    if (nll_cmd->parsed() && wants_launch(nll_args.dist))
+      return launch_local(nll_args.dist.nproc, argv, nll_args.dist.dist_timeout + 10.0);
     if (train_cmd->parsed()) return run_train(train_args, train_cmd, false);
     if (demo_cmd->parsed()) return run_train(demo_args, demo_cmd, true);
     if (sample_cmd->parsed()) return run_sample(sample_args);

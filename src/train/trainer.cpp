@@ -13,6 +13,7 @@
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/data/images.h"
+#include "cnf/dist/dist.h"
 #include "cnf/io/files.h"
 #include "cnf/objective/score_matching.h"
 #include "cnf/sde/parameterized.h"
@@ -135,6 +136,10 @@ void TrainOptions::validate() const {
   CNF_CHECK(label_dropout >= 0 && label_dropout <= 1,
             "label_dropout must be in [0, 1] (the probability of training without the label), got ",
             label_dropout);
+  CNF_CHECK(accumulate >= 1, "accumulate must be >= 1 (micro-batches per step), got ",
+            accumulate);
+  CNF_CHECK(coupling_scope == "rank" || coupling_scope == "global", "unknown coupling_scope '",
+            coupling_scope, "'; valid names: rank, global");
   CNF_CHECK(ema_decay >= 0 && ema_decay < 1, "ema_decay must be in [0, 1) (0 disables it), got ",
             ema_decay);
 }
@@ -166,7 +171,14 @@ struct Trainer::State {
   nn::VelocityField field;  // model read as a velocity field (flow matching trains this)
   std::vector<torch::Tensor> params, ema_params;
   std::unique_ptr<torch::optim::Optimizer> optimizer;
-  at::Generator gen;
+  // The generators of this process's shards first_shard .. first_shard + K - 1 of the
+  // `shards` per step, and the one shared by all ranks for global coupling plans.
+  std::vector<at::Generator> gens;
+  at::Generator coupling_gen;
+  int64_t shards = 1, first_shard = 0;
+  std::shared_ptr<dist::Group> group;
+  std::function<bool()> local_stop;
+  bool stop = false;
   int64_t step = 0;
   // Class-conditional training: the labeled image source.
   std::shared_ptr<const data::ImageSource> images;
@@ -190,6 +202,19 @@ void set_generator_state(at::Generator& gen, const at::Tensor& state) {
   std::lock_guard<std::mutex> lock(gen.mutex());
   gen.set_state(state);
 }
+
+// Seed of shard k: the run's seed for shard 0 (a one-process run draws what it always did),
+// a splitmix64 mix of (seed, k) for the others.
+uint64_t mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+uint64_t shard_seed(uint64_t seed, int64_t shard) {
+  return shard == 0 ? seed : mix64(seed ^ mix64(static_cast<uint64_t>(shard)));
+}
+constexpr int64_t kCouplingStream = int64_t{1} << 40;  // the global plan's generator
 
 std::string read_string(torch::serialize::InputArchive& ar, const std::string& key,
                         const std::string& path) {
@@ -396,7 +421,11 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   co.epsilon = options.coupling_eps;
   co.sigma = options.bridge_sigma;
   s_->coupling = coupling::make_coupling(options.coupling, co);
-  s_->gen = make_generator(options.seed);
+  s_->gens.push_back(make_generator(options.seed));
+  for (int64_t k = 1; k < options.accumulate; ++k)
+    s_->gens.push_back(make_generator(shard_seed(options.seed, k)));
+  s_->shards = options.accumulate;
+  s_->coupling_gen = make_generator(shard_seed(options.seed, kCouplingStream));
   {
     // Weight initialization draws from LibTorch's global generator: seed it from ours.
     torch::manual_seed(options.seed);
@@ -425,57 +454,136 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
 
 Trainer::~Trainer() = default;
 
+namespace {
+// The rows of one shard: (x_0, x_1) drawn from its generator (labels ride along for
+// class-conditional models).
+struct Micro {
+  at::Tensor a, b, labels;
+};
+}  // namespace
+
 objective::LossResult Trainer::step() {
   auto& s = *s_;
   const auto& o = s.opt;
-  at::Tensor a, b;
-  if (s.pairs) {
-    std::tie(a, b) = s.pairs->sample(o.batch_size, s.gen);
-    a = a.to(o.device);
-    b = b.to(o.device);
-  } else if (s.objective == Objective::mle) {
-    a = s.data->sample(o.batch_size, s.gen).to(o.device);  // MLE needs data only
-  } else if (s.images) {
-    // Class-conditional: labels ride along; a fraction label_dropout is replaced by the null
-    // label so the same network also learns the unconditional field (Ho & Salimans 2022).
-    auto [x_0, labels] = s.images->sample_labeled(o.batch_size, s.gen);
-    auto drop = torch::rand({o.batch_size}, s.gen) < o.label_dropout;
-    labels = torch::where(drop, torch::full_like(labels, -1), labels);
-    s.model->set_labels(labels.to(o.device));
-    a = x_0.to(o.device);
-    b = s.prior->sample(o.batch_size, s.gen).to(o.device);
-  } else {
-    auto x_0 = s.data->sample(o.batch_size, s.gen).to(o.device);
-    auto x_1 = s.prior->sample(o.batch_size, s.gen).to(o.device);
-    std::tie(a, b) = s.coupling->pair(x_0, x_1, s.gen);
+  const int64_t K = static_cast<int64_t>(s.gens.size());
+  std::vector<Micro> micro(K);
+  const bool global_plan = o.coupling_scope == "global" && !s.pairs &&
+                           s.objective != Objective::mle && !s.images;
+  for (int64_t j = 0; j < K; ++j) {
+    auto& gen = s.gens[j];
+    auto& m = micro[j];
+    if (s.pairs) {
+      std::tie(m.a, m.b) = s.pairs->sample(o.batch_size, gen);
+      m.a = m.a.to(o.device);
+      m.b = m.b.to(o.device);
+    } else if (s.objective == Objective::mle) {
+      m.a = s.data->sample(o.batch_size, gen).to(o.device);  // MLE needs data only
+    } else if (s.images) {
+      // Class-conditional: labels ride along; a fraction label_dropout is replaced by the
+      // null label so the same network also learns the unconditional field (Ho & Salimans
+      // 2022).
+      auto [x_0, labels] = s.images->sample_labeled(o.batch_size, gen);
+      auto drop = torch::rand({o.batch_size}, gen) < o.label_dropout;
+      m.labels = torch::where(drop, torch::full_like(labels, -1), labels).to(o.device);
+      m.a = x_0.to(o.device);
+      m.b = s.prior->sample(o.batch_size, gen).to(o.device);
+    } else {
+      auto x_0 = s.data->sample(o.batch_size, gen).to(o.device);
+      auto x_1 = s.prior->sample(o.batch_size, gen).to(o.device);
+      if (global_plan) {
+        m.a = x_0;
+        m.b = x_1;
+      } else {
+        std::tie(m.a, m.b) = s.coupling->pair(x_0, x_1, gen);
+      }
+    }
+  }
+  if (global_plan) {
+    // The plan of the whole global batch (S shards in shard order), the same on every rank;
+    // each rank keeps its shards' rows. Cost: every rank solves an (S B) x (S B) plan.
+    std::vector<at::Tensor> x_0, x_1;
+    for (auto& m : micro) {
+      x_0.push_back(m.a);
+      x_1.push_back(m.b);
+    }
+    auto all_0 = torch::cat(x_0), all_1 = torch::cat(x_1);
+    if (s.group) {
+      all_0 = s.group->all_gather(all_0).flatten(0, 1);
+      all_1 = s.group->all_gather(all_1).flatten(0, 1);
+    }
+    auto [a, b] = s.coupling->pair(all_0, all_1, s.coupling_gen);
+    for (int64_t j = 0; j < K; ++j) {
+      const int64_t row = (s.first_shard + j) * o.batch_size;
+      micro[j].a = a.slice(0, row, row + o.batch_size);
+      micro[j].b = b.slice(0, row, row + o.batch_size);
+    }
   }
   s.optimizer->zero_grad();
   objective::LossResult result;
-  switch (s.objective) {
-    case Objective::flow_matching: {
-      objective::FlowMatchingOptions fm;
-      fm.schedule = s.schedule;
-      fm.time_grid = o.time_grid;
-      fm.bridge_sigma = s.coupling->bridge_sigma();
-      result = objective::flow_matching_loss(*s.field, {a, b}, fm, s.gen);
-      break;
+  double loss_sum = 0;
+  for (int64_t j = 0; j < K; ++j) {
+    auto& gen = s.gens[j];
+    const auto& m = micro[j];
+    if (m.labels.defined()) s.model->set_labels(m.labels);
+    objective::LossResult r;
+    switch (s.objective) {
+      case Objective::flow_matching: {
+        objective::FlowMatchingOptions fm;
+        fm.schedule = s.schedule;
+        fm.time_grid = o.time_grid;
+        fm.bridge_sigma = s.coupling->bridge_sigma();
+        r = objective::flow_matching_loss(*s.field, {m.a, m.b}, fm, gen);
+        break;
+      }
+      case Objective::score_matching: {
+        objective::ScoreMatchingOptions sm;
+        sm.schedule = s.schedule;
+        sm.param = s.spec.network_param();
+        sm.weighting = s.weighting;
+        r = objective::score_matching_loss(*s.model, {m.a, m.b}, sm, gen);
+        break;
+      }
+      case Objective::mle:
+        r = objective::mle_loss(*s.field, *s.schedule, *s.prior, m.a, o.mle, gen);
+        break;
     }
-    case Objective::score_matching: {
-      objective::ScoreMatchingOptions sm;
-      sm.schedule = s.schedule;
-      sm.param = s.spec.network_param();
-      sm.weighting = s.weighting;
-      result = objective::score_matching_loss(*s.model, {a, b}, sm, s.gen);
-      break;
-    }
-    case Objective::mle:
-      result = objective::mle_loss(*s.field, *s.schedule, *s.prior, a, o.mle, s.gen);
-      break;
+    if (s.images) s.model->set_labels({});
+    const double loss = r.loss.item<double>();
+    // Without a group the loss is checked before its backward pass; with one, after the
+    // all-reduce, so that every rank stops on the same step.
+    if (!s.group && !std::isfinite(loss))
+      fail(divergence_message(s.step + 1, "the loss", loss, s.params, o));
+    // Backward passes of the micro-batches add up in .grad; the sum is divided by S below.
+    r.loss.backward();
+    loss_sum += loss;
+    if (j == 0) result = std::move(r);
   }
-  if (s.images) s.model->set_labels({});
-  const double loss = result.loss.item<double>();
-  if (!std::isfinite(loss)) fail(divergence_message(s.step + 1, "the loss", loss, s.params, o));
-  result.loss.backward();
+  double loss = loss_sum;
+  if (s.group) {
+    // One bucketed all-reduce carries the gradients, the loss and the stop flag.
+    std::vector<at::Tensor> buffers;
+    for (auto& p : s.params) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      buffers.push_back(p.grad());
+    }
+    const bool stop_here = s.local_stop && s.local_stop();
+    auto scalars = torch::tensor({loss_sum, stop_here ? 1.0 : 0.0},
+                                 torch::dtype(s.params.front().scalar_type()).device(o.device));
+    buffers.push_back(scalars);
+    s.group->all_reduce_sum(buffers);
+    auto host = scalars.to(torch::kCPU, torch::kFloat64);
+    loss = host[0].item<double>();
+    s.stop = host[1].item<double>() > 0;
+  }
+  if (s.shards > 1) {
+    torch::NoGradGuard no_grad;
+    loss /= static_cast<double>(s.shards);
+    for (auto& p : s.params)
+      if (p.grad().defined()) p.grad().div_(static_cast<double>(s.shards));
+  }
+  if (s.group && !std::isfinite(loss))
+    fail(divergence_message(s.step + 1, "the loss (mean over the ranks)", loss, s.params, o));
+  if (s.shards > 1) result.loss = torch::tensor(loss);
   // Checked on every step, clipped or not: one non-finite gradient would turn every weight
   // into NaN through the optimizer, and the "last good" checkpoint with it.
   const double norm = o.grad_clip > 0 ? torch::nn::utils::clip_grad_norm_(s.params, o.grad_clip)
@@ -493,6 +601,65 @@ objective::LossResult Trainer::step() {
   }
   ++s.step;
   return result;
+}
+
+void Trainer::set_group(std::shared_ptr<dist::Group> group) {
+  CNF_CHECK(group, "set_group needs a group");
+  auto& s = *s_;
+  const int64_t K = s.opt.accumulate;
+  s.group = std::move(group);
+  // Every rank must train the same model on the same global batch: compare a fingerprint of
+  // what the ranks must agree on (FNV-1a of the text) before the first collective on weights.
+  const auto& o = s.opt;
+  const std::string agreed = detail::concat(
+      s.spec.serialize(), "|", o.batch_size, "|", o.accumulate, "|", o.seed, "|", o.optimizer,
+      "|", o.lr, "|", o.lr_schedule, "|", o.steps, "|", o.warmup_steps, "|", o.weight_decay, "|",
+      o.grad_clip, "|", o.ema_decay, "|", s.coupling->describe(), "|", o.coupling_scope, "|",
+      o.time_grid, "|", o.label_dropout, "|", s.params.size());
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : agreed) h = (h ^ ch) * 1099511628211ull;
+  auto all = s.group->all_gather(torch::tensor({static_cast<int64_t>(h)}, torch::kLong));
+  for (int64_t r = 1; r < all.size(0); ++r)
+    CNF_CHECK(all[r][0].item<int64_t>() == all[0][0].item<int64_t>(), "rank ", r,
+              " was started with other training options than rank 0 (model, data, seed, "
+              "batch size, accumulate, optimizer, schedule or coupling differ); start every "
+              "rank with the same options");
+  s.shards = static_cast<int64_t>(s.group->world_size()) * K;
+  s.first_shard = static_cast<int64_t>(s.group->rank()) * K;
+  s.gens.clear();
+  for (int64_t j = 0; j < K; ++j)
+    s.gens.push_back(make_generator(shard_seed(s.opt.seed, s.first_shard + j)));
+  // Every rank starts from rank 0's weights (they agree already when the seeds do; the
+  // broadcast makes it so whatever the seeds).
+  s.group->broadcast(s.params);
+  if (s.ema) s.group->broadcast(s.ema_params);
+}
+
+void Trainer::set_stop_check(std::function<bool()> local_stop) {
+  s_->local_stop = std::move(local_stop);
+}
+
+bool Trainer::stop_requested() const {
+  if (s_->group) return s_->stop;
+  return s_->local_stop && s_->local_stop();
+}
+
+double Trainer::param_max_diff() const {
+  const auto& s = *s_;
+  if (!s.group) return 0.0;
+  torch::NoGradGuard no_grad;
+  std::vector<at::Tensor> flat;
+  for (const auto& p : s.params) flat.push_back(p.detach().reshape({-1}).to(torch::kFloat64));
+  auto mine = torch::cat(flat);
+  std::vector<at::Tensor> root{mine.clone()};
+  s.group->broadcast(root);
+  auto diff = (mine - root[0]).abs().max().reshape({1});
+  return s.group->all_gather(diff).max().item<double>();
+}
+
+int64_t Trainer::shards() const { return s_->shards; }
+double Trainer::collective_seconds() const {
+  return s_->group ? s_->group->collective_seconds() : 0.0;
 }
 
 void Trainer::set_pairs(data::PairTablePtr pairs) {
@@ -518,7 +685,16 @@ void Trainer::save(const std::string& path, const std::string& config_text) cons
   ar.write("config", c10::IValue(config_text));
   ar.write("coupling", c10::IValue(s.coupling->describe()));
   ar.write("step", c10::IValue(s.step));
-  ar.write("rng", generator_state(s.gen));
+  // Every shard's generator, in shard order (gathered from the ranks); "rng" alone is
+  // shard 0's, as one-process checkpoints always stored it.
+  std::vector<at::Tensor> mine;
+  for (const auto& g : s.gens) mine.push_back(generator_state(g));
+  auto states = torch::stack(mine);
+  if (s.group) states = s.group->all_gather(states).flatten(0, 1);
+  if (s.group && s.group->rank() != 0) return;
+  ar.write("rng", states[0].clone());
+  if (s.shards > 1) ar.write("rng_shards", states);
+  if (s.opt.coupling_scope == "global") ar.write("coupling_rng", generator_state(s.coupling_gen));
   torch::serialize::OutputArchive model_ar, opt_ar;
   s.model->save(model_ar);
   ar.write("model", model_ar);
@@ -532,7 +708,7 @@ void Trainer::save(const std::string& path, const std::string& config_text) cons
   io::write_atomic(path, [&](std::ostream& os) { ar.save_to(os); });
 }
 
-void Trainer::resume(const std::string& path) {
+std::string Trainer::resume(const std::string& path) {
   auto& s = *s_;
   auto ar = open_archive(path);
   // Compared in canonical form, so checkpoints from before a spec field existed still match.
@@ -558,9 +734,27 @@ void Trainer::resume(const std::string& path) {
   c10::IValue step;
   CNF_CHECK(ar.try_read("step", step) && step.isInt(), "checkpoint '", path, "' has no step");
   s.step = step.toInt();
-  at::Tensor rng;
+  at::Tensor rng, shards;
   CNF_CHECK(ar.try_read("rng", rng), "checkpoint '", path, "' has no generator state");
-  set_generator_state(s.gen, rng);
+  if (!ar.try_read("rng_shards", shards)) shards = rng.unsqueeze(0);
+  at::Tensor coupling_rng;
+  if (s.opt.coupling_scope == "global" && ar.try_read("coupling_rng", coupling_rng))
+    set_generator_state(s.coupling_gen, coupling_rng);
+  if (shards.size(0) == s.shards) {
+    for (size_t j = 0; j < s.gens.size(); ++j)
+      set_generator_state(s.gens[j], shards[s.first_shard + static_cast<int64_t>(j)].clone());
+    return "";
+  }
+  // Another split of the global batch: the weights and optimizer continue, the random
+  // streams restart from seeds that depend on the step (not a replay of step 0's draws).
+  for (size_t j = 0; j < s.gens.size(); ++j) {
+    const int64_t shard = s.first_shard + static_cast<int64_t>(j);
+    s.gens[j] = make_generator(shard_seed(mix64(s.opt.seed ^ static_cast<uint64_t>(s.step)), shard));
+  }
+  return detail::concat("checkpoint '", path, "' was written with ", shards.size(0),
+                        " shard(s) per step (processes x --accumulate), this run has ", s.shards,
+                        ": weights and optimizer continue from step ", s.step,
+                        ", the random streams of data, noise and times restart");
 }
 
 int64_t Trainer::steps_done() const { return s_->step; }

@@ -6,6 +6,15 @@
 // noise, times). A run resumed from step k continues bit for bit as the uninterrupted run
 // would (same thread count; LibTorch's CPU kernels are deterministic at fixed threads).
 //
+// Data parallel (issue #11): a step's global batch is S = world_size * accumulate shards of
+// batch_size rows. Shard k draws its data, noise and times from a generator of its own,
+// seeded from (seed, k) (shard 0 from the seed itself, so a one-process run is unchanged).
+// Rank r of a dist::Group computes the gradients of shards r*K .. r*K+K-1 (K = accumulate),
+// summing their backward passes; one bucketed all-reduce sums them over the ranks and the
+// sum is divided by S. So `--nproc 2` and one process with `accumulate = 2` train on the
+// same global batches; they differ only in the order of float32 sums. Checkpoints hold every
+// shard's generator, so a run resumes with the same S on any number of processes.
+//
 // Nothing here knows about flags, files other than checkpoints, or progress bars: the
 // caller observes each step through a callback.
 #pragma once
@@ -26,6 +35,10 @@
 #include "cnf/objective/mle.h"
 #include "cnf/path/affine.h"
 #include "cnf/path/schedule.h"
+
+namespace cnf::dist {
+class Group;
+}
 
 namespace cnf::train {
 
@@ -93,6 +106,14 @@ struct TrainOptions {
   double coupling_eps = 0.1;
   /// sigma of the sb coupling's Brownian bridge (its plan uses epsilon = 2 sigma^2).
   double bridge_sigma = 0.5;
+  /// Micro-batches of batch_size per step in this process (gradient accumulation); the
+  /// step's gradient is their mean. With a process group, each rank takes `accumulate`
+  /// shards of the global batch.
+  int64_t accumulate = 1;
+  /// Where a coupling's plan is solved: "rank" (each shard's batch_size rows on their own)
+  /// or "global" (the plan of all S shards' rows, gathered to every rank; each rank solves
+  /// the same (S B)^2 plan with a generator shared by the ranks and keeps its rows).
+  std::string coupling_scope = "rank";
   uint64_t seed = 0;
   c10::Device device = c10::Device(c10::kCPU);
 
@@ -117,15 +138,35 @@ class Trainer {
   /// Train on these fixed pairs (x_0[i], x_1[i]) instead of independent draws of data
   /// and prior paired by the coupling (reflow, distillation). Dimensions must match.
   void set_pairs(data::PairTablePtr pairs);
-  /// One optimization step; returns its loss.
+  /// One optimization step; returns its loss (the mean over the global batch).
   objective::LossResult step();
 
+  /// Joins a data-parallel group (before resume() and run()): rank 0's weights are broadcast
+  /// to every rank, and this process takes shards rank*K .. rank*K+K-1 of the S =
+  /// world_size * K shards of each step. From then on step(), save() and
+  /// param_max_diff() are collective: every rank must call them in the same order.
+  void set_group(std::shared_ptr<dist::Group> group);
+  /// Polled before every step's gradient all-reduce; `true` on any rank makes
+  /// stop_requested() true on every rank after that same step (so no rank is left waiting
+  /// in a collective). Without a group, stop_requested() just calls it.
+  void set_stop_check(std::function<bool()> local_stop);
+  bool stop_requested() const;
+  /// Largest |difference| between any rank's weights and rank 0's (collective; 0 without
+  /// a group). Data-parallel ranks must hold identical weights.
+  double param_max_diff() const;
+  /// Global shards per step (world_size * accumulate), and seconds spent in collectives.
+  int64_t shards() const;
+  double collective_seconds() const;
+
   /// Writes a checkpoint atomically; `config_text` (the effective configuration) is
-  /// stored inside it.
+  /// stored inside it. With a group, every rank's generators are gathered and only rank 0
+  /// writes.
   void save(const std::string& path, const std::string& config_text = "") const;
   /// Restores the state written by save(); the spec and the coupling (with its parameters)
-  /// in the file must match this trainer's.
-  void resume(const std::string& path);
+  /// in the file must match this trainer's. Returns "" when the run continues exactly; else
+  /// a note saying why the random streams restart (the file has a different number of
+  /// shards per step).
+  std::string resume(const std::string& path);
 
   int64_t steps_done() const;
   const FlowSpec& spec() const;

@@ -1,0 +1,150 @@
+#include "apps/cnf/launch.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cnf/core/error.h"
+
+namespace cnf::app {
+
+namespace {
+volatile std::sig_atomic_t forwarded_signal = 0;
+void record_signal(int sig) { forwarded_signal = sig; }
+
+// A port that was free a moment ago: bind port 0 on loopback and read what the kernel chose.
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  CNF_CHECK(fd >= 0, "cannot open a socket to find a free port: ", std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  ::close(fd);
+  CNF_CHECK(ok, "cannot find a free port on 127.0.0.1: ", std::strerror(errno),
+            "; start the ranks by hand with --master-port");
+  return ntohs(addr.sin_port);
+}
+
+std::string how_it_ended(int status) {
+  if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return std::string("was killed by signal ") + std::to_string(WTERMSIG(status)) + " (" +
+           strsignal(WTERMSIG(status)) + ")";
+  return "ended with status " + std::to_string(status);
+}
+}  // namespace
+
+bool launched_worker() {
+  const char* v = std::getenv("CNF_LAUNCHED");
+  return v != nullptr && *v != '\0';
+}
+
+int launch_local(int nproc, char** argv, double grace_seconds) {
+  CNF_CHECK(nproc >= 1, "--nproc must be >= 1, got ", nproc);
+  const int port = free_port();
+  struct sigaction sa {}, old_int {}, old_term {};
+  sa.sa_handler = record_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  forwarded_signal = 0;
+
+  std::vector<pid_t> pids(nproc, -1);
+  std::vector<int> status(nproc, 0);
+  std::vector<bool> done(nproc, false);
+  for (int r = 0; r < nproc; ++r) {
+    const pid_t pid = ::fork();
+    CNF_CHECK(pid >= 0, "cannot start rank ", r, ": fork failed: ", std::strerror(errno));
+    if (pid == 0) {
+      // The worker dies with the launcher, whatever kills it.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      sigaction(SIGINT, &old_int, nullptr);
+      sigaction(SIGTERM, &old_term, nullptr);
+      ::setenv("RANK", std::to_string(r).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      ::setenv("CNF_LAUNCHED", "1", 1);
+      ::execv("/proc/self/exe", argv);
+      std::fprintf(stderr, "cnf: cannot start rank %d: exec /proc/self/exe failed: %s\n", r,
+                   std::strerror(errno));
+      ::_exit(127);
+    }
+    pids[r] = pid;
+  }
+
+  using clock = std::chrono::steady_clock;
+  int first_failed = -1, left = nproc, forwarded = 0;
+  clock::time_point kill_at{};
+  bool stopping = false;
+  auto signal_all = [&](int sig) {
+    for (int r = 0; r < nproc; ++r)
+      if (!done[r]) ::kill(pids[r], sig);
+  };
+  while (left > 0) {
+    if (forwarded_signal != 0 && forwarded_signal != forwarded) {
+      forwarded = forwarded_signal;
+      signal_all(forwarded);  // each rank saves (rank 0 writes) and stops on the same step
+    }
+    int st = 0;
+    const pid_t pid = ::waitpid(-1, &st, WNOHANG);
+    if (pid > 0) {
+      for (int r = 0; r < nproc; ++r) {
+        if (pids[r] != pid || done[r]) continue;
+        done[r] = true;
+        status[r] = st;
+        --left;
+        const bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        if (!ok && first_failed < 0 && forwarded == 0) {
+          first_failed = r;
+          std::fprintf(stderr, "cnf: rank %d of %d %s; stopping the other ranks\n", r, nproc,
+                       how_it_ended(st).c_str());
+          signal_all(SIGTERM);
+          stopping = true;
+          kill_at = clock::now() + std::chrono::milliseconds(
+                                       static_cast<int64_t>(grace_seconds * 1000));
+        }
+      }
+      continue;
+    }
+    if (stopping && clock::now() >= kill_at) {
+      for (int r = 0; r < nproc; ++r)
+        if (!done[r])
+          std::fprintf(stderr, "cnf: rank %d did not stop within %.0f s; killing it\n", r,
+                       grace_seconds);
+      signal_all(SIGKILL);
+      stopping = false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  if (first_failed >= 0) {
+    std::fprintf(stderr, "cnf: training with %d processes failed: rank %d %s\n", nproc,
+                 first_failed, how_it_ended(status[first_failed]).c_str());
+    return 1;
+  }
+  if (WIFEXITED(status[0])) return WEXITSTATUS(status[0]);
+  return 1;
+}
+
+}  // namespace cnf::app
