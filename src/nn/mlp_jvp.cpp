@@ -20,35 +20,29 @@
 namespace cnf::nn {
 namespace {
 
-// act'(z) and act''(z).
-std::pair<torch::Tensor, torch::Tensor> activation_derivatives(Activation a, const torch::Tensor& z) {
+// act''(z) (act' is activate_derivative in velocity.cpp).
+torch::Tensor activation_second_derivative(Activation a, const torch::Tensor& z) {
   switch (a) {
     case Activation::tanh: {
       auto h = torch::tanh(z);
-      auto s1 = 1 - h * h;
-      return {s1, -2 * h * s1};
+      return -2 * h * (1 - h * h);
     }
-    case Activation::relu: return {(z > 0).to(z.scalar_type()), torch::zeros_like(z)};
+    case Activation::relu: return torch::zeros_like(z);
     case Activation::silu: {
       auto s = torch::sigmoid(z);
-      auto ds = s * (1 - s);
-      return {s + z * ds, ds * (2 + z * (1 - 2 * s))};
+      return s * (1 - s) * (2 + z * (1 - 2 * s));
     }
     case Activation::selu: {
       const double scale = 1.0507009873554804934193349852946, alpha = 1.6732632423543772848170429916717;
-      auto neg = scale * alpha * torch::exp(torch::clamp_max(z, 0));
-      auto pos = z > 0;
-      return {torch::where(pos, torch::full_like(z, scale), neg),
-              torch::where(pos, torch::zeros_like(z), neg)};
+      return torch::where(z > 0, torch::zeros_like(z), scale * alpha * torch::exp(torch::clamp_max(z, 0)));
     }
     case Activation::gelu: {
-      auto cdf = 0.5 * (1 + torch::erf(z * M_SQRT1_2));
       auto pdf = torch::exp(-0.5 * z * z) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
-      return {cdf + z * pdf, pdf * (2 - z * z)};
+      return pdf * (2 - z * z);
     }
     case Activation::softplus: {
       auto s = torch::sigmoid(z);
-      return {s, s * (1 - s)};
+      return s * (1 - s);
     }
   }
   fail("unhandled activation enum value ", static_cast<int>(a));
@@ -134,7 +128,7 @@ struct MlpJvp : public torch::autograd::Function<MlpJvp> {
       const auto& s1 = at(k - 1, 2);
       // act'' of tanh follows from act = h (the top of H) and act'.
       auto s2 = act == Activation::tanh ? -2 * H.slice(0, 0, b) * s1
-                                        : activation_derivatives(act, Z.slice(0, 0, b)).second;
+                                        : activation_second_derivative(act, Z.slice(0, 0, b));
       A = torch::cat({s1 * ah + s2 * Z.slice(0, b) * ahd, s1 * ahd}, 0);
     }
     return out;
