@@ -1,10 +1,7 @@
 // Gradient all-reduce between two ranks on loopback (issue #11): rank 1 runs on a thread of
 // the benchmark process, rank 0 is timed. The gradients of the 2-D MLP and of the image
 // U-Net, once bucketed (dist::Group's few flat buffers) and once one message per tensor.
-#include <arpa/inet.h>
 #include <benchmark/benchmark.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -16,17 +13,6 @@
 using namespace cnf;
 
 namespace {
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 std::vector<at::Tensor> gradients_of(bool unet) {
   nn::ModelSpec spec;  // the default MLP 3-64-64-64-2 of cnf train
@@ -60,7 +46,7 @@ static void BM_GradAllReduce2Ranks(benchmark::State& state) {
   const bool unet = state.range(0) == 1, bucketed = state.range(1) == 1;
   dist::GroupOptions o;
   o.world_size = 2;
-  o.master_port = free_port();
+  o.master_port = cnf::dist::free_loopback_port();
   o.timeout_seconds = 30;
   std::thread peer([o, unet, bucketed] {
     auto po = o;

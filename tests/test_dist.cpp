@@ -1,11 +1,8 @@
 // Data-parallel training across processes (issue #11): two ranks on loopback train what one
 // process accumulating two micro-batches trains; checkpoints move between 2 processes and 1;
 // a rank that dies or hangs stops the other with an error inside the timeout.
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -17,6 +14,7 @@
 #include <thread>
 
 #include "cnf/io/files.h"
+#include "cnf/dist/dist.h"
 #include "cnf/train/trainer.h"
 #include "tests/cli_util.h"
 
@@ -38,17 +36,6 @@ std::string dir() {
   return d;
 }
 
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 // Every tensor under `ar`, by its path of keys.
 void tensors_of(torch::serialize::InputArchive& ar, const std::string& prefix,
@@ -160,7 +147,7 @@ void expect_peer_failure_detected(const std::string& name, int stop) {
   const double timeout = 4;
   const std::string args = kRun + " --steps 1000000 --checkpoint-every 20 --world-size 2 "
                                   "--master-addr 127.0.0.1 --master-port " +
-                           std::to_string(free_port()) + " --dist-timeout 4 --out " + out;
+                           std::to_string(cnf::dist::free_loopback_port()) + " --dist-timeout 4 --out " + out;
   const pid_t rank0 = spawn_cnf(args + " --rank 0", log0);
   const pid_t rank1 = spawn_cnf(args + " --rank 1", log1);
   // Training has started once a periodic checkpoint exists (step 20 or later).
@@ -277,7 +264,7 @@ TEST(DistTest, BadOptionsGiveClearErrors) {
   // Rank 1 of a group whose rank 0 never starts: gives up after the timeout.
   const auto t0 = std::chrono::steady_clock::now();
   r = run_cnf(kRun + " --steps 2 --rank 1 --world-size 2 --master-port " +
-              std::to_string(free_port()) + " --dist-timeout 1 --out " + dir() + "/bad");
+              std::to_string(cnf::dist::free_loopback_port()) + " --dist-timeout 1 --out " + dir() + "/bad");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "cannot reach the store at 127.0.0.1:")) << r.output;
@@ -286,7 +273,7 @@ TEST(DistTest, BadOptionsGiveClearErrors) {
   {
     const std::string out = dir() + "/mismatch";
     const std::string args = kRun + " --steps 5 --world-size 2 --master-port " +
-                             std::to_string(free_port()) + " --dist-timeout 10 --out " + out;
+                             std::to_string(cnf::dist::free_loopback_port()) + " --dist-timeout 10 --out " + out;
     const pid_t rank1 = spawn_cnf(args + " --rank 1 --batch-size 32", out + "_rank1.log");
     r = run_cnf(args + " --rank 0");
     wait_for(rank1);

@@ -1,10 +1,7 @@
 #include "apps/cnf/launch.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,29 +16,13 @@
 #include <vector>
 
 #include "cnf/core/error.h"
+#include "cnf/dist/dist.h"
 
 namespace cnf::app {
 
 namespace {
 volatile std::sig_atomic_t forwarded_signal = 0;
 void record_signal(int sig) { forwarded_signal = sig; }
-
-// A port that was free a moment ago: bind port 0 on loopback and read what the kernel chose.
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  CNF_CHECK(fd >= 0, "cannot open a socket to find a free port: ", std::strerror(errno));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof addr;
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
-  ::close(fd);
-  CNF_CHECK(ok, "cannot find a free port on 127.0.0.1: ", std::strerror(errno),
-            "; start the ranks by hand with --master-port");
-  return ntohs(addr.sin_port);
-}
 
 std::string how_it_ended(int status) {
   if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
@@ -59,7 +40,7 @@ bool launched_worker() {
 
 int launch_local(int nproc, char** argv, double grace_seconds) {
   CNF_CHECK(nproc >= 1, "--nproc must be >= 1, got ", nproc);
-  const int port = free_port();
+  const int port = dist::free_loopback_port();
   struct sigaction sa {}, old_int {}, old_term {};
   sa.sa_handler = record_signal;
   sigemptyset(&sa.sa_mask);

@@ -4,7 +4,14 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <cstdlib>
 
 #include "cnf/core/error.h"
@@ -206,6 +213,22 @@ void Group::barrier() {
   // A one-element all-reduce: it is bounded by the group's timeout like every collective.
   std::vector<at::Tensor> one{torch::zeros({1})};
   impl_->run("barrier", [&] { return impl_->pg->allreduce(one); });
+}
+
+int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  CNF_CHECK(fd >= 0, "cannot open a socket to find a free port: ", std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  socklen_t len = sizeof addr;
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0;
+  ::close(fd);
+  CNF_CHECK(ok, "cannot find a free port on 127.0.0.1: ", std::strerror(errno),
+            "; start the ranks by hand with --master-port");
+  return ntohs(addr.sin_port);
 }
 
 }  // namespace cnf::dist

@@ -35,6 +35,10 @@ struct GroupOptions {
   void validate() const;
 };
 
+/// A port that was free a moment ago on 127.0.0.1 (bind port 0, read what the kernel chose):
+/// for the local launcher's store. Throws cnf::Error when no socket can be bound.
+int free_loopback_port();
+
 /// Reads RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT from the environment into `o`
 /// (those that are set); returns true when WORLD_SIZE or RANK was set.
 bool options_from_env(GroupOptions& o);
