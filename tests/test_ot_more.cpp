@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <array>
@@ -504,6 +505,18 @@ TEST(OtCli, OtCommandEndToEnd) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "Sinkhorn converged")) << r.output;
   EXPECT_TRUE(contains(io::read_text(d + "/sk.json"), "\"converged\": true"));
+  // --log-domain runs the same half-steps by log-sum-exp: same iterations, same cost (to
+  // rounding: 1e-9 relative).
+  r = run_cnf("ot --a " + d + "/a.npy --b " + d + "/b.npy --method sinkhorn --eps 0.01 "
+              "--cost euclidean --log-domain --json " + d + "/sk_log.json");
+  ASSERT_EQ(r.code, 0) << r.output;
+  {
+    const auto kernel = nlohmann::json::parse(io::read_text(d + "/sk.json"));
+    const auto logd = nlohmann::json::parse(io::read_text(d + "/sk_log.json"));
+    EXPECT_EQ(kernel.at("iterations"), logd.at("iterations"));
+    EXPECT_NEAR(kernel.at("cost").get<double>(), logd.at("cost").get<double>(),
+                1e-9 * std::abs(logd.at("cost").get<double>()));
+  }
 
   // Errors: mismatched dimensions, a bad method, eps <= 0, non-convergence.
   r = run_cnf("ot --a " + d + "/a.npy --b " + d + "/c3.npy");
