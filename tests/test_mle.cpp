@@ -158,9 +158,12 @@ TEST(Mle, ForwardModeJvpAndItsBackwardMatchAutograd) {
   // forward_with_jvp against LibTorch's autograd on the reference forward: the JVP against
   // the full Jacobian times u, and the gradient of L = <g_v, v> + <g_jv, J u> in x and in
   // every parameter against a double backward. float64, so agreement to 1e-10 (relative
-  // to the largest entry) means the same formulas, not merely close ones.
+  // to the largest entry) means the same formulas, not merely close ones. Both routes: the
+  // fused kernels (nn/fast_mlp.h) and LibTorch's ops (`--fast-mlp off`).
+  for (bool fused : {true, false}) {
   for (const char* act : {"tanh", "relu", "silu", "selu", "gelu", "softplus"}) {
     for (const char* emb : {"concat", "fourier"}) {
+      if (fused && !nn::fast::cpu_supported()) continue;
       torch::manual_seed(11);
       nn::MLPVelocity mlp(nn::MLPOptions(3).width(12).depth(3).activation(act).time_embedding(emb));
       mlp->to(torch::kFloat64);
@@ -174,7 +177,8 @@ TEST(Mle, ForwardModeJvpAndItsBackwardMatchAutograd) {
       auto scale = [](const torch::Tensor& r) { return r.abs().max().item<double>() + 1e-300; };
       auto close = [&](const torch::Tensor& a, const torch::Tensor& r, const std::string& what) {
         const double err = (a - r).abs().max().item<double>() / scale(r);
-        EXPECT_LT(err, 1e-10) << act << " " << emb << " " << what << ": " << err;
+        EXPECT_LT(err, 1e-10) << (fused ? "fused " : "libtorch ") << act << " " << emb << " " << what
+                              << ": " << err;
       };
 
       auto v_ref = mlp->reference_forward(x, t);
@@ -190,11 +194,13 @@ TEST(Mle, ForwardModeJvpAndItsBackwardMatchAutograd) {
       for (auto& p : mlp->parameters()) wrt.push_back(p);
       auto g_ref = torch::autograd::grad({loss_ref}, wrt, {}, false, false, true);
 
+      nn::fast::set_enabled(fused);
       auto [v, jv] = mlp->forward_with_jvp(x, t, u);
       close(v, v_ref, "v");
       close(jv, jv_ref, "J u");
       auto loss = (gv * v).sum() + (gjv * jv).sum();
       auto g = torch::autograd::grad({loss}, wrt, {}, false, false, true);
+      nn::fast::set_enabled(true);
       ASSERT_EQ(g.size(), g_ref.size());
       for (size_t k = 0; k < g.size(); ++k) {
         if (!g_ref[k].defined()) continue;  // the Fourier frequencies are a buffer
@@ -203,6 +209,51 @@ TEST(Mle, ForwardModeJvpAndItsBackwardMatchAutograd) {
       }
     }
   }
+  }
+}
+
+TEST(Mle, FusedJvpKernelsMatchLibTorchOnManyBlocksAndThreads) {
+  // The fused JVP splits the batch into cache blocks (256 rows at width 64) and the blocks
+  // over threads; 600 rows make three blocks, the last one partial, on two threads. The
+  // LibTorch route (one product per layer on the whole batch) is the reference.
+  if (!nn::fast::cpu_supported()) GTEST_SKIP() << "no AVX2/FMA";
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+    // float64: the same formulas to rounding (1e-10 relative to the largest entry);
+    // float32: products of 64 terms in a different order (oneDNN vs OpenBLAS) differ by a
+    // few units of float's 6e-8 per layer, so 1e-4 relative bounds four layers with room.
+    const double tol = dtype == torch::kFloat64 ? 1e-10 : 1e-4;
+    torch::manual_seed(3);
+    nn::MLPVelocity mlp(nn::MLPOptions(3).width(64).depth(3).activation("tanh").time_embedding("fourier"));
+    mlp->to(dtype);
+    auto gen = make_generator(8);
+    const int64_t b = 600;
+    auto x = torch::randn({b, 3}, gen, torch::kFloat64).to(dtype).requires_grad_(true);
+    auto t = torch::rand({b}, gen, torch::kFloat64).to(dtype);
+    auto u = torch::randn({b, 3}, gen, torch::kFloat64).to(dtype);
+    auto gv = torch::randn({b, 3}, gen, torch::kFloat64).to(dtype);
+    auto gjv = torch::randn({b, 3}, gen, torch::kFloat64).to(dtype);
+    std::vector<torch::Tensor> wrt{x};
+    for (auto& p : mlp->parameters()) wrt.push_back(p);
+    auto run = [&](bool fused) {
+      nn::fast::set_enabled(fused);
+      auto [v, jv] = mlp->forward_with_jvp(x, t, u);
+      auto g = torch::autograd::grad({(gv * v).sum() + (gjv * jv).sum()}, wrt, {}, false, false, true);
+      nn::fast::set_enabled(true);
+      g.insert(g.begin(), {v.detach(), jv.detach()});
+      return g;
+    };
+    auto fused = run(true), ref = run(false);
+    ASSERT_EQ(fused.size(), ref.size());
+    for (size_t k = 0; k < ref.size(); ++k) {
+      if (!ref[k].defined()) continue;  // the Fourier frequencies are a buffer
+      ASSERT_TRUE(fused[k].defined()) << k;
+      const double err = ((fused[k] - ref[k]).abs().max() / (ref[k].abs().max() + 1e-300)).item<double>();
+      EXPECT_LT(err, tol) << torch::toString(dtype) << " output/gradient " << k << ": " << err;
+    }
+  }
+  at::set_num_threads(threads);
 }
 
 TEST(Mle, ForwardModeRouteGivesTheAutogradRoutesLossAndGradients) {

@@ -98,6 +98,53 @@ torch::Tensor run_forward(const Shape& s, const torch::Tensor& x, const torch::T
   return out;
 }
 
+// Calls f(begin, end) on LibTorch's intra-op threads over row ranges that start at
+// multiples of the cache block (the JVP kernels' saved layout depends on it).
+template <class F>
+void for_blocks(const Shape& s, int64_t n, const F& f) {
+  const int64_t big = kernel::block_rows(s.width), blocks = (n + big - 1) / big;
+  at::parallel_for(0, blocks, 1, [&](int64_t b, int64_t e) { f(b * big, std::min(n, e * big)); });
+}
+
+// Runs backward(gw, gb, begin, end) over the rows [0, n) with one zeroed gradient
+// accumulator per thread (gw[k], gb[k]: layer k's weight and bias gradients) and returns
+// the flat sum of the accumulators, parameters in the order of p.
+template <class T, class F>
+torch::Tensor parameter_gradients(const Shape& s, const std::vector<torch::Tensor>& p, int64_t n,
+                                  const F& backward) {
+  int64_t total = 0;
+  for (const auto& q : p) total += q.numel();
+  const int nthreads = at::get_num_threads();
+  auto acc = torch::zeros({nthreads, total}, p[0].options());
+  for_blocks(s, n, [&](int64_t b, int64_t e) {
+    T* a = acc.data_ptr<T>() + at::get_thread_num() * total;
+    T* gw[kernel::kMaxLayers];
+    T* gb[kernel::kMaxLayers];
+    for (int k = 0; k < s.layers; ++k) {
+      gw[k] = a;
+      a += p[2 * k].numel();
+      gb[k] = a;
+      a += p[2 * k + 1].numel();
+    }
+    backward(gw, gb, b, e);
+  });
+  return nthreads == 1 ? acc[0] : acc.sum(0);
+}
+
+// Splits the flat gradient `sum` into out[first_out + i] for the parameters that need it
+// (tensor input first_in + i), in each parameter's own shape and dtype.
+void hand_out(torch::autograd::AutogradContext* ctx, const torch::Tensor& sum,
+              const std::vector<torch::Tensor>& params, size_t first_in,
+              torch::autograd::variable_list& out, size_t first_out) {
+  int64_t off = 0;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const int64_t n = params[i].numel();
+    if (ctx->needs_input_grad(first_in + i))
+      out[first_out + i] = sum.slice(0, off, off + n).view(params[i].sizes()).to(params[i].scalar_type());
+    off += n;
+  }
+}
+
 // Encodes Shape in the autograd context.
 void save_shape(torch::autograd::AutogradContext* ctx, const Shape& s) {
   ctx->saved_data["dim"] = s.dim;
@@ -166,43 +213,101 @@ struct FusedMLP : public torch::autograd::Function<FusedMLP> {
     auto xc = x.detach().contiguous();
     auto go = grads[0].to(x.scalar_type()).contiguous();
     auto p = kernel_params(params, xc);
-    // One gradient accumulator per thread, summed afterwards.
-    int64_t total = 0;
-    for (const auto& q : p) total += q.numel();
-    const int nthreads = at::get_num_threads();
-    auto acc = torch::zeros({nthreads, total}, xc.options());
     auto gx = want_x ? torch::empty_like(xc) : torch::Tensor();
     AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "fast_mlp_backward", [&] {
       const auto net = make_net<scalar_t>(s, freq, p);
       const int64_t ld = 2 * (s.layers - 1) * s.width;
-      at::parallel_for(0, xc.size(0), grain(s), [&](int64_t b, int64_t e) {
-        scalar_t* a = acc.data_ptr<scalar_t>() + at::get_thread_num() * total;
-        scalar_t* gw[kernel::kMaxLayers];
-        scalar_t* gb[kernel::kMaxLayers];
-        for (int k = 0; k < s.layers; ++k) {
-          gw[k] = a;
-          a += p[2 * k].numel();
-          gb[k] = a;
-          a += p[2 * k + 1].numel();
-        }
-        kernel::backward(net, rows_of<scalar_t>(xc, t, b, e),
-                         saved.data_ptr<scalar_t>() + b * ld, go.data_ptr<scalar_t>() + b * s.dim,
-                         gw, gb, want_x ? gx.data_ptr<scalar_t>() + b * s.dim : nullptr);
+      auto sum = parameter_gradients<scalar_t>(s, p, xc.size(0), [&](scalar_t* const* gw, scalar_t* const* gb,
+                                                                     int64_t b, int64_t e) {
+        kernel::backward(net, rows_of<scalar_t>(xc, t, b, e), saved.data_ptr<scalar_t>() + b * ld,
+                         go.data_ptr<scalar_t>() + b * s.dim, gw, gb,
+                         want_x ? gx.data_ptr<scalar_t>() + b * s.dim : nullptr);
       });
+      hand_out(ctx, sum, params, 3, out, 4);
     });
-    auto sum = nthreads == 1 ? acc[0] : acc.sum(0);
-    int64_t off = 0;
-    for (size_t i = 0; i < params.size(); ++i) {
-      const int64_t n = params[i].numel();
-      if (ctx->needs_input_grad(3 + i))
-        out[4 + i] = sum.slice(0, off, off + n).view(params[i].sizes()).to(params[i].scalar_type());
-      off += n;
-    }
     if (want_x) out[0] = gx;
     return out;
   }
 };
 
+
+// Inputs: x [B, dim], t (detached, x's dtype), frequencies, the direction u [B, dim], then
+// (weight, bias) of every layer. Outputs v and (dv/dx) u, each [B, dim]. First order
+// only: the backward pass is not itself differentiable.
+struct FusedJvp : public torch::autograd::Function<FusedJvp> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                                                const torch::Tensor& t, const torch::Tensor& freq,
+                                                const torch::Tensor& u, Shape s, torch::TensorList params) {
+    auto xc = x.contiguous();
+    auto uc = u.detach().to(x.scalar_type()).contiguous();
+    auto p = kernel_params(params, xc);
+    auto saved = torch::empty({x.size(0) * kernel::jvp_saved_per_row(s.layers, s.width)}, x.options());
+    auto [v, jv] = run_jvp(s, xc, t, freq, uc, p, saved);
+    save_shape(ctx, s);
+    std::vector<torch::Tensor> keep{x, t, freq, uc, saved};
+    keep.insert(keep.end(), params.begin(), params.end());
+    ctx->save_for_backward(keep);
+    return {v, jv};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    CNF_CHECK(!torch::GradMode::is_enabled(),
+              "second derivatives through MLPVelocity::forward_with_jvp are not implemented; "
+              "differentiate forward() with create_graph instead");
+    const Shape s = load_shape(ctx);
+    auto v = ctx->get_saved_variables();
+    const auto& x = v[0];
+    const auto& t = v[1];
+    const auto& freq = v[2];
+    const auto& u = v[3];
+    const auto& saved = v[4];
+    std::vector<torch::Tensor> params(v.begin() + 5, v.end());
+    // Gradients by argument position (x, t, freq, u, shape, params); needs_input_grad
+    // counts tensor inputs only (x, t, freq, u, params).
+    torch::autograd::variable_list out(5 + params.size());
+    const bool want_x = ctx->needs_input_grad(0);
+    auto xc = x.detach().contiguous();
+    auto prep = [&](const torch::Tensor& g) { return g.defined() ? g.to(x.scalar_type()).contiguous() : g; };
+    auto gv = prep(grads[0]), gjv = prep(grads[1]);
+    auto p = kernel_params(params, xc);
+    auto gx = want_x ? torch::empty_like(xc) : torch::Tensor();
+    AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "fast_mlp_jvp_backward", [&] {
+      const auto net = make_net<scalar_t>(s, freq, p);
+      const int64_t ld = kernel::jvp_saved_per_row(s.layers, s.width), d = s.dim;
+      auto rows = [&](const torch::Tensor& g, int64_t b) { return g.defined() ? g.data_ptr<scalar_t>() + b * d : nullptr; };
+      auto sum = parameter_gradients<scalar_t>(s, p, xc.size(0), [&](scalar_t* const* gw, scalar_t* const* gb,
+                                                                     int64_t b, int64_t e) {
+        kernel::jvp_backward(net, rows_of<scalar_t>(xc, t, b, e), u.data_ptr<scalar_t>() + b * d,
+                             saved.data_ptr<scalar_t>() + b * ld, rows(gv, b), rows(gjv, b), gw, gb,
+                             want_x ? gx.data_ptr<scalar_t>() + b * d : nullptr);
+      });
+      hand_out(ctx, sum, params, 4, out, 5);
+    });
+    if (want_x) out[0] = gx;
+    return out;
+  }
+
+  // v and J u through the kernels, `saved` filled when defined.
+  static std::pair<torch::Tensor, torch::Tensor> run_jvp(const Shape& s, const torch::Tensor& x,
+                                                         const torch::Tensor& t, const torch::Tensor& freq,
+                                                         const torch::Tensor& u, torch::TensorList params,
+                                                         const torch::Tensor& saved) {
+    auto v = torch::empty({x.size(0), s.dim}, x.options());
+    auto jv = torch::empty_like(v);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fast_mlp_jvp", [&] {
+      const auto net = make_net<scalar_t>(s, freq, params);
+      const int64_t ld = kernel::jvp_saved_per_row(s.layers, s.width), d = s.dim;
+      scalar_t* sv = saved.defined() ? saved.data_ptr<scalar_t>() : nullptr;
+      for_blocks(s, x.size(0), [&](int64_t b, int64_t e) {
+        kernel::jvp_forward(net, rows_of<scalar_t>(x, t, b, e), u.data_ptr<scalar_t>() + b * d,
+                            v.data_ptr<scalar_t>() + b * d, jv.data_ptr<scalar_t>() + b * d,
+                            sv ? sv + b * ld : nullptr);
+      });
+    });
+    return {v, jv};
+  }
+};
 }  // namespace
 
 bool cpu_supported() {
@@ -265,6 +370,31 @@ std::pair<torch::Tensor, torch::Tensor> forward_with_divergence(const MLPVelocit
     });
   });
   return {out, div};
+}
+
+}  // namespace cnf::nn::fast
+
+namespace cnf::nn::fast {
+
+std::pair<torch::Tensor, torch::Tensor> forward_with_jvp(const MLPVelocityImpl& mlp, const torch::Tensor& x,
+                                                         const torch::Tensor& t, const torch::Tensor& u) {
+  const auto why = unsupported_reason(mlp, x, t);
+  CNF_CHECK(why.empty(), "the fast MLP path does not apply: ", why);
+  CNF_CHECK(u.sizes() == x.sizes(), "forward_with_jvp: the direction must have the shape of x ", x.sizes(),
+            ", got ", u.sizes());
+  const Shape s = shape_of(mlp);
+  auto tc = time_column(t, x);
+  auto freq = frequencies_of(mlp, x);
+  auto params = mlp.layer_parameters();
+  bool needs_grad = x.requires_grad();
+  for (const auto& p : params) needs_grad = needs_grad || p.requires_grad();
+  if (torch::GradMode::is_enabled() && needs_grad) {
+    auto out = FusedJvp::apply(x, tc, freq, u, s, torch::TensorList(params));
+    return {out[0], out[1]};
+  }
+  auto xc = x.contiguous();
+  return FusedJvp::run_jvp(s, xc, tc, freq, u.detach().to(x.scalar_type()).contiguous(),
+                           kernel_params(params, xc), torch::Tensor());
 }
 
 }  // namespace cnf::nn::fast

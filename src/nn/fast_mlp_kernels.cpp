@@ -313,6 +313,155 @@ void divergence(const Net<T>& net, const Rows<T>& rows, T* out, T* div) {
   }
 }
 
+int64_t jvp_saved_per_row(int layers, int64_t width) { return 4 * (layers - 1) * width; }
+
+namespace {
+
+// Activations whose act'' needs the pre-activation z (tanh, relu and SELU get it from
+// act and act').
+bool second_derivative_needs_z(Act act) { return act == Act::silu || act == Act::gelu || act == Act::softplus; }
+
+// One hidden row of the JVP: given z (pre-activation, with bias; read only when
+// second_derivative_needs_z), h = act(z), s1 = act'(z) and the pre-activation tangent zd,
+// writes q = act''(z) zd and turns zd into the output tangent s1 zd.
+template <class T>
+void jvp_tangent_row(Act act, const T* zp, const T* hp, const T* s1p, T* zdp, T* qp, int64_t n) {
+  CMapV<T> h(hp, n), s1(s1p, n);
+  MapV<T> zd(zdp, n), q(qp, n);
+  switch (act) {
+    case Act::tanh: q = T(-2) * h * s1 * zd; break;  // tanh'' = -2 tanh tanh'
+    case Act::relu: q.setZero(); break;
+    case Act::selu: q = (h > T(0)).select(T(0), s1 * zd); break;  // z <= 0: selu'' = selu'
+    case Act::silu: {
+      CMapV<T> z(zp, n);
+      const Vec<T> sg = (T(1) + (-z).exp()).inverse();
+      q = sg * (T(1) - sg) * (T(2) + z * (T(1) - T(2) * sg)) * zd;
+      break;
+    }
+    case Act::gelu: {
+      CMapV<T> z(zp, n);
+      q = (T(-0.5) * z.square()).exp() * T(0.39894228040143267794) * (T(2) - z.square()) * zd;
+      break;
+    }
+    case Act::softplus: {
+      CMapV<T> z(zp, n);
+      const Vec<T> sg = (T(1) + (-z).exp()).inverse();
+      q = sg * (T(1) - sg) * zd;  // as act' = sigmoid, also above LibTorch's threshold
+      break;
+    }
+  }
+  zd *= s1;
+}
+
+// Top r rows of xs [2r, in0]: the embedded input of rows [i0, i0 + r); bottom r rows: its
+// tangent [u, 0] (time features do not move).
+template <class T>
+void jvp_input(const Net<T>& net, const Rows<T>& rows, const T* u, int64_t i0, int64_t r, T* xs) {
+  const int64_t in0 = net.in(0), d = net.dim;
+  embed(net, rows, i0, r, xs);
+  for (int64_t i = 0; i < r; ++i) {
+    T* row = xs + (r + i) * in0;
+    const T* ui = u + (i0 + i) * d;
+    for (int64_t j = 0; j < d; ++j) row[j] = ui[j];
+    for (int64_t j = d; j < in0; ++j) row[j] = T(0);
+  }
+}
+
+}  // namespace
+
+// Values and tangents of a block travel stacked ([2r, width]: r value rows, then r tangent
+// rows), so each layer is one product for both.
+template <class T>
+void jvp_forward(const Net<T>& net, const Rows<T>& rows, const T* u, T* v, T* jv, T* saved) {
+  const int64_t w = net.width, in0 = net.in(0), d = net.dim, big = block_rows(w), L = net.layers;
+  const int64_t ld_saved = jvp_saved_per_row(net.layers, w);
+  Mat<T> xs(2 * big, in0), out(2 * big, d), zcopy(big, w), work(2, 4 * big * w);
+  for (int64_t i0 = 0; i0 < rows.rows; i0 += big) {
+    const int64_t r = lo(big, rows.rows - i0);
+    jvp_input(net, rows, u, i0, r, xs.data());
+    const T* x = xs.data();
+    int64_t ldx = in0;
+    for (int k = 0; k + 1 < L; ++k) {
+      T* layer = saved ? saved + i0 * ld_saved + k * 4 * r * w : work.data() + (k % 2) * 4 * big * w;
+      T* z = layer;              // [2r, w]: z then zd; after the activation h then hd
+      T* s1 = layer + 2 * r * w;  // [r, w]
+      T* q = layer + 3 * r * w;   // [r, w]
+      gemm(false, true, 2 * r, w, net.in(k), T(1), x, ldx, net.w[k], net.in(k), T(0), z, w);
+      const bool need_z = second_derivative_needs_z(net.act);
+      if (need_z) {
+        CMapV<T> b(net.b[k], w);
+        for (int64_t i = 0; i < r; ++i) MapV<T>(zcopy.data() + i * w, w) = CMapV<T>(z + i * w, w) + b;
+      }
+      bias_act(net, net.b[k], r, w, z, w, true, s1, w);
+      for (int64_t i = 0; i < r; ++i)
+        jvp_tangent_row(net.act, need_z ? zcopy.data() + i * w : nullptr, z + i * w, s1 + i * w,
+                        z + (r + i) * w, q + i * w, w);
+      x = z;
+      ldx = w;
+    }
+    gemm(false, true, 2 * r, d, net.in(L - 1), T(1), x, ldx, net.w[L - 1], net.in(L - 1), T(0), out.data(), d);
+    for (int64_t i = 0; i < r; ++i)
+      for (int64_t j = 0; j < d; ++j) {
+        v[(i0 + i) * d + j] = out(i, j) + net.b[L - 1][j];
+        jv[(i0 + i) * d + j] = out(r + i, j);
+      }
+  }
+}
+
+// Reverse pass, from the adjoints A = [a; ad] of (z, zd) of a layer (stacked like the
+// forward pass) to those of the layer below:
+//   grad W += A^T [h; hd],  grad b += sum of the rows of a,
+//   [ah; ahd] = A W,  a_below = s1 ah + q ahd,  ad_below = s1 ahd.
+template <class T>
+void jvp_backward(const Net<T>& net, const Rows<T>& rows, const T* u, const T* saved, const T* gv,
+                  const T* gjv, T* const* grad_w, T* const* grad_b, T* grad_x) {
+  const int64_t w = net.width, in0 = net.in(0), d = net.dim, big = block_rows(w), L = net.layers;
+  const int64_t ld_saved = jvp_saved_per_row(net.layers, w), wmax = w > d ? w : d;
+  Mat<T> xs(2 * big, in0), a0(2 * big, wmax), a1(2 * big, wmax);
+  for (int64_t i0 = 0; i0 < rows.rows; i0 += big) {
+    const int64_t r = lo(big, rows.rows - i0);
+    T* a = a0.data();
+    for (int64_t i = 0; i < r; ++i)
+      for (int64_t j = 0; j < d; ++j) {
+        a[i * d + j] = gv ? gv[(i0 + i) * d + j] : T(0);
+        a[(r + i) * d + j] = gjv ? gjv[(i0 + i) * d + j] : T(0);
+      }
+    int64_t lda = d;
+    const T* block = saved + i0 * ld_saved;
+    for (int k = L - 1; k >= 0; --k) {
+      const int64_t n_out = net.out(k), n_in = net.in(k);
+      const T* x;
+      if (k == 0) {
+        jvp_input(net, rows, u, i0, r, xs.data());
+        x = xs.data();
+      } else {
+        x = block + (k - 1) * 4 * r * w;
+      }
+      gemm(true, false, n_out, n_in, 2 * r, T(1), a, lda, x, n_in, T(1), grad_w[k], n_in);
+      MapV<T> gb(grad_b[k], n_out);
+      for (int64_t i = 0; i < r; ++i) gb += CMapV<T>(a + i * lda, n_out);
+      if (k == 0) {
+        // Only the x-columns of W_0: dL/dx = a W_0[:, :dim].
+        if (grad_x) gemm(false, false, r, d, n_out, T(1), a, lda, net.w[0], n_in, T(0), grad_x + i0 * d, d);
+        break;
+      }
+      T* an = a == a0.data() ? a1.data() : a0.data();
+      gemm(false, false, 2 * r, w, n_out, T(1), a, lda, net.w[k], n_in, T(0), an, w);
+      const T* below = block + (k - 1) * 4 * r * w;
+      const T* s1 = below + 2 * r * w;
+      const T* q = below + 3 * r * w;
+      for (int64_t i = 0; i < r; ++i) {
+        MapV<T> ah(an + i * w, w), ahd(an + (r + i) * w, w);
+        CMapV<T> s(s1 + i * w, w), qi(q + i * w, w);
+        ah = s * ah + qi * ahd;
+        ahd *= s;
+      }
+      a = an;
+      lda = w;
+    }
+  }
+}
+
 template <class T>
 void activate_array(Act act, T* z, T* d, int64_t n) {
   static const float zeros[256] = {};
@@ -334,5 +483,12 @@ template void backward<double>(const Net<double>&, const Rows<double>&, const do
                                const double*, double* const*, double* const*, double*);
 template void divergence<float>(const Net<float>&, const Rows<float>&, float*, float*);
 template void divergence<double>(const Net<double>&, const Rows<double>&, double*, double*);
+template void jvp_forward<float>(const Net<float>&, const Rows<float>&, const float*, float*, float*, float*);
+template void jvp_forward<double>(const Net<double>&, const Rows<double>&, const double*, double*, double*,
+                                  double*);
+template void jvp_backward<float>(const Net<float>&, const Rows<float>&, const float*, const float*,
+                                  const float*, const float*, float* const*, float* const*, float*);
+template void jvp_backward<double>(const Net<double>&, const Rows<double>&, const double*, const double*,
+                                   const double*, const double*, double* const*, double* const*, double*);
 
 }  // namespace cnf::nn::fast::kernel

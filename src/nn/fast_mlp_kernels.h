@@ -62,6 +62,25 @@ void backward(const Net<T>& net, const Rows<T>& r, const T* saved, const T* grad
 template <class T>
 void divergence(const Net<T>& net, const Rows<T>& r, T* out, T* div);
 
+/// Forward-mode Jacobian-vector product (MLPVelocity::forward_with_jvp): v = net(x, t)
+/// into v [rows, dim] and jv = (dv/dx) u into jv [rows, dim], for rows [0, rows) of x and
+/// of the direction u [rows, dim] (t gets a zero tangent). Cache blocks are
+/// [i0, i0 + block_rows) from the first row, so callers that split a batch must split it
+/// at multiples of block_rows. When `saved` is not null (jvp_saved_per_row elements per
+/// row) it keeps what jvp_backward needs: per block and hidden layer, the layer's output
+/// and its tangent stacked, act'(z), and act''(z) times the pre-activation tangent.
+template <class T>
+void jvp_forward(const Net<T>& net, const Rows<T>& r, const T* u, T* v, T* jv, T* saved);
+
+int64_t jvp_saved_per_row(int layers, int64_t width);
+
+/// Backward pass of jvp_forward given the adjoints gv and gjv of v and jv ([rows, dim]
+/// each; null means zero): adds the parameter gradients into grad_w[k] and grad_b[k] and
+/// writes dL/dx into grad_x [rows, dim] when it is not null. u gets no gradient.
+template <class T>
+void jvp_backward(const Net<T>& net, const Rows<T>& r, const T* u, const T* saved, const T* gv,
+                  const T* gjv, T* const* grad_w, T* const* grad_b, T* grad_x);
+
 /// Rows per cache block (a power of two).
 int64_t block_rows(int64_t width);
 

@@ -144,6 +144,10 @@ std::pair<torch::Tensor, torch::Tensor> MLPVelocityImpl::forward_with_jvp(const 
             options.dim(), "], got ", x.sizes());
   CNF_CHECK(u.sizes() == x.sizes(), "forward_with_jvp: the direction must have the shape of x ",
             x.sizes(), ", got ", u.sizes());
+  // The fused kernels (nn/fast_mlp.h) when they apply; they give t no gradient.
+  const bool t_grad = torch::GradMode::is_enabled() && t.requires_grad();
+  if (fast::enabled() && !t_grad && fast::unsupported_reason(*this, x, t).empty())
+    return fast::forward_with_jvp(*this, x, t, u);
   auto h0 = embed_input(x, t);
   const int64_t extra = h0.size(1) - x.size(1);
   // The direction moves x only: the time features get a zero tangent.
