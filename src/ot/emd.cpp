@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "cnf/core/error.h"
+#include "cnf/core/memory.h"
 #include "cnf/core/runtime.h"
 
 namespace cnf::ot {
@@ -380,8 +381,10 @@ at::Tensor cost_matrix(const at::Tensor& x, const at::Tensor& y, Cost cost) {
   y64 = y64 - center;
   const at::Tensor xx = x64.pow(2).sum(1, /*keepdim=*/true);      // [n, 1]
   const at::Tensor yy = y64.pow(2).sum(1, /*keepdim=*/true).t();  // [1, m]
-  // In place in one [n, m] buffer: each fresh large temporary costs its page faults.
-  at::Tensor d2 = (xx + yy).addmm_(x64, y64.t(), /*beta=*/1, /*alpha=*/-2).clamp_min_(0);
+  // In place in one [n, m] buffer (huge pages on the CPU): each fresh large temporary
+  // costs its page faults.
+  at::Tensor d2 = large_empty({x64.size(0), y64.size(0)}, torch::kFloat64, x64.device());
+  at::add_out(d2, xx, yy).addmm_(x64, y64.t(), /*beta=*/1, /*alpha=*/-2).clamp_min_(0);
   switch (cost) {
     case Cost::sqeuclidean:
       return d2;
@@ -417,7 +420,7 @@ EmdResult emd(const at::Tensor& x, const at::Tensor& y, Cost cost, ExactSolver s
   if (n == m && solver != ExactSolver::network_simplex) {
     result.assignment = assignment(c);
     const int64_t* perm = result.assignment.data_ptr<int64_t>();
-    result.plan = torch::zeros({n, n}, torch::kFloat64);
+    result.plan = large_zeros({n, n}, torch::kFloat64);
     double* plan = result.plan.data_ptr<double>();
     const double* cc = c.data_ptr<double>();
     double total = 0;
@@ -434,7 +437,7 @@ EmdResult emd(const at::Tensor& x, const at::Tensor& y, Cost cost, ExactSolver s
   const double total_mass = static_cast<double>(n) * static_cast<double>(m);
 
   result.cost = flow.total / total_mass;
-  result.plan = torch::empty({n, m}, torch::kFloat64);
+  result.plan = large_empty({n, m}, torch::kFloat64);
   double* plan = result.plan.data_ptr<double>();
   for (int64_t k = 0; k < n * m; ++k) plan[k] = static_cast<double>(flow.flow[k]) / total_mass;
 
@@ -478,7 +481,7 @@ EmdResult emd_weighted(const at::Tensor& a, const at::Tensor& b, const at::Tenso
 
   EmdResult result;
   result.cost = flow.total / scale;
-  result.plan = torch::empty({n, m}, torch::kFloat64);
+  result.plan = large_empty({n, m}, torch::kFloat64);
   double* plan = result.plan.data_ptr<double>();
   for (int64_t k = 0; k < n * m; ++k) plan[k] = static_cast<double>(flow.flow[k]) / scale;
   return result;

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cnf/core/error.h"
+#include "cnf/core/memory.h"
 #include "cnf/core/runtime.h"
 
 namespace cnf::ot {
@@ -101,7 +102,7 @@ SinkhornResult sinkhorn_weighted(const at::Tensor& a, const at::Tensor& b, const
     v = torch::ones({m}, opts);
     if (log_domain) return;
     // In place in one buffer: a fresh [n, m] temporary per pass costs page faults.
-    if (!K.defined()) K = torch::empty_like(c);
+    if (!K.defined()) K = large_empty(c.sizes(), c.scalar_type(), c.device());
     at::mul_out(K, c, -1.0 / e);
     K.add_((f / e + log_a).unsqueeze(1)).add_((g / e + log_b).unsqueeze(0)).exp_();
   };
@@ -184,10 +185,12 @@ SinkhornResult sinkhorn_weighted(const at::Tensor& a, const at::Tensor& b, const
   CNF_CHECK(std::isfinite(r.marginal_error), "Sinkhorn produced a non-finite marginal error at "
             "epsilon ", eps, "; the cost or weights are degenerate (e.g. all weights on points "
             "with infinite cost)");
+  // One [n, m] buffer, filled in place.
+  r.plan = large_empty(c.sizes(), c.scalar_type(), c.device());
   if (log_domain) {
-    r.plan = ((f / eps + log_a).unsqueeze(1) + (g / eps + log_b).unsqueeze(0) - c / eps).exp();
+    at::mul_out(r.plan, c, -1.0 / eps).add_((f / eps + log_a).unsqueeze(1)).add_((g / eps + log_b).unsqueeze(0)).exp_();
   } else {
-    r.plan = u.unsqueeze(1) * K * v.unsqueeze(0);
+    at::mul_out(r.plan, K, u.unsqueeze(1)).mul_(v.unsqueeze(0));
     absorb();
   }
   r.f = f;
