@@ -145,6 +145,34 @@ BENCHMARK(BM_NllRouteByDim)
     ->ArgsProduct({{0, 1, 2}, {2, 16, 64}})
     ->Unit(benchmark::kMillisecond);
 
+// The same for the hollow network (nn/hollow.h; 16 units per dimension block, two
+// conditioner layers), whose exact divergence is read off the forward pass. Args: route, dim.
+static void BM_NllHollowByDim(benchmark::State& state) {
+  const int64_t dim = state.range(1);
+  nn::ModelSpec spec;
+  spec.arch = "hollow";
+  spec.dim = dim;
+  spec.width = 16;
+  spec.depth = 2;
+  spec.activation = "tanh";
+  torch::manual_seed(0);
+  auto model = nn::make_model(spec);
+  auto schedule = path::make_schedule("condot");
+  data::StandardNormal prior(dim);
+  auto g = make_generator(0);
+  auto x = data::make_source("gmm:4", dim)->sample(2000, g);
+  density::LikelihoodOptions o;
+  o.solve.method = "rk4";
+  o.solve.steps = 10;
+  o.divergence.method = static_cast<density::Divergence>(state.range(0));
+  for (auto _ : state) benchmark::DoNotOptimize(density::log_likelihood(*model, *schedule, prior, x, o, g).log_prob);
+}
+BENCHMARK(BM_NllHollowByDim)
+    ->ArgsProduct({{1, 2}, {2, 16, 64}})
+    ->Args({0, 2})
+    ->Args({0, 16})  // autograd at dim 64 takes ~45 s
+    ->Unit(benchmark::kMillisecond);
+
 // Exact W2 by network simplex between two n-point clouds.
 static void BM_ExactW2(benchmark::State& state) {
   auto g = make_generator(0);

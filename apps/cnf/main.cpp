@@ -11,6 +11,7 @@
 #include "apps/cnf/common.h"
 #include "apps/cnf/evaluation.h"
 #include "apps/cnf/images.h"
+#include "cnf/nn/hollow.h"
 #include "cnf/data/images.h"
 #include "cnf/density/image_density.h"
 #include "apps/cnf/interrupt.h"
@@ -165,7 +166,7 @@ void add_train(CLI::App* sub, TrainArgs& a) {
       ->capture_default_str();
   sub->add_option("--sigma-min", s.sigma_min, "sigma_min of the condot path")
       ->capture_default_str();
-  sub->add_option("--arch", s.model.arch, "Velocity network: mlp, or unet for image data")
+  sub->add_option("--arch", s.model.arch, "Velocity network: mlp; hollow (exact divergence for the cost of one forward pass); unet for image data")
       ->capture_default_str();
   sub->add_option("--width", s.model.width, "Hidden units per layer (unet: base channels)")
       ->capture_default_str();
@@ -516,9 +517,11 @@ density::LikelihoodOptions likelihood_options(const EvalArgs& e, const DensityAr
   density::LikelihoodOptions o;
   o.solve = e.solve_options();
   o.divergence.method = density::parse_divergence(d.divergence);
-  // The analytic route exists for the MLP only; other networks fall back to autograd.
+  // The analytic route exists for the MLP and the hollow network; others fall back to
+  // autograd.
   if (o.divergence.method == density::Divergence::analytic &&
-      dynamic_cast<const nn::MLPVelocityImpl*>(&model) == nullptr)
+      dynamic_cast<const nn::MLPVelocityImpl*>(&model) == nullptr &&
+      dynamic_cast<const nn::HollowVelocityImpl*>(&model) == nullptr)
     o.divergence.method = density::Divergence::exact;
   o.divergence.probes = d.probes;
   o.divergence.gaussian = d.gaussian_probes;

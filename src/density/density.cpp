@@ -6,6 +6,7 @@
 
 #include "cnf/core/error.h"
 #include "cnf/core/registry.h"
+#include "cnf/nn/hollow.h"
 #include "cnf/path/affine.h"
 
 namespace cnf::density {
@@ -37,8 +38,12 @@ std::pair<at::Tensor, at::Tensor> velocity_and_divergence(nn::VelocityFieldImpl&
                                                           const at::Tensor& probes,
                                                           bool create_graph) {
   if (o.method == Divergence::analytic) {
+    if (auto* hollow = dynamic_cast<nn::HollowVelocityImpl*>(&field)) {
+      auto [v, div] = hollow->forward_with_divergence(x, t);
+      return {create_graph ? v : v.detach(), create_graph ? div : div.detach()};
+    }
     auto* mlp = dynamic_cast<nn::MLPVelocityImpl*>(&field);
-    CNF_CHECK(mlp != nullptr, "the analytic divergence exists for the mlp network only; use ",
+    CNF_CHECK(mlp != nullptr, "the analytic divergence exists for the mlp and hollow networks only; use ",
               "--divergence exact or hutchinson");
     return mlp->forward_with_divergence(x, t);
   }

@@ -6,6 +6,7 @@
 
 #include "cnf/core/error.h"
 #include "cnf/nn/fast_mlp.h"
+#include "cnf/nn/hollow.h"
 #include "cnf/nn/unet.h"
 
 namespace cnf::nn {
@@ -264,10 +265,16 @@ VelocityField make_model(const ModelSpec& spec) {
                                                  .activation(spec.activation)
                                                  .time_embedding(spec.time_embedding)
                                                  .fourier_features(spec.fourier_features));
-  fail("unknown model architecture '", spec.arch, "'; valid names: mlp, unet");
+  if (spec.arch == "hollow") {
+    CNF_CHECK(spec.time_embedding == "concat", "the hollow network takes time as one input; drop --time-embedding ",
+              spec.time_embedding, " (or use --arch mlp)");
+    return std::make_shared<HollowVelocityImpl>(
+        HollowOptions(spec.dim).width(spec.width).depth(spec.depth).activation(spec.activation));
+  }
+  fail("unknown model architecture '", spec.arch, "'; valid names: mlp, hollow, unet");
 }
 
-std::vector<std::string> model_names() { return {"mlp", "unet"}; }
+std::vector<std::string> model_names() { return {"mlp", "hollow", "unet"}; }
 
 int64_t count_parameters(const torch::nn::Module& m) {
   int64_t n = 0;

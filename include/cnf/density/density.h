@@ -3,7 +3,8 @@
 // Instantaneous change of variables (Chen et al. 2018; Grathwohl et al., FFJORD, 2019):
 //   log rho_0(x) = log rho_1(X_1(x)) + int_0^1 div v_t(X_t(x)) dt,
 // integrated from t = 0 (data) to t = 1 (prior). Divergence by autograd (exact, one pass
-// per dimension), analytically for the MLP (Jacobian carried through the layers), or by
+// per dimension), analytically for the MLP (Jacobian carried through the layers) and the
+// hollow network (nn/hollow.h: read off one forward pass), or by
 // Hutchinson's estimator E[eps^T (dv/dx) eps] with K probes held fixed through the solve.
 //
 // Instantaneous change of score (the score along a trajectory):
@@ -24,7 +25,8 @@
 namespace cnf::density {
 
 enum class Divergence { exact, analytic, hutchinson };
-/// "exact", "analytic" (MLP only) or "hutchinson"; unknown names list the valid ones.
+/// "exact", "analytic" (mlp and hollow networks) or "hutchinson"; unknown names list the
+/// valid ones.
 Divergence parse_divergence(const std::string& name);
 
 struct DivergenceOptions {
