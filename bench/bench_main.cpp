@@ -124,10 +124,9 @@ static void BM_NllTrained2D(benchmark::State& state) {
 BENCHMARK(BM_NllTrained2D)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
 
 // Cost of the divergence routes against dimension: rk4, 10 fixed steps, 2,000 points of
-// a gmm:4 in `dim` dimensions, freshly initialized 64-wide MLP. Args: route, dim.
-static void BM_NllRouteByDim(benchmark::State& state) {
+// a gmm:4 in `dim` dimensions, a freshly initialized network. Args: route, dim.
+static void nll_by_dim(benchmark::State& state, nn::ModelSpec spec) {
   const int64_t dim = state.range(1);
-  nn::ModelSpec spec;
   spec.dim = dim;
   torch::manual_seed(0);
   auto model = nn::make_model(spec);
@@ -141,31 +140,22 @@ static void BM_NllRouteByDim(benchmark::State& state) {
   o.divergence.method = static_cast<density::Divergence>(state.range(0));
   for (auto _ : state) benchmark::DoNotOptimize(density::log_likelihood(*model, *schedule, prior, x, o, g).log_prob);
 }
+
+// The default 64-wide MLP.
+static void BM_NllRouteByDim(benchmark::State& state) { nll_by_dim(state, nn::ModelSpec()); }
 BENCHMARK(BM_NllRouteByDim)
     ->ArgsProduct({{0, 1, 2}, {2, 16, 64}})
     ->Unit(benchmark::kMillisecond);
 
-// The same for the hollow network (nn/hollow.h; 16 units per dimension block, two
-// conditioner layers), whose exact divergence is read off the forward pass. Args: route, dim.
+// The hollow network (nn/hollow.h; 16 units per dimension block, two conditioner layers),
+// whose exact divergence is read off the forward pass.
 static void BM_NllHollowByDim(benchmark::State& state) {
-  const int64_t dim = state.range(1);
   nn::ModelSpec spec;
   spec.arch = "hollow";
-  spec.dim = dim;
   spec.width = 16;
   spec.depth = 2;
   spec.activation = "tanh";
-  torch::manual_seed(0);
-  auto model = nn::make_model(spec);
-  auto schedule = path::make_schedule("condot");
-  data::StandardNormal prior(dim);
-  auto g = make_generator(0);
-  auto x = data::make_source("gmm:4", dim)->sample(2000, g);
-  density::LikelihoodOptions o;
-  o.solve.method = "rk4";
-  o.solve.steps = 10;
-  o.divergence.method = static_cast<density::Divergence>(state.range(0));
-  for (auto _ : state) benchmark::DoNotOptimize(density::log_likelihood(*model, *schedule, prior, x, o, g).log_prob);
+  nll_by_dim(state, spec);
 }
 BENCHMARK(BM_NllHollowByDim)
     ->ArgsProduct({{1, 2}, {2, 16, 64}})
