@@ -230,7 +230,6 @@ struct FusedMLP : public torch::autograd::Function<FusedMLP> {
   }
 };
 
-
 // Inputs: x [B, dim], t (detached, x's dtype), frequencies, the direction u [B, dim], then
 // (weight, bias) of every layer. Outputs v and (dv/dx) u, each [B, dim]. First order
 // only: the backward pass is not itself differentiable.
