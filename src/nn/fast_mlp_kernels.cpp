@@ -375,7 +375,10 @@ template <class T>
 void jvp_forward(const Net<T>& net, const Rows<T>& rows, const T* u, T* v, T* jv, T* saved) {
   const int64_t w = net.width, in0 = net.in(0), d = net.dim, big = block_rows(w), L = net.layers;
   const int64_t ld_saved = jvp_saved_per_row(net.layers, w);
-  Mat<T> xs(2 * big, in0), out(2 * big, d), zcopy(big, w), work(2, 4 * big * w);
+  // Scratch only where needed: pre-activation copies for act'' (silu, gelu, softplus),
+  // and two alternating layers' worth when nothing is saved for backward.
+  const bool need_z = second_derivative_needs_z(net.act);
+  Mat<T> xs(2 * big, in0), out(2 * big, d), zcopy(need_z ? big : 0, w), work(saved ? 0 : 2, 4 * big * w);
   for (int64_t i0 = 0; i0 < rows.rows; i0 += big) {
     const int64_t r = lo(big, rows.rows - i0);
     jvp_input(net, rows, u, i0, r, xs.data());
@@ -387,7 +390,6 @@ void jvp_forward(const Net<T>& net, const Rows<T>& rows, const T* u, T* v, T* jv
       T* s1 = layer + 2 * r * w;  // [r, w]
       T* q = layer + 3 * r * w;   // [r, w]
       gemm(false, true, 2 * r, w, net.in(k), T(1), x, ldx, net.w[k], net.in(k), T(0), z, w);
-      const bool need_z = second_derivative_needs_z(net.act);
       if (need_z) {
         CMapV<T> b(net.b[k], w);
         for (int64_t i = 0; i < r; ++i) MapV<T>(zcopy.data() + i * w, w) = CMapV<T>(z + i * w, w) + b;
