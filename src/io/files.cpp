@@ -281,7 +281,7 @@ NpyType parse_descr(const std::string& descr, const std::string& path) {
   if (kind == 'f') {
     if (size == 4) return {at::kFloat, 4, big, false};
     if (size == 8) return {at::kDouble, 8, big, false};
-    unsupported(size == 2 ? "float16" : "float" + std::to_string(8 * size));
+    unsupported(size == 2 ? "float16" : "float" + std::to_string(8 * static_cast<int64_t>(size)));
   }
   if (kind == 'i') {
     if (size == 1) return {at::kChar, 1, big, false};
