@@ -314,3 +314,49 @@ TEST(ReliabilityTest, BitFlipInACheckpointIsReportedNotLoaded) {
   }
   fs::remove_all(dir);
 }
+
+TEST(ReliabilityTest, CraftedTorchScriptInACheckpointIsRefusedBeforeLibTorchParsesIt) {
+  // Archives with valid CRCs whose TorchScript sources hold what cnf never writes (a method,
+  // a class constant: the importer's parseClassConstant crashed on such input, found by
+  // fuzzing) are refused by cnf's own check, naming the file, the entry and the line.
+  const std::string dir = std::string(CNF_SOURCE_DIR) + "/tests/fuzz/checkpoint/";
+  for (const std::string name : {"crafted-code-with-method.pt", "crafted-class-constant.pt"}) {
+    try {
+      cnf::train::load_checkpoint(dir + name);
+      ADD_FAILURE() << name << " loaded";
+    } catch (const cnf::Error& e) {
+      EXPECT_TRUE(contains(e.what(), "TorchScript code") && contains(e.what(), name) &&
+                  contains(e.what(), "code/__torch__.py, line "))
+          << e.what();
+    }
+  }
+}
+
+TEST(ReliabilityTest, DamagedDeflatedEntryIsReportedNotLoaded) {
+  // LibTorch deflates the TorchScript sources; a flipped bit inside one must fail the
+  // inflate or CRC check like a stored entry does.
+  const std::string dir = fresh_dir("deflated");
+  std::string bytes =
+      cnf::io::read_text(std::string(CNF_SOURCE_DIR) + "/fuzz/corpus/checkpoint/mlp_moons.pt");
+  // The local header of archive/code/__torch__.py: its data follows the 30-byte header,
+  // the name and the extra field.
+  const std::string name = "archive/code/__torch__.py";
+  const size_t header = bytes.find("PK\x03\x04");
+  size_t at = bytes.find(name, header);
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_EQ(bytes[at - 30 + 8], 8) << "the entry is expected to be deflated";
+  const size_t extra = static_cast<unsigned char>(bytes[at - 2]) |
+                       static_cast<unsigned char>(bytes[at - 1]) << 8;
+  bytes[at + name.size() + extra + 5] ^= 0x10;
+  const std::string path = dir + "/deflated.pt";
+  cnf::io::write_text_atomic(path, bytes);
+  try {
+    cnf::train::load_checkpoint(path);
+    ADD_FAILURE() << "a damaged checkpoint loaded";
+  } catch (const cnf::Error& e) {
+    EXPECT_TRUE(contains(e.what(), name) && contains(e.what(), path) &&
+                (contains(e.what(), "CRC-32") || contains(e.what(), "inflate")))
+        << e.what();
+  }
+  fs::remove_all(dir);
+}

@@ -2,7 +2,6 @@
 
 #include <torch/torch.h>
 
-#include <array>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -17,6 +16,7 @@
 #include "cnf/io/files.h"
 #include "cnf/objective/score_matching.h"
 #include "cnf/sde/parameterized.h"
+#include "archive_check.h"
 #include "fused_adam.h"
 
 namespace cnf::train {
@@ -224,77 +224,13 @@ std::string read_string(torch::serialize::InputArchive& ar, const std::string& k
   return v.toStringRef();
 }
 
-// CRC-32 (IEEE 802.3, reflected 0xEDB88320), as zip stores it.
-uint32_t crc32_of(const char* data, size_t n) {
-  static const auto table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  uint32_t c = 0xFFFFFFFFu;
-  for (size_t i = 0; i < n; ++i) c = table[(c ^ static_cast<unsigned char>(data[i])) & 0xFF] ^ (c >> 8);
-  return c ^ 0xFFFFFFFFu;
-}
-
-// LibTorch 1.13 does not check the CRC-32 of the zip entries it reads, and its TorchScript
-// importer crashes (SEGV) on some damaged archives (found by fuzz/fuzz_checkpoint.cpp;
-// tests/fuzz/checkpoint/). So a checkpoint's entries are checked here before LibTorch sees
-// them: a truncated or bit-flipped file gets a clear error instead. (A file crafted with
-// matching CRCs is still LibTorch's to parse: checkpoints are trusted input.)
-void verify_zip_entries(const std::string& path) {
-  const std::string z = io::read_text(path);
-  auto bad = [&](const std::string& why) {
-    fail("checkpoint '", path, "' is truncated or damaged (", why,
-         "); use an intact .pt file written by cnf train");
-  };
-  auto u16 = [&](size_t at) -> uint32_t {
-    return static_cast<unsigned char>(z[at]) | static_cast<unsigned char>(z[at + 1]) << 8;
-  };
-  auto u32 = [&](size_t at) -> uint32_t { return u16(at) | u16(at + 2) << 16; };
-  if (z.size() < 22) bad("too short for a zip archive");
-  // The end-of-central-directory record: 22 bytes plus a comment of up to 65535.
-  size_t eocd = std::string::npos;
-  for (size_t at = z.size() - 22 + 1; at-- > 0 && z.size() - at <= 22 + 65535;) {
-    if (u32(at) == 0x06054b50u) {
-      eocd = at;
-      break;
-    }
-  }
-  if (eocd == std::string::npos) bad("no zip end-of-central-directory record");
-  const uint32_t entries = u16(eocd + 10), cd_size = u32(eocd + 12), cd_at = u32(eocd + 16);
-  if (entries == 0xFFFF || cd_size == 0xFFFFFFFFu || cd_at == 0xFFFFFFFFu) return;  // zip64
-  if (static_cast<uint64_t>(cd_at) + cd_size > eocd) bad("central directory out of range");
-  size_t at = cd_at;
-  for (uint32_t e = 0; e < entries; ++e) {
-    if (at + 46 > eocd || u32(at) != 0x02014b50u) bad("central directory entry " + std::to_string(e));
-    const uint32_t method = u16(at + 10), crc = u32(at + 16), size = u32(at + 20);
-    const uint32_t name_len = u16(at + 28), extra_len = u16(at + 30), comment_len = u16(at + 32);
-    const uint32_t local = u32(at + 42);
-    if (at + 46 + name_len > eocd) bad("central directory entry " + std::to_string(e));
-    const std::string name = z.substr(at + 46, name_len);
-    at += 46 + static_cast<size_t>(name_len) + extra_len + comment_len;
-    if (size == 0xFFFFFFFFu || local == 0xFFFFFFFFu) continue;  // zip64 fields
-    if (static_cast<uint64_t>(local) + 30 > z.size() || u32(local) != 0x04034b50u)
-      bad("entry '" + name + "' has no local header");
-    const uint64_t data_at = static_cast<uint64_t>(local) + 30 + u16(local + 26) + u16(local + 28);
-    if (data_at + size > z.size()) bad("entry '" + name + "' runs past the end of the file");
-    // LibTorch stores entries uncompressed; other methods are left to it.
-    if (method == 0 && crc32_of(z.data() + data_at, size) != crc)
-      bad("entry '" + name + "' fails its CRC-32 check");
-  }
-}
-
 torch::serialize::InputArchive open_archive(const std::string& path) {
   {
     std::ifstream probe(path, std::ios::binary);
     CNF_CHECK(probe.good(), "cannot open checkpoint '", path,
               "': no such file or no permission; pass the .pt file written by cnf train");
   }
-  verify_zip_entries(path);
+  check_checkpoint_archive(path);
   torch::serialize::InputArchive ar;
   try {
     ar.load_from(path);
