@@ -3,6 +3,7 @@ BUILD ?= build
 TYPE  ?= Release
 JOBS  ?= 2
 OUT   ?= out/demo
+PREFIX ?= /usr/local
 # OpenBLAS then starts no thread pool of its own (LibTorch's threads do the work).
 export OPENBLAS_NUM_THREADS ?= 1
 
@@ -17,7 +18,8 @@ SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
           LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all setup configure build demo test bench clean format sanitize-build sanitize fuzz-smoke fuzz
+.PHONY: all setup configure build build-cnf build-install demo test check-python check-install install package docs bench clean format \
+        sanitize-build sanitize fuzz-smoke fuzz
 
 all: build
 
@@ -30,13 +32,48 @@ configure: setup
 build: configure
 	cmake --build $(BUILD) -j$(JOBS)
 
-demo: build
+# The command alone (and the library it links): what `make demo` needs, no tests.
+build-cnf: configure
+	cmake --build $(BUILD) -j$(JOBS) --target cnf_app
+
+# What `make install` and the package carry: both libraries and the command.
+build-install: configure
+	cmake --build $(BUILD) -j$(JOBS) --target cnf cnf_shared cnf_app
+
+demo: build-cnf
 	./$(BUILD)/cnf demo --out $(OUT)
 
-# Every test: the plain build's ctest, then the sanitizer job and a bounded fuzzing run.
+# Every test: the plain build's ctest, the install / examples / package checks, then the
+# sanitizer job and a bounded fuzzing run.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
-	$(MAKE) sanitize fuzz-smoke
+	$(MAKE) docs check-python check-install check-package sanitize fuzz-smoke
+
+# The interop tests in real Python: Debian's own python3 (python3-torch, python3-pytest),
+# not a version manager's shim that may come first on PATH.
+PYTHON ?= /usr/bin/python3
+check-python: build
+	CNF_BINARY=$(CURDIR)/$(BUILD)/cnf OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+
+# Installs into a temporary prefix; headers, examples/ and pkg-config build against it only.
+check-install: build
+	JOBS=$(JOBS) ./scripts/check_install.sh $(BUILD)
+
+# `make install PREFIX=/opt/cnf`: headers, libcnf.so and libcnf.a, the command, the CMake
+# package (find_package(cnf)) and cnf.pc.
+install: build-install
+	cmake --install $(BUILD) --prefix $(PREFIX)
+
+# $(BUILD)/cnf_<version>_amd64.deb
+package: build-install
+	cd $(BUILD) && cpack -G DEB
+
+check-package: package
+	./scripts/check_package.sh $(BUILD)
+
+# The API reference (HTML) from the public headers; an undocumented declaration fails it.
+docs: configure
+	cmake --build $(BUILD) --target docs
 
 sanitize-build: setup
 	cmake -S . -B $(SAN_BUILD) -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo \

@@ -445,3 +445,15 @@ TEST(ImagesCli, TrainSampleNllAndTheStudyAtToySize) {
   r = run_cnf("experiment images --methods gan --quiet --out " + out + "/study");
   EXPECT_TRUE(r.code == 1 && contains(r.output, "unknown method 'gan'")) << r.output;
 }
+
+TEST(ImagesUNet, UpPathBlocksAfterTheFirstDoNotExpectTheSkipChannels) {
+  // Regression: with res_blocks > 1 every block of a level's up path was built for the
+  // skip connection's extra channels, which forward() adds to the first block only, so
+  // the network failed on its first forward pass (GroupNorm's channel check).
+  for (int64_t blocks : {2, 3}) {
+    nn::UNetVelocityImpl net(nn::UNetOptions(1, 8, 8).base(8).channel_mult({1, 2}).res_blocks(blocks));
+    auto x = torch::randn({2, 64});
+    torch::NoGradGuard ng;
+    EXPECT_EQ(net.forward(x, torch::full({2}, 0.3)).sizes(), x.sizes()) << blocks << " blocks";
+  }
+}

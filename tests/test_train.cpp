@@ -163,3 +163,32 @@ TEST(TrainTest, EndToEndFlowMatchingReachesW2Bound) {
   // The floor is deterministic here (fixed generator); it guards the held-out draws.
   EXPECT_LT(floor, 0.4);
 }
+
+TEST(TrainTest, SchrodingerBridgeCouplingIsRefusedOffTheStraightPath) {
+  // SB-CFM's bridge noise rides on the straight interpolant: vp, or condot with a
+  // sigma_min > 0, are refused naming the schedule; condot with sigma_min 0 trains.
+  train::TrainOptions o;
+  o.coupling = "sb";
+  for (auto [schedule, sigma_min] : {std::pair{"vp", 0.0}, std::pair{"condot", 0.01}}) {
+    train::FlowSpec spec;
+    spec.schedule = schedule;
+    spec.sigma_min = sigma_min;
+    try {
+      train::Trainer(spec, o, data::make_source("moons"), data::make_source("normal"));
+      ADD_FAILURE() << schedule << " accepted sb";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("Schrodinger bridge only on the straight path"),
+                std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(schedule), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(train::Trainer({}, o, data::make_source("moons"), data::make_source("normal")));
+  // Minibatch OT on a curved path: allowed, with a warning for the command to print.
+  train::FlowSpec vp;
+  vp.schedule = "vp";
+  o.coupling = "exact";
+  EXPECT_NE(train::coupling_warning(vp, o).find("curved vp path"), std::string::npos);
+  EXPECT_EQ(train::coupling_warning({}, o), "");
+  o.coupling = "independent";
+  EXPECT_EQ(train::coupling_warning(vp, o), "");
+}

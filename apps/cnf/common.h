@@ -132,5 +132,7 @@ sde::SampleResult draw_samples(nn::VelocityFieldImpl& net, path::Param param,
 
 /// Registers `cnf ot`; returns a runner that executes it when parsed (-1 otherwise).
 std::function<int()> add_ot_command(CLI::App& app);
+/// Registers `cnf export` (apps/cnf/interop_command.cpp); -1 when not chosen.
+std::function<int()> add_export_command(CLI::App& app);
 
 }  // namespace cnf::app

@@ -119,6 +119,8 @@ inline std::string effective_config(const CLI::App* sub) {
 // training, so a table's held-out rows stay unseen; the dimension must match the model's.
 inline Holdout checkpoint_holdout(const train::Checkpoint& c, const std::string& ckpt_path,
                                   const std::string& spec, int64_t dim, int64_t n, uint64_t seed) {
+  CNF_CHECK(!spec.empty(), "the model in '", ckpt_path, "' names no data set (a TorchScript ",
+            "module); pass --data SPEC for the held-out points");
   auto split = data::split_source(spec, dim > 0 ? dim : c.spec.model.dim, 2 * n, 0.1, seed);
   CNF_CHECK(split.holdout.size(1) == c.spec.model.dim, "data '", spec, "' has dimension ",
             split.holdout.size(1), " but the model in '", ckpt_path, "' has ", c.spec.model.dim);

@@ -10,6 +10,7 @@
 
 #include "apps/cnf/common.h"
 #include "apps/cnf/evaluation.h"
+#include "apps/cnf/flow_source.h"
 #include "apps/cnf/images.h"
 #include "cnf/data/images.h"
 #include "cnf/density/image_density.h"
@@ -30,6 +31,7 @@
 #include "cnf/path/schedule.h"
 #include "cnf/train/flow.h"
 #include "cnf/train/trainer.h"
+#include "cnf/version.h"
 
 using namespace cnf;
 using json = nlohmann::json;
@@ -264,6 +266,8 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   auto split = data::split_source(a.spec.data, a.dim, 2 * a.eval.n, 0.1, a.common.seed);
   auto prior = data::make_source(a.spec.prior, split.train->dim());
   train::Trainer trainer(a.spec, opt, split.train, prior);
+  if (const auto warning = train::coupling_warning(a.spec, opt); !warning.empty() && rank0)
+    std::fprintf(stderr, "cnf: warning: %s\n", warning.c_str());
   if (group) trainer.set_group(group);
   const std::string ckpt = a.out + "/model.pt";
   if (!a.resume.empty()) {
@@ -533,7 +537,8 @@ density::LikelihoodOptions likelihood_options(const EvalArgs& e, const DensityAr
 struct SampleArgs {
   Common common;
   EvalArgs eval;
-  std::string ckpt, out;
+  FlowSource source;
+  std::string out, noise;
   bool with_logp = false;
   std::string divergence = "exact";
   std::string label, grid;
@@ -544,17 +549,27 @@ int run_sample(const SampleArgs& a) {
   auto device = setup(a.common);
   CNF_CHECK(a.out.size() > 4 && a.out.substr(a.out.size() - 4) == ".npy",
             "--out must name a .npy file, got '", a.out, "'");
-  auto c = train::load_checkpoint(a.ckpt, device);
+  auto c = load_flow(a.source, device);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto gen = make_generator(a.common.seed);
-  auto x_1 = prior->sample(a.eval.n, gen).to(device);
+  torch::Tensor x_1;
+  if (a.noise.empty()) {
+    x_1 = prior->sample(a.eval.n, gen).to(device);
+  } else {
+    // Given prior draws (e.g. to compare with another tool from the same noise).
+    x_1 = io::read_table(a.noise).to(torch::kFloat32);
+    CNF_CHECK(x_1.size(1) == c.spec.model.dim, "--noise '", a.noise, "' has ", x_1.size(1),
+              " columns but the model has dimension ", c.spec.model.dim);
+    x_1 = x_1.to(device);
+  }
+  const int64_t n = x_1.size(0);
   CNF_CHECK(!a.with_logp || a.eval.sampler.sampler == "ode", "--with-logp integrates the ODE ",
             "and cannot follow --sampler ", a.eval.sampler.sampler, "; drop one of the two");
-  auto labels = sample_labels(a.label, a.eval.n, c.spec.model.classes);
+  auto labels = sample_labels(a.label, n, c.spec.model.classes);
   CNF_CHECK(!a.with_logp || !labels.defined(), "--with-logp gives the unconditional density; ",
             "drop --label");
   const bool images = data::is_image_spec(c.spec.data);
-  CNF_CHECK(a.grid.empty() || images, "--grid needs an image model; '", a.ckpt, "' models '",
+  CNF_CHECK(a.grid.empty() || images, "--grid needs an image model; '", a.source.name(), "' models '",
             c.spec.data, "'");
   auto t0 = std::chrono::steady_clock::now();
   ode::Solution sol;
@@ -592,9 +607,9 @@ int run_sample(const SampleArgs& a) {
     std::printf("wrote a grid of the samples to %s\n", grid.c_str());
   }
   std::printf("wrote %lld samples to %s (%s, NFE %lld, %.3f s)\n",
-              static_cast<long long>(a.eval.n), a.out.c_str(), a.eval.label().c_str(),
+              static_cast<long long>(n), a.out.c_str(), a.eval.label().c_str(),
               static_cast<long long>(sol.nfe), secs);
-  write_json(a.common.json, {{"n", a.eval.n}, {"nfe", sol.nfe}, {"method", a.eval.label()},
+  write_json(a.common.json, {{"n", n}, {"nfe", sol.nfe}, {"method", a.eval.label()},
                              {"seconds", secs}, {"out", a.out}});
   return 0;
 }
@@ -602,17 +617,18 @@ int run_sample(const SampleArgs& a) {
 struct EvalCmdArgs {
   Common common;
   EvalArgs eval;
-  std::string ckpt, data;
+  FlowSource source;
+  std::string data;
   int64_t dim = 0;
 };
 
 int run_eval(const EvalCmdArgs& a) {
   auto device = setup(a.common);
-  auto c = train::load_checkpoint(a.ckpt, device);
+  auto c = load_flow(a.source, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto ev = evaluate(*c.network, c.spec.network_param(), *c.spec.make_schedule(), *prior,
-                     checkpoint_holdout(c, a.ckpt, spec, a.dim, a.eval.n, a.common.seed), a.eval,
+                     checkpoint_holdout(c, a.source.name(), spec, a.dim, a.eval.n, a.common.seed), a.eval,
                      a.common.seed, device);
   std::printf("W2 = %.4f  W2 floor = %.4f  MMD^2 = %.3e  NFE = %lld  (n = %lld, %s)\n", ev.w2,
               ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe),
@@ -633,7 +649,8 @@ struct NllArgs {
   Common common;
   EvalArgs eval;
   DensityArgs density;
-  std::string ckpt, data;
+  FlowSource source;
+  std::string data;
   int64_t dim = 0;
   int64_t bins = 0;
   int64_t dequant_samples = 1;
@@ -646,7 +663,7 @@ int run_image_nll(const NllArgs& a, const train::Checkpoint& c, const std::strin
                   torch::Device device) {
   auto split = data::load_image_spec(spec);
   CNF_CHECK(split.train->dim() == c.spec.model.dim, "images of '", spec, "' have ",
-            split.train->dim(), " pixels but the model in '", a.ckpt, "' has ", c.spec.model.dim);
+            split.train->dim(), " pixels but the model in '", a.source.name(), "' has ", c.spec.model.dim);
   const int64_t n = std::min(a.eval.n, split.test.levels.size(0));
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto o = likelihood_options(a.eval, a.density, *c.model);
@@ -675,14 +692,14 @@ int run_image_nll(const NllArgs& a, const train::Checkpoint& c, const std::strin
 
 int run_nll(const NllArgs& a) {
   auto device = setup(a.common);
-  auto c = train::load_checkpoint(a.ckpt, device);
+  auto c = load_flow(a.source, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
   auto group = join_group(a.dist);
   if (data::is_image_spec(spec)) {
     CNF_CHECK(!group, "cnf nll of an image model runs in one process; drop --nproc/--rank");
     return run_image_nll(a, c, spec, device);
   }
-  auto x = checkpoint_holdout(c, a.ckpt, spec, a.dim, a.eval.n, a.common.seed).a;
+  auto x = checkpoint_holdout(c, a.source.name(), spec, a.dim, a.eval.n, a.common.seed).a;
   auto gen = make_generator(a.common.seed + 3);
   if (a.bins > 0) x = density::dequantize(x, a.bins, gen);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
@@ -753,7 +770,8 @@ struct ScoreArgs {
   Common common;
   EvalArgs eval;
   DensityArgs density;
-  std::string ckpt, points, out;
+  FlowSource source;
+  std::string points, out;
   double t = 0.0;
 };
 
@@ -761,10 +779,10 @@ int run_score(const ScoreArgs& a) {
   auto device = setup(a.common);
   CNF_CHECK(a.out.size() > 4 && a.out.substr(a.out.size() - 4) == ".npy",
             "--out must name a .npy file, got '", a.out, "'");
-  auto c = train::load_checkpoint(a.ckpt, device);
+  auto c = load_flow(a.source, device);
   auto x = io::read_table(a.points).to(torch::kFloat32);
   CNF_CHECK(x.size(1) == c.spec.model.dim, "points in '", a.points, "' have dimension ",
-            x.size(1), " but the model in '", a.ckpt, "' has ", c.spec.model.dim);
+            x.size(1), " but the model in '", a.source.name(), "' has ", c.spec.model.dim);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto o = likelihood_options(a.eval, a.density, *c.model);
   auto s = density::score(*c.model, *c.spec.make_schedule(), *prior, x.to(device), a.t, o);
@@ -823,6 +841,7 @@ int main(int argc, char** argv) {
       "cnf: continuous normalizing flows and flow matching.\n"
       "Time runs from data (t = 0) to noise (t = 1); sampling integrates dx/dt = v_t(x) "
       "from 1 to 0."};
+  app.set_version_flag("--version", "cnf " CNF_VERSION);
   app.require_subcommand(1);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
@@ -847,8 +866,10 @@ int main(int argc, char** argv) {
   SampleArgs sample_args;
   auto* sample_cmd = app.add_subcommand("sample", "Draw samples from a trained flow");
   add_common(sample_cmd, sample_args.common);
-  sample_cmd->add_option("--ckpt", sample_args.ckpt, "Checkpoint written by cnf train")
-      ->required();
+  add_flow_source(sample_cmd, sample_args.source);
+  sample_cmd->add_option("--noise", sample_args.noise,
+                         "Start from these prior draws x_1 (.npy or .csv, [N, dim]; unit scale) "
+                         "instead of -n fresh ones");
   sample_cmd->add_option("--out", sample_args.out, "Output .npy file")->required();
   add_eval(sample_cmd, sample_args.eval, "Number of samples", "");
   add_sampler_options(sample_cmd, sample_args.eval.sampler, "");
@@ -872,7 +893,7 @@ int main(int argc, char** argv) {
   auto* nll_cmd = app.add_subcommand(
       "nll", "Exact negative log-likelihood of held-out data (instantaneous change of variables)");
   add_common(nll_cmd, nll_args.common);
-  nll_cmd->add_option("--ckpt", nll_args.ckpt, "Checkpoint written by cnf train")->required();
+  add_flow_source(nll_cmd, nll_args.source);
   nll_cmd->add_option("--data", nll_args.data, "Data spec (default: the model's held-out data)");
   nll_cmd->add_option("--dim", nll_args.dim, "Dimension for normal/gmm data (default: model's)");
   nll_cmd->add_option("--bins", nll_args.bins,
@@ -890,7 +911,7 @@ int main(int argc, char** argv) {
   auto* score_cmd = app.add_subcommand(
       "score", "The score grad log rho_t at given points (instantaneous change of score)");
   add_common(score_cmd, score_args.common);
-  score_cmd->add_option("--ckpt", score_args.ckpt, "Checkpoint written by cnf train")->required();
+  add_flow_source(score_cmd, score_args.source);
   score_cmd->add_option("--points", score_args.points, "Points (.npy or .csv, [N, dim])")
       ->required();
   score_cmd->add_option("--t", score_args.t, "Time in [0, 1)")->capture_default_str();
@@ -901,7 +922,7 @@ int main(int argc, char** argv) {
   EvalCmdArgs eval_args;
   auto* eval_cmd = app.add_subcommand("eval", "W2 and MMD of a trained flow against held-out data");
   add_common(eval_cmd, eval_args.common);
-  eval_cmd->add_option("--ckpt", eval_args.ckpt, "Checkpoint written by cnf train")->required();
+  add_flow_source(eval_cmd, eval_args.source);
   eval_cmd->add_option("--data", eval_args.data, "Held-out data spec (default: the model's)");
   eval_cmd->add_option("--dim", eval_args.dim, "Dimension for normal/gmm data (default: model's)");
   add_eval(eval_cmd, eval_args.eval, "Samples (W2 against as many held-out points)", "");
@@ -917,6 +938,13 @@ int main(int argc, char** argv) {
   auto run_images_study = cnf::app::add_images_experiment(experiment_cmd);
 
   auto run_ot = cnf::app::add_ot_command(app);
+  auto run_export = cnf::app::add_export_command(app);
+  // The flow-source flags are checked as soon as they are parsed (before any work).
+  for (auto [cmd, source] : {std::pair{sample_cmd, &sample_args.source},
+                             std::pair{eval_cmd, &eval_args.source},
+                             std::pair{nll_cmd, &nll_args.source},
+                             std::pair{score_cmd, &score_args.source}})
+    cmd->parse_complete_callback([source = source] { check_flow_source(*source); });
 
   try {
     std::vector<std::string> args(argv, argv + argc);
@@ -944,6 +972,7 @@ int main(int argc, char** argv) {
     if (const int rc = run_images_study(); rc >= 0) return rc;
     if (experiment_cmd->parsed()) return run_experiment();
     if (int code = run_ot(); code >= 0) return code;
+    if (int code = run_export(); code >= 0) return code;
   } catch (const Error& e) {
     std::fprintf(stderr, "cnf: error: %s\n", e.what());
     return 1;

@@ -64,6 +64,33 @@ torch::Tensor HollowVelocityImpl::run(const torch::Tensor& x, const torch::Tenso
   return v.t();
 }
 
+std::string HollowVelocityImpl::torchscript(const std::string& method,
+                                            const std::string& prefix) const {
+  // run() without the divergence, statement for statement.
+  const std::string d = std::to_string(options.dim()), w = std::to_string(options.width());
+  auto p = [&](const std::string& name) { return "self." + torchscript_name(prefix + name); };
+  auto act = [&](const std::string& e) { return activation_torchscript(activation, e); };
+  std::string s = "def " + method + "(self, x: Tensor, t: Tensor) -> Tensor:\n";
+  s += "    b = x.size(0)\n    tt = t.to(x.dtype).reshape(-1, 1)\n";
+  s += "    if tt.size(0) == 1 and b != 1:\n        tt = tt.expand(b, 1)\n";
+  s += "    w0 = (" + p("w_in") + " * " + p("mask") + ").to(x.dtype).reshape(" + d + " * " + w +
+       ", " + d + " + 1)\n";
+  s += "    h = torch.addmm(" + p("b_in") + ".to(x.dtype).reshape(" + d + " * " + w +
+       "), torch.cat([x, tt], 1), w0.t())\n";
+  s += "    h = " + act("h.view(b, " + d + ", " + w + ").transpose(0, 1)") + "\n";
+  for (size_t k = 0; k < w_block.size(); ++k) {
+    const std::string i = std::to_string(k + 1);
+    s += "    h = " + act("torch.baddbmm(" + p("b_block" + i) + ".unsqueeze(1), h, " +
+                          p("w_block" + i) + ".transpose(1, 2))") + "\n";
+  }
+  s += "    z = torch.baddbmm(" + p("t_b") + ".unsqueeze(1), h, " + p("t_h") +
+       ".transpose(1, 2)) + x.t().unsqueeze(2) * " + p("t_x") + ".unsqueeze(1) + " +
+       "tt.t().unsqueeze(2) * " + p("t_t") + ".unsqueeze(1)\n";
+  s += "    v = (" + act("z") + " * " + p("t_w") + ".unsqueeze(1)).sum(2) + " + p("t_e") +
+       ".unsqueeze(1)\n";
+  return s + "    return v.t()\n";
+}
+
 torch::Tensor HollowVelocityImpl::forward(const torch::Tensor& x, const torch::Tensor& t) {
   return run(x, t, nullptr);
 }

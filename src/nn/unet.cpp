@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 
 #include "cnf/core/error.h"
@@ -11,6 +12,15 @@ namespace cnf::nn {
 
 namespace {
 namespace F = torch::nn::functional;
+
+// A float literal TorchScript reads back to the same double.
+std::string lit(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  std::string s = buf;
+  if (s.find_first_of(".en") == std::string::npos) s += ".0";
+  return s;
+}
 
 torch::nn::GroupNorm group_norm(int64_t channels, int64_t groups) {
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(std::gcd(channels, groups), channels));
@@ -89,7 +99,9 @@ UNetVelocityImpl::UNetVelocityImpl(const UNetOptions& o) : options(o) {
   for (int64_t i = levels - 1; i >= 0; --i) {
     const int64_t out = level_ch[i];
     for (int64_t r = 0; r < o.res_blocks(); ++r) {
-      up->push_back(ResBlock(ch + level_ch[i], out, emb, o.groups()));
+      // Only a level's first block takes the skip connection (forward() concatenates it
+      // there); res_blocks > 1 used to give every block the wider input and fail in forward.
+      up->push_back(ResBlock(r == 0 ? ch + level_ch[i] : ch, out, emb, o.groups()));
       ch = out;
     }
     if (i > 0) up_sample->push_back(conv(ch, ch, 3));
@@ -173,6 +185,114 @@ torch::Tensor UNetVelocityImpl::forward(const torch::Tensor& x, const torch::Ten
   }
   h = conv_out(torch::silu(norm_out(h)));
   return h.reshape(x.sizes());
+}
+
+std::string UNetVelocityImpl::torchscript(const std::string& method,
+                                          const std::string& prefix) const {
+  // forward(), statement for statement, with helpers for the residual and attention blocks.
+  const auto& o = options;
+  auto p = [&](const std::string& name) { return "self." + torchscript_name(prefix + name); };
+  auto gn = [&](const std::string& in, const std::string& name, const torch::nn::GroupNorm& n) {
+    return "torch.group_norm(" + in + ", " + std::to_string(n->options.num_groups()) + ", " +
+           p(name + ".weight") + ", " + p(name + ".bias") + ", " + lit(n->options.eps()) + ")";
+  };
+  auto cv = [&](const std::string& in, const std::string& name, const torch::nn::Conv2d& c) {
+    const auto& co = c->options;
+    const std::string stride = std::to_string((*co.stride())[0]);
+    const std::string pad = std::to_string((*c10::get<torch::ExpandingArray<2>>(co.padding()))[0]);
+    return "torch.conv2d(" + in + ", " + p(name + ".weight") + ", " + p(name + ".bias") + ", [" +
+           stride + ", " + stride + "], [" + pad + ", " + pad + "])";
+  };
+  auto conv_at = [](const torch::nn::ModuleList& list, size_t i) {
+    return torch::nn::Conv2d(std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(list->ptr(i)));
+  };
+  auto res_at = [](const torch::nn::ModuleList& list, size_t i) -> const ResBlockImpl& {
+    return *std::dynamic_pointer_cast<ResBlockImpl>(list->ptr(i));
+  };
+  auto lin = [&](const std::string& in, const std::string& name) {
+    return "torch.addmm(" + p(name + ".bias") + ", " + in + ", " + p(name + ".weight") + ".t())";
+  };
+  auto res = [&](const std::string& in, const std::string& name, const ResBlockImpl& r) {
+    std::string s = "    hr = " + cv("torch.silu(" + gn(in, name + ".norm1", r.norm1) + ")",
+                                      name + ".conv1", r.conv1) + "\n";
+    s += "    hr = hr + " + lin("emb", name + ".emb_proj") + ".unsqueeze(-1).unsqueeze(-1)\n";
+    s += "    hr = " + cv("torch.silu(" + gn("hr", name + ".norm2", r.norm2) + ")", name + ".conv2",
+                         r.conv2) + "\n";
+    s += "    h = " + (r.skip ? cv(in, name + ".skip", r.skip) : in) + " + hr\n";
+    return s;
+  };
+  const std::string labeled = o.classes() > 0 ? method + "_labeled" : method;
+  std::string s = "def " + labeled + "(self, x: Tensor, t: Tensor" +
+                  (o.classes() > 0 ? ", labels: Tensor" : "") + ") -> Tensor:\n";
+  const std::string C = std::to_string(o.channels()), H = std::to_string(o.height()),
+                    W = std::to_string(o.width()), base = std::to_string(o.base());
+  const int64_t half = o.base() / 2;
+  s += "    b = x.size(0)\n    h = x.reshape(b, " + C + ", " + H + ", " + W + ")\n";
+  s += "    tt = t.to(x.dtype).reshape(-1)\n";
+  s += "    if tt.size(0) == 1 and b != 1:\n        tt = tt.expand(b)\n";
+  s += "    freqs = torch.exp(torch.arange(" + std::to_string(half) +
+       ", dtype=x.dtype, device=x.device) * " +
+       lit(-std::log(10000.0) / static_cast<double>(std::max<int64_t>(half, 1))) + ")\n";
+  s += "    phase = (1000.0 * tt).unsqueeze(1) * freqs.unsqueeze(0)\n";
+  s += "    temb = torch.cat([torch.sin(phase), torch.cos(phase)], 1)\n";
+  if (2 * half < o.base())
+    s += "    temb = torch.cat([temb, torch.zeros([b, " + std::to_string(o.base() - 2 * half) +
+         "], dtype=x.dtype, device=x.device)], 1)\n";
+  s += "    emb = " + lin("torch.silu(" + lin("temb", "time1") + ")", "time2") + "\n";
+  if (o.classes() > 0) {
+    s += "    lab = torch.where(labels < 0, torch.full_like(labels, " + std::to_string(o.classes()) +
+         "), labels).to(x.device)\n";
+    s += "    emb = emb + torch.embedding(" + p("label_embedding.weight") + ", lab)\n";
+  }
+  s += "    emb = torch.silu(emb)\n";
+  s += "    h = " + cv("h", "conv_in", conv_in) + "\n";
+  const int64_t levels = static_cast<int64_t>(o.channel_mult().size());
+  size_t block = 0;
+  for (int64_t i = 0; i < levels; ++i) {
+    for (int64_t r = 0; r < o.res_blocks(); ++r, ++block)
+      s += res("h", "down." + std::to_string(block), res_at(down, block));
+    s += "    skip" + std::to_string(i) + " = h\n";
+    if (i + 1 < levels)
+      s += "    h = " + cv("h", "down_sample." + std::to_string(i), conv_at(down_sample, i)) + "\n";
+  }
+  s += res("h", "mid1", *mid1);
+  if (mid_attention) {
+    const int64_t c = mid_attention->qkv->options.in_channels();
+    s += "    c = h.size(1)\n    hw = h.size(2) * h.size(3)\n";
+    s += "    qkv = " + cv(gn("h", "mid_attention.norm", mid_attention->norm), "mid_attention.qkv",
+                           mid_attention->qkv) + ".reshape(b, 3, c, hw)\n";
+    s += "    q = qkv[:, 0]\n    k = qkv[:, 1]\n    v = qkv[:, 2]\n";
+    s += "    att = torch.softmax(torch.bmm(q.transpose(1, 2), k) / " + lit(std::sqrt(static_cast<double>(c))) + ", -1)\n";
+    s += "    ha = torch.bmm(v, att.transpose(1, 2)).reshape(h.size())\n";
+    s += "    h = h + " + cv("ha", "mid_attention.proj", mid_attention->proj) + "\n";
+  }
+  s += res("h", "mid2", *mid2);
+  block = 0;
+  size_t ups = 0;
+  // Spatial sizes of the levels, as the C++ forward meets them: an up-sampling happens
+  // exactly where a level's size differs from the one below it.
+  std::vector<std::pair<int64_t, int64_t>> size{{o.height(), o.width()}};
+  for (int64_t i = 1; i < levels; ++i)
+    size.push_back({(size.back().first - 1) / 2 + 1, (size.back().second - 1) / 2 + 1});
+  for (int64_t i = levels - 1; i >= 0; --i) {
+    const std::string skip = "skip" + std::to_string(i);
+    if (i + 1 < levels && size[i] != size[i + 1]) {
+      s += "    h = torch.upsample_nearest2d(h, [" + std::to_string(size[i].first) + ", " +
+           std::to_string(size[i].second) + "], None, None)\n";
+      s += "    h = " + cv("h", "up_sample." + std::to_string(ups), conv_at(up_sample, ups)) + "\n";
+      ++ups;
+    }
+    for (int64_t r = 0; r < o.res_blocks(); ++r, ++block)
+      s += res(r == 0 ? "torch.cat([h, " + skip + "], 1)" : "h", "up." + std::to_string(block),
+               res_at(up, block));
+  }
+  s += "    h = " + cv("torch.silu(" + gn("h", "norm_out", norm_out) + ")", "conv_out", conv_out) + "\n";
+  s += "    return h.reshape(x.size())\n";
+  if (o.classes() > 0)
+    s += "\ndef " + method + "(self, x: Tensor, t: Tensor) -> Tensor:\n    return self." + labeled +
+         "(x, t, torch.full([x.size(0)], -1, dtype=" + std::to_string(static_cast<int>(c10::ScalarType::Long)) +
+         ", device=x.device))\n";
+  return s;
 }
 
 // --------------------------------------------------------------------- guidance

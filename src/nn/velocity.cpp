@@ -51,6 +51,17 @@ torch::Tensor activate(Activation a, const torch::Tensor& x) {
   return x;
 }
 
+std::string activation_torchscript(Activation a, const std::string& expr) {
+  // aten's names for the ops activate() calls (gelu: exact erf form, as torch::gelu).
+  return "torch." + activation_name(a) + "(" + expr + ")";
+}
+
+std::string torchscript_name(const std::string& dotted) {
+  std::string out;
+  for (char c : dotted) out += c == '.' ? std::string("__") : std::string(1, c);
+  return out;
+}
+
 torch::Tensor activate_derivative(Activation a, const torch::Tensor& z) {
   switch (a) {
     case Activation::tanh: return 1 - torch::tanh(z).pow(2);
@@ -144,6 +155,27 @@ torch::Tensor MLPVelocityImpl::reference_forward(const torch::Tensor& x, const t
   return mlp_layers(h, layer_parameters(), activation).view(x.sizes());
 }
 
+std::string MLPVelocityImpl::torchscript(const std::string& method, const std::string& prefix) const {
+  // reference_forward and embed_time, statement for statement.
+  auto p = [&](const std::string& name) { return "self." + torchscript_name(prefix + name); };
+  std::string s = "def " + method + "(self, x: Tensor, t: Tensor) -> Tensor:\n";
+  s += "    tt = t.to(x.dtype).reshape(-1, 1)\n";
+  s += "    if tt.size(0) == 1 and x.size(0) != 1:\n        tt = tt.expand(x.size(0), 1)\n";
+  s += "    xf = x.reshape(x.size(0), -1)\n";
+  if (time_embedding == TimeEmbedding::fourier) {
+    s += "    phase = tt * " + p("frequencies") + ".to(x.dtype).unsqueeze(0)\n";
+    s += "    h = torch.cat([xf, torch.sin(phase), torch.cos(phase)], 1)\n";
+  } else {
+    s += "    h = torch.cat([xf, tt], 1)\n";
+  }
+  for (size_t k = 0; k < layers.size(); ++k) {
+    const std::string l = "layer" + std::to_string(k) + ".";
+    std::string z = "torch.addmm(" + p(l + "bias") + ", h, " + p(l + "weight") + ".t())";
+    s += "    h = " + (k + 1 < layers.size() ? activation_torchscript(activation, z) : z) + "\n";
+  }
+  return s + "    return h.view(x.size())\n";
+}
+
 std::pair<torch::Tensor, torch::Tensor> MLPVelocityImpl::forward_with_divergence(
     const torch::Tensor& x, const torch::Tensor& t) {
   CNF_CHECK(x.dim() == 2, "analytic divergence needs flat inputs [B, dim], got ", x.sizes());
@@ -206,6 +238,35 @@ torch::Tensor StackedVelocityImpl::forward(const torch::Tensor& x, const torch::
     out = out.index_copy(0, rows, vk);  // out of place: differentiable in every block
   }
   return out;
+}
+
+std::string StackedVelocityImpl::torchscript(const std::string& method,
+                                             const std::string& prefix) const {
+  // forward's routing: block floor(K t) (t = 1 in the last) at local time K t - k.
+  const int64_t n = static_cast<int64_t>(blocks.size());
+  std::string s;
+  for (int64_t k = 0; k < n; ++k) {
+    const std::string block = blocks[k]->torchscript(method + "_block" + std::to_string(k),
+                                                     prefix + "block" + std::to_string(k) + ".");
+    if (block.empty()) return {};
+    s += block;
+  }
+  s += "def " + method + "(self, x: Tensor, t: Tensor) -> Tensor:\n";
+  s += "    tt = t.reshape(-1)\n";
+  s += "    if tt.size(0) == 1 and x.size(0) != 1:\n        tt = tt.expand(x.size(0))\n";
+  // TorchScript compiled from C++ resolves no torch.<dtype> names: dtypes by their codes.
+  const std::string f64 = std::to_string(static_cast<int>(c10::ScalarType::Double));
+  const std::string i64 = std::to_string(static_cast<int>(c10::ScalarType::Long));
+  s += "    idx = (tt.to(" + f64 + ") * " + std::to_string(n) + ").floor().clamp(0, " +
+       std::to_string(n - 1) + ").to(" + i64 + ")\n";
+  s += "    local = tt * " + std::to_string(n) + ".0 - idx.to(tt.dtype)\n";
+  s += "    out = torch.zeros_like(x)\n";
+  for (int64_t k = 0; k < n; ++k) {
+    s += "    rows = (idx == " + std::to_string(k) + ").nonzero().reshape(-1)\n";
+    s += "    if rows.numel() > 0:\n        out = out.index_copy(0, rows, self." + method + "_block" +
+         std::to_string(k) + "(x.index_select(0, rows), local.index_select(0, rows)))\n";
+  }
+  return s + "    return out\n";
 }
 
 void VelocityFieldImpl::set_labels(const torch::Tensor& labels) {
@@ -271,6 +332,9 @@ VelocityField make_model(const ModelSpec& spec) {
     return std::make_shared<HollowVelocityImpl>(
         HollowOptions(spec.dim).width(spec.width).depth(spec.depth).activation(spec.activation));
   }
+  CNF_CHECK(spec.arch != "custom", "this network was built by a program's own network factory ",
+            "(arch=custom); only that program can rebuild it: pass the factory to ",
+            "train::load_checkpoint");
   fail("unknown model architecture '", spec.arch, "'; valid names: mlp, hollow, unet");
 }
 

@@ -3,10 +3,22 @@
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdio>
 
 #include "cnf/core/error.h"
 
 namespace cnf::path {
+
+namespace {
+// A float literal TorchScript reads back to the same double (17 significant digits).
+std::string lit(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  std::string s = buf;
+  if (s.find_first_of(".en") == std::string::npos) s += ".0";
+  return s;
+}
+}  // namespace
 
 ScheduleValues Schedule::at_time(double t) const {
   return (*this)(torch::full({}, t, torch::kFloat64));
@@ -24,6 +36,12 @@ ScheduleValues CondOT::operator()(const at::Tensor& t) const {
 }
 std::string CondOT::describe() const {
   return "condot(sigma_min=" + std::to_string(sigma_min_) + ")";
+}
+
+std::string CondOT::torchscript() const {
+  return "alpha = 1.0 - t\nsigma = " + lit(sigma_min_) + " + " + lit(1.0 - sigma_min_) +
+         " * t\nd_alpha = -torch.ones_like(t)\nd_sigma = torch.full_like(t, " +
+         lit(1.0 - sigma_min_) + ")\n";
 }
 
 namespace {
@@ -56,6 +74,20 @@ std::string VP::describe() const {
          ")";
 }
 
+namespace {
+// log alpha_t and its derivative of the VP family, as TorchScript (see vp_log_alpha).
+std::string vp_log_alpha_torchscript(double b0, double b1) {
+  return "log_alpha = -0.5 * (" + lit(b0) + " * t + " + lit(0.5 * (b1 - b0)) + " * t * t)\n" +
+         "d_log_alpha = -0.5 * (" + lit(b0) + " + " + lit(b1 - b0) + " * t)\n" +
+         "alpha = torch.exp(log_alpha)\nd_alpha = alpha * d_log_alpha\n";
+}
+}  // namespace
+
+std::string VP::torchscript() const {
+  return vp_log_alpha_torchscript(beta_min_, beta_max_) +
+         "sigma = torch.sqrt(-torch.expm1(2.0 * log_alpha))\nd_sigma = -alpha * d_alpha / sigma\n";
+}
+
 SubVP::SubVP(double beta_min, double beta_max) : beta_min_(beta_min), beta_max_(beta_max) {
   check_beta("subvp", beta_min, beta_max);
 }
@@ -72,6 +104,11 @@ std::string SubVP::describe() const {
          std::to_string(beta_max_) + ")";
 }
 
+std::string SubVP::torchscript() const {
+  return vp_log_alpha_torchscript(beta_min_, beta_max_) +
+         "sigma = -torch.expm1(2.0 * log_alpha)\nd_sigma = -2.0 * alpha * d_alpha\n";
+}
+
 VE::VE(double sigma_min, double sigma_max) : sigma_min_(sigma_min), sigma_max_(sigma_max) {
   CNF_CHECK(sigma_min > 0.0 && sigma_max > sigma_min, "ve needs 0 < sigma_min < sigma_max, got ",
             "sigma_min=", sigma_min, " sigma_max=", sigma_max);
@@ -84,6 +121,13 @@ ScheduleValues VE::operator()(const at::Tensor& t) const {
 std::string VE::describe() const {
   return "ve(sigma_min=" + std::to_string(sigma_min_) + ", sigma_max=" +
          std::to_string(sigma_max_) + ")";
+}
+
+std::string VE::torchscript() const {
+  const double log_ratio = std::log(sigma_max_ / sigma_min_);
+  return "sigma = " + lit(sigma_min_) + " * torch.exp(" + lit(log_ratio) + " * t)\n" +
+         "alpha = torch.ones_like(t)\nd_alpha = torch.zeros_like(t)\nd_sigma = sigma * " +
+         lit(log_ratio) + "\n";
 }
 
 ScheduleValues Cosine::operator()(const at::Tensor& t) const {
@@ -103,6 +147,12 @@ const Registry<ScheduleFactory>& schedules() {
                       {"cosine", [] { return SchedulePtr(std::make_shared<Cosine>()); }},
                   });
   return registry;
+}
+
+std::string Cosine::torchscript() const {
+  const std::string h = lit(M_PI / 2.0);
+  return "alpha = torch.cos(" + h + " * t)\nsigma = torch.sin(" + h + " * t)\n" +
+         "d_alpha = -" + h + " * sigma\nd_sigma = " + h + " * alpha\n";
 }
 
 SchedulePtr make_schedule(const std::string& name, double sigma_min) {

@@ -144,6 +144,15 @@ void TrainOptions::validate() const {
             ema_decay);
 }
 
+std::string coupling_warning(const FlowSpec& spec, const TrainOptions& options) {
+  if (options.coupling != "exact" && options.coupling != "sinkhorn") return {};
+  if (spec.schedule == "condot") return {};
+  return "coupling " + options.coupling + " pairs data and noise by the squared-distance OT plan, " +
+         "which makes the conditional paths straight and non-crossing only on the OT path " +
+         "(condot); on the curved " + spec.schedule + " path the pairing still trains a valid " +
+         "flow, but the straightening OT-CFM promises does not follow";
+}
+
 double learning_rate(const TrainOptions& o, int64_t step) {
   double factor = 1.0;
   if (o.warmup_steps > 0 && step < o.warmup_steps)
@@ -295,7 +304,16 @@ std::string divergence_message(int64_t step, const std::string& what, double val
 }
 }  // namespace
 
-Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data::SourcePtr prior)
+namespace {
+nn::VelocityField build_network(const NetworkFactory& make_network, const nn::ModelSpec& spec) {
+  auto net = make_network(spec);
+  CNF_CHECK(net != nullptr, "the network factory returned no network (a null pointer)");
+  return net;
+}
+}  // namespace
+
+Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data::SourcePtr prior,
+                 NetworkFactory make_network)
     : s_(std::make_unique<State>()) {
   options.validate();
   CNF_CHECK(data && prior, "trainer needs a data source and a prior");
@@ -303,6 +321,8 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
             " but prior '", prior->spec(), "' has dimension ", prior->dim(),
             "; use sources of equal dimension");
   spec.model.dim = data->dim();
+  if (make_network) spec.model.arch = kCustomArch;
+  else make_network = nn::make_model;
   spec.objective = canonical_objective(spec.objective);
   spec.param = path::param_name(spec.network_param());
   s_->objective = objectives().get(spec.objective);
@@ -357,6 +377,13 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   co.epsilon = options.coupling_eps;
   co.sigma = options.bridge_sigma;
   s_->coupling = coupling::make_coupling(options.coupling, co);
+  // SB-CFM (Tong et al. 2024): the entropic plan at epsilon = 2 sigma^2 with the Brownian
+  // bridge's noise sigma^2 t (1 - t) added to the straight interpolant is the Schrodinger
+  // bridge only on that interpolant, x_t = (1 - t) x_0 + t x_1.
+  CNF_CHECK(s_->coupling->bridge_sigma() == 0 || (spec.schedule == "condot" && spec.sigma_min == 0),
+            "coupling sb is a Schrodinger bridge only on the straight path (schedule condot with ",
+            "sigma_min 0), got schedule ", spec.schedule, " with sigma_min ", spec.sigma_min,
+            "; use --schedule condot --sigma-min 0, or --coupling exact|sinkhorn on this path");
   s_->gens.push_back(make_generator(options.seed));
   for (int64_t k = 1; k < options.accumulate; ++k)
     s_->gens.push_back(make_generator(shard_seed(options.seed, k)));
@@ -365,13 +392,16 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   {
     // Weight initialization draws from LibTorch's global generator: seed it from ours.
     torch::manual_seed(options.seed);
-    s_->model = nn::make_model(spec.model);
+    s_->model = build_network(make_network, spec.model);
   }
   s_->model->to(options.device);
   s_->field = spec.velocity_field(s_->model);
   s_->params = s_->model->parameters();
   if (options.ema_decay > 0) {
-    s_->ema = nn::make_model(spec.model);
+    s_->ema = build_network(make_network, spec.model);
+    CNF_CHECK(s_->ema->parameters().size() == s_->model->parameters().size(),
+              "the network factory built networks with different parameter lists; it must ",
+              "build the same architecture on every call (the EMA copy is a second call)");
     s_->ema->to(options.device);
     s_->ema_params = s_->ema->parameters();
     torch::NoGradGuard no_grad;
@@ -702,16 +732,21 @@ nn::VelocityField Trainer::ema_velocity() const {
   return s_->spec.velocity_field(ema_model());
 }
 
-Checkpoint load_checkpoint(const std::string& path, c10::Device device) {
+Checkpoint load_checkpoint(const std::string& path, c10::Device device,
+                           const NetworkFactory& make_network, bool ema) {
   auto ar = open_archive(path);
   Checkpoint c;
   c.spec = FlowSpec::parse(read_string(ar, "spec", path), path);
   c.config = read_string(ar, "config", path);
   c10::IValue step;
   if (ar.try_read("step", step) && step.isInt()) c.step = step.toInt();
-  c.network = nn::make_model(c.spec.model);
+  if (c.spec.model.arch == kCustomArch)
+    CNF_CHECK(make_network, "checkpoint '", path, "' holds a network built by a program's own ",
+              "NetworkFactory (arch=custom); load it with train::load_checkpoint(path, device, ",
+              "factory) and that factory");
+  c.network = build_network(make_network ? make_network : NetworkFactory(nn::make_model), c.spec.model);
   torch::serialize::InputArchive probe;
-  load_module(ar, ar.try_read("ema", probe) ? "ema" : "model", *c.network, path);
+  load_module(ar, ema && ar.try_read("ema", probe) ? "ema" : "model", *c.network, path);
   c.network->to(device);
   c.network->eval();
   c.model = c.spec.velocity_field(c.network);

@@ -1,8 +1,9 @@
-// cnf/core/registry.h — explicit name -> value tables.
-//
-// Registries are plain lists written out in one function per part (no self-registering
-// statics: they vanish from static libraries). Looking up an unknown name fails with
-// the list of valid names.
+/// \file
+/// cnf/core/registry.h — explicit name -> value tables.
+///
+/// Registries are plain lists written out in one function per part (no self-registering
+/// statics: they vanish from static libraries). Looking up an unknown name fails with
+/// the list of valid names.
 #pragma once
 
 #include <string>
@@ -13,9 +14,12 @@
 
 namespace cnf {
 
+/// A fixed, ordered table of named values of type T: how cnf turns names into types
+/// (schedules, tableaux, samplers, objectives). An unknown name fails listing the valid ones.
 template <class T>
 class Registry {
  public:
+  /// The table `entries`, in order; `kind` (e.g. "schedule") names the values in errors.
   Registry(std::string kind, std::vector<std::pair<std::string, T>> entries)
       : kind_(std::move(kind)), entries_(std::move(entries)) {}
 
@@ -26,25 +30,30 @@ class Registry {
     fail("unknown ", kind_, " '", name, "'; valid names: ", joined_names());
   }
 
+  /// Whether an entry is named `name`.
   bool contains(const std::string& name) const {
     for (const auto& e : entries_)
       if (e.first == name) return true;
     return false;
   }
 
+  /// The names, in table order.
   std::vector<std::string> names() const {
     std::vector<std::string> out;
     for (const auto& e : entries_) out.push_back(e.first);
     return out;
   }
 
+  /// The names joined by ", ", as errors list them.
   std::string joined_names() const {
     std::string s;
     for (const auto& e : entries_) s += (s.empty() ? "" : ", ") + e.first;
     return s;
   }
 
+  /// Every (name, value) pair, in table order.
   const std::vector<std::pair<std::string, T>>& entries() const { return entries_; }
+  /// What the values are, e.g. "schedule" or "ODE method".
   const std::string& kind() const { return kind_; }
 
  private:

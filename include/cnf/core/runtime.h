@@ -1,4 +1,5 @@
-// cnf/core/runtime.h — seeding, thread settings, devices and tensor checks.
+/// \file
+/// cnf/core/runtime.h — seeding, thread settings, devices and tensor checks.
 #pragma once
 
 #include <ATen/core/Generator.h>

@@ -1,20 +1,21 @@
-// cnf/coupling/coupling.h — how data x_0 and noise x_1 are paired in a minibatch.
-//
-// A coupling reorders (or resamples) the noise so that the pairs (x_0[i], x_1[i]) follow
-// the joint it defines:
-//  - independent: the identity (I-CFM; Lipman et al. 2023; Tong et al. 2023).
-//  - exact: the minibatch optimal transport plan for the squared Euclidean cost (OT-CFM;
-//    Tong et al. 2023, "Improving and generalizing flow-based generative models with
-//    minibatch optimal transport"; Pooladian et al. 2023). With equal batch sizes the plan
-//    is a permutation / B, so x_1 is permuted by the optimal assignment.
-//  - sinkhorn: the entropic plan P_epsilon of the minibatch; each x_0[i] keeps its place
-//    and draws its partner j with probability P_ij / a_i, so the pairs follow P_epsilon.
-//  - sb: Schrodinger-bridge CFM (Tong et al. 2024, "Simulation-free Schrodinger bridges via
-//    score and flow matching"): the entropic plan with epsilon = 2 sigma^2 (the static SB
-//    between the two marginals for Brownian motion with diffusion sigma), used with the
-//    Brownian-bridge path x_t = (1 - t) x_0 + t x_1 + sigma sqrt(t (1 - t)) z, which the
-//    flow-matching objective adds when bridge_sigma() > 0.
-// Costs are squared Euclidean distances between the flattened samples.
+/// \file
+/// cnf/coupling/coupling.h — how data x_0 and noise x_1 are paired in a minibatch.
+///
+/// A coupling reorders (or resamples) the noise so that the pairs (x_0[i], x_1[i]) follow
+/// the joint it defines:
+///  - independent: the identity (I-CFM; Lipman et al. 2023; Tong et al. 2023).
+///  - exact: the minibatch optimal transport plan for the squared Euclidean cost (OT-CFM;
+///    Tong et al. 2023, "Improving and generalizing flow-based generative models with
+///    minibatch optimal transport"; Pooladian et al. 2023). With equal batch sizes the plan
+///    is a permutation / B, so x_1 is permuted by the optimal assignment.
+///  - sinkhorn: the entropic plan P_epsilon of the minibatch; each x_0[i] keeps its place
+///    and draws its partner j with probability P_ij / a_i, so the pairs follow P_epsilon.
+///  - sb: Schrodinger-bridge CFM (Tong et al. 2024, "Simulation-free Schrodinger bridges via
+///    score and flow matching"): the entropic plan with epsilon = 2 sigma^2 (the static SB
+///    between the two marginals for Brownian motion with diffusion sigma), used with the
+///    Brownian-bridge path x_t = (1 - t) x_0 + t x_1 + sigma sqrt(t (1 - t)) z, which the
+///    flow-matching objective adds when bridge_sigma() > 0.
+/// Costs are squared Euclidean distances between the flattened samples.
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -25,14 +26,19 @@
 #include <utility>
 #include <vector>
 
+/// Couplings: how a minibatch pairs data x_0 with noise x_1 (I-CFM, OT-CFM, entropic OT,
+/// Schrodinger-bridge CFM).
 namespace cnf::coupling {
 
+/// How a minibatch pairs data x_0 with noise x_1 (see the file comment); make_coupling
+/// builds one by name.
 class Coupling {
  public:
   virtual ~Coupling() = default;
   /// Returns the paired (x_0, x_1).
   virtual std::pair<at::Tensor, at::Tensor> pair(const at::Tensor& x_0, const at::Tensor& x_1,
                                                  at::Generator& gen) const = 0;
+  /// The registry name: "independent", "exact", "sinkhorn" or "sb".
   virtual std::string name() const = 0;
   /// The name and the parameters that change the pairing, e.g. "sb(sigma=0.5)"; a
   /// checkpoint stores it so that a resumed run must use the same coupling.
@@ -40,6 +46,7 @@ class Coupling {
   /// sigma of the Brownian-bridge noise the objective adds to the path (0: none).
   virtual double bridge_sigma() const { return 0.0; }
 };
+/// A shared, immutable coupling.
 using CouplingPtr = std::shared_ptr<const Coupling>;
 
 /// Parameters of the couplings that have any.
@@ -50,9 +57,12 @@ struct CouplingOptions {
   double sigma = 0.5;
   /// Sinkhorn stopping rule inside the couplings: a minibatch plan needs no more.
   double tol = 1e-4;
+  /// Sinkhorn iteration limit inside the couplings; an unconverged plan still has exact
+  /// column marginals and is used as it is.
   int64_t max_iter = 2000;
 };
 
+/// Independent pairing (I-CFM): the batches as they are, nothing drawn.
 class Independent final : public Coupling {
  public:
   std::pair<at::Tensor, at::Tensor> pair(const at::Tensor& x_0, const at::Tensor& x_1,
@@ -74,6 +84,7 @@ class ExactOT final : public Coupling {
 /// Minibatch entropic OT: partners sampled from the Sinkhorn plan at `epsilon`.
 class EntropicOT : public Coupling {
  public:
+  /// Throws cnf::Error unless options.epsilon is finite and > 0.
   explicit EntropicOT(CouplingOptions options);
   std::pair<at::Tensor, at::Tensor> pair(const at::Tensor& x_0, const at::Tensor& x_1,
                                          at::Generator& gen) const override;
@@ -81,12 +92,14 @@ class EntropicOT : public Coupling {
   std::string describe() const override;
 
  protected:
+  /// The options; options_.epsilon regularizes the plan.
   CouplingOptions options_;
 };
 
 /// Schrodinger-bridge CFM: the entropic plan at epsilon = 2 sigma^2, plus bridge noise.
 class SchrodingerBridge final : public EntropicOT {
  public:
+  /// Throws cnf::Error unless options.sigma is finite and > 0; the plan uses epsilon = 2 sigma^2.
   explicit SchrodingerBridge(CouplingOptions options);
   std::string name() const override { return "sb"; }
   std::string describe() const override;
@@ -97,7 +110,15 @@ class SchrodingerBridge final : public EntropicOT {
 };
 
 /// Builds a coupling by name; unknown names list the valid ones; bad options say which.
+///
+/// Example (pairs a minibatch by minibatch OT):
+/// \code
+///   auto coupling = cnf::coupling::make_coupling("exact");
+///   at::Generator gen = cnf::make_generator(0);
+///   auto [x_0, x_1] = coupling->pair(data, noise, gen);  // noise permuted to its OT partners
+/// \endcode
 CouplingPtr make_coupling(const std::string& name, const CouplingOptions& options = {});
+/// The registered names: independent, exact, sinkhorn, sb.
 std::vector<std::string> coupling_names();
 
 }  // namespace cnf::coupling

@@ -1,18 +1,19 @@
-// cnf/data/images.h — image data: IDX files (MNIST / Fashion-MNIST, gzip or raw), folders
-// of PNG images, down-sampling, class subsets, uniform dequantization and the transforms
-// from [0, 1] pixels to the space a flow models, with their log-determinants.
-//
-// Pixels are stored as integer levels k in [0, 256) ([N, C, H, W] uint8). Training draws
-// dequantized pixels x = (k + u) / 256, u ~ U[0, 1) (Theis et al. 2016; Uria et al. 2013),
-// then maps them to model space y = T(x):
-//   scale   y = 2 x - 1                       log|det dy/dx| = D log 2
-//   logit   y = logit(lambda + (1 - 2 lambda) x)
-//           log|det dy/dx| = sum_i log(1 - 2 lambda) - log s_i - log(1 - s_i),
-//           s_i = lambda + (1 - 2 lambda) x_i   (Dinh et al., Real NVP, 2017, sec. 4.1)
-// so log p_x(x) = log p_y(T(x)) + log|det dT/dx|, and the discrete model's bits/dim is
-//   bpd = (-log p_x(x) + D log 256) / (D log 2)        (density::bits_per_dim).
-// An image source samples flat rows [n, C*H*W] in model space, so every part of cnf that
-// takes a data::Source (trainer, samplers, likelihoods) takes images unchanged.
+/// \file
+/// cnf/data/images.h — image data: IDX files (MNIST / Fashion-MNIST, gzip or raw), folders
+/// of PNG images, down-sampling, class subsets, uniform dequantization and the transforms
+/// from [0, 1] pixels to the space a flow models, with their log-determinants.
+///
+/// Pixels are stored as integer levels k in [0, 256) ([N, C, H, W] uint8). Training draws
+/// dequantized pixels x = (k + u) / 256, u ~ U[0, 1) (Theis et al. 2016; Uria et al. 2013),
+/// then maps them to model space y = T(x):
+///   scale   y = 2 x - 1                       log|det dy/dx| = D log 2
+///   logit   y = logit(lambda + (1 - 2 lambda) x)
+///           log|det dy/dx| = sum_i log(1 - 2 lambda) - log s_i - log(1 - s_i),
+///           s_i = lambda + (1 - 2 lambda) x_i   (Dinh et al., Real NVP, 2017, sec. 4.1)
+/// so log p_x(x) = log p_y(T(x)) + log|det dT/dx|, and the discrete model's bits/dim is
+///   bpd = (-log p_x(x) + D log 256) / (D log 2)        (density::bits_per_dim).
+/// An image source samples flat rows [n, C*H*W] in model space, so every part of cnf that
+/// takes a data::Source (trainer, samplers, likelihoods) takes images unchanged.
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -28,10 +29,13 @@ namespace cnf::data {
 
 /// A set of images: levels uint8 [N, C, H, W] in [0, 256), labels int64 [N] (-1: none).
 struct ImageSet {
+  /// Pixel levels k, uint8 [N, C, H, W] in [0, 256).
   at::Tensor levels;
+  /// Class labels, int64 [N] (-1: none).
   at::Tensor labels;
   /// Number of classes (labels lie in [0, classes)); 0 when unlabeled.
   int64_t classes = 0;
+  /// The file or folder the images came from, for messages.
   std::string origin;
 };
 
@@ -64,7 +68,9 @@ ImageSet select_classes(const ImageSet& set, const std::vector<int64_t>& classes
 
 /// Map from dequantized pixels x in [0, 1] to model space (see the header comment).
 struct ImageTransform {
+  /// Which map: scale (y = 2 x - 1) or logit (see the file comment).
   enum class Kind { scale, logit };
+  /// The map; scale by default.
   Kind kind = Kind::scale;
   /// The logit transform's lambda in (0, 0.5); keeps logit finite at x = 0 and 1.
   double lambda = 1e-6;
@@ -89,6 +95,7 @@ at::Tensor bits_per_dim(const at::Tensor& log_p_y, const at::Tensor& log_det, in
 /// space; rows are flat [n, C*H*W] float32.
 class ImageSource final : public Source {
  public:
+  /// Draws from `set` (at least one image) through `transform`; `spec` is what spec() returns.
   ImageSource(ImageSet set, ImageTransform transform, std::string spec);
   at::Tensor sample(int64_t n, at::Generator& gen) const override;
   /// The same draw with its labels [n] (int64).
@@ -97,7 +104,9 @@ class ImageSource final : public Source {
   std::string spec() const override { return spec_; }
   /// {C, H, W}.
   std::vector<int64_t> image_shape() const;
+  /// The images it draws from.
   const ImageSet& images() const { return set_; }
+  /// The map T into model space.
   const ImageTransform& transform() const { return transform_; }
   /// Dequantizes `levels` [n, C, H, W] with `gen` and maps them to model space: flat rows
   /// [n, D] and the transform's log-determinant [n].
@@ -122,9 +131,12 @@ bool is_image_spec(const std::string& spec);
 /// training images), test=N (first N test images), transform=scale|logit|logit:LAMBDA.
 /// E.g. "fashion-mnist:size=14:classes=0+7:n=2000".
 struct ImageSplit {
+  /// The training images as a source.
   std::shared_ptr<const ImageSource> train;
+  /// The held-out test images (levels, not dequantized).
   ImageSet test;
 };
+/// Loads both parts of an image spec (see ImageSplit); errors name the bad key or file.
 ImageSplit load_image_spec(const std::string& spec);
 
 }  // namespace cnf::data

@@ -1,14 +1,15 @@
-// cnf/density/density.h — exact likelihoods, bits/dim, scores along trajectories, entropy.
-//
-// Instantaneous change of variables (Chen et al. 2018; Grathwohl et al., FFJORD, 2019):
-//   log rho_0(x) = log rho_1(X_1(x)) + int_0^1 div v_t(X_t(x)) dt,
-// integrated from t = 0 (data) to t = 1 (prior). Divergence by autograd (exact, one pass
-// per dimension), analytically for the MLP (Jacobian carried through the layers) and the
-// hollow network (nn/hollow.h: read off one forward pass), or by
-// Hutchinson's estimator E[eps^T (dv/dx) eps] with K probes held fixed through the solve.
-//
-// Instantaneous change of score (the score along a trajectory):
-//   d/dt s_t = -(grad v_t)^T s_t - grad(div v_t),   s_t = grad log rho_t(X_t).
+/// \file
+/// cnf/density/density.h — exact likelihoods, bits/dim, scores along trajectories, entropy.
+///
+/// Instantaneous change of variables (Chen et al. 2018; Grathwohl et al., FFJORD, 2019):
+///   log rho_0(x) = log rho_1(X_1(x)) + int_0^1 div v_t(X_t(x)) dt,
+/// integrated from t = 0 (data) to t = 1 (prior). Divergence by autograd (exact, one pass
+/// per dimension), analytically for the MLP (Jacobian carried through the layers) and the
+/// hollow network (nn/hollow.h: read off one forward pass), or by
+/// Hutchinson's estimator E[eps^T (dv/dx) eps] with K probes held fixed through the solve.
+///
+/// Instantaneous change of score (the score along a trajectory):
+///   d/dt s_t = -(grad v_t)^T s_t - grad(div v_t),   s_t = grad log rho_t(X_t).
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -22,14 +23,20 @@
 #include "cnf/ode/solve.h"
 #include "cnf/path/schedule.h"
 
+/// Densities of a flow: exact log-likelihoods by the instantaneous change of variables,
+/// scores along trajectories, entropy and bits/dim.
 namespace cnf::density {
 
+/// How div v_t is computed: exact (autograd, one pass per dimension), analytic (the MLP's
+/// and the hollow network's own routes) or hutchinson (unbiased stochastic estimate).
 enum class Divergence { exact, analytic, hutchinson };
 /// "exact", "analytic" (mlp and hollow networks) or "hutchinson"; unknown names list the
 /// valid ones.
 Divergence parse_divergence(const std::string& name);
 
+/// How the divergence is computed inside a likelihood solve.
 struct DivergenceOptions {
+  /// The estimator; exact by default.
   Divergence method = Divergence::exact;
   /// Hutchinson probes K (fixed through a solve).
   int64_t probes = 1;
@@ -54,21 +61,29 @@ at::Tensor draw_probes(int64_t k, const at::Tensor& like, bool gaussian, at::Gen
 /// log-density of y / sigma_1 minus D log sigma_1. Throws when the prior has no density.
 at::Tensor prior_log_prob(const data::Source& prior, const at::Tensor& y, double sigma_1);
 
+/// The ODE solve and the divergence of a likelihood computation.
 struct LikelihoodOptions {
+  /// dopri5 at rtol = atol = 1e-5, exact divergence.
   LikelihoodOptions();
   ode::SolveOptions solve;  ///< dopri5 at rtol = atol = 1e-5 by default
+  /// The divergence; exact by default.
   DivergenceOptions divergence;
 };
 
+/// log rho_0 of a batch and the other end of its trajectory.
 struct LikelihoodResult {
   at::Tensor log_prob;         ///< [B] log rho_0 (the mean over probes for Hutchinson)
   at::Tensor log_prob_probes;  ///< [K, B] per-probe estimates (Hutchinson only)
   at::Tensor x;                ///< the other end of the trajectory
+  /// Evaluations of the field in the solve.
   int64_t nfe = 0;
 };
 
 /// log rho_0(x_0) of data points x_0 under the flow with prior `prior` at t = 1 (scaled by
 /// the schedule's sigma_1, as generation starts from sigma_1 * x_1). Integrates 0 -> 1.
+///
+/// Example (examples/sample_checkpoint/main.cpp):
+/// \snippet sample_checkpoint/main.cpp likelihood
 LikelihoodResult log_likelihood(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
                                 const data::Source& prior, const at::Tensor& x_0,
                                 const LikelihoodOptions& options, at::Generator& gen);
@@ -88,8 +103,13 @@ at::Tensor score(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
 
 /// Mean and standard error of a per-sample quantity.
 struct Estimate {
+  /// \var mean
+  /// The mean of the values.
+  /// \var stderr
+  /// Standard error of the mean: standard deviation / sqrt(n) (0 for one value).
   double mean = 0, stderr = 0;
 };
+/// Mean and standard error of `values` (flattened, float64; at least one).
 Estimate mean_and_stderr(const at::Tensor& values);
 
 /// Entropy H(rho_0) = -E log rho_0, estimated from n samples of the flow (with their

@@ -1,9 +1,10 @@
-// cnf/io/config.h — TOML configuration files for the command line.
-//
-// A config file is a flat TOML table (`steps = 2000`, `data = "moons"`); keys are the
-// long option names of a `cnf` verb, with '-' or '_' alike. Sections are allowed and
-// flattened ([train] steps = 10 is steps = 10). The file is turned into `--key=value`
-// arguments that the command line placed after them overrides (a flag beats the file).
+/// \file
+/// cnf/io/config.h — TOML configuration files for the command line.
+///
+/// A config file is a flat TOML table (`steps = 2000`, `data = "moons"`); keys are the
+/// long option names of a `cnf` verb, with '-' or '_' alike. Sections are allowed and
+/// flattened ([train] steps = 10 is steps = 10). The file is turned into `--key=value`
+/// arguments that the command line placed after them overrides (a flag beats the file).
 #pragma once
 
 #include <string>
@@ -12,6 +13,7 @@
 
 namespace cnf::io {
 
+/// One `key = value` setting of a config file.
 struct ConfigEntry {
   std::string key;    ///< normalized: '_' replaced by '-'
   std::string value;  ///< as the command line would spell it

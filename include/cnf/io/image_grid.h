@@ -1,4 +1,5 @@
-// cnf/io/image_grid.h — image grids written as PNG (atomically, see io/files.h).
+/// \file
+/// cnf/io/image_grid.h — image grids written as PNG (atomically, see io/files.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,6 +1,7 @@
-// cnf/io/plot.h — small PNG plots without a plotting library: scatter plots, density
-// heat maps and trajectories in 2-D, rendered into an RGB raster and written with
-// stb_image_write (atomically, see io/files.h).
+/// \file
+/// cnf/io/plot.h — small PNG plots without a plotting library: scatter plots, density
+/// heat maps and trajectories in 2-D, rendered into an RGB raster and written with
+/// stb_image_write (atomically, see io/files.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -11,22 +12,30 @@
 
 namespace cnf::io {
 
+/// An sRGB color, 8 bits per channel.
 using RGB = std::array<uint8_t, 3>;
 
 /// One set of points in a scatter plot: [N, 2] tensor (any float dtype, any device).
 struct Series {
+  /// The points [N, 2], (x, y) per row.
   at::Tensor points;
+  /// Point color (matplotlib blue by default).
   RGB color{31, 119, 180};
+  /// Legend entry; empty: none.
   std::string label;
 };
 
+/// Size, data range and look of a plot.
 struct PlotOptions {
+  /// Image width in pixels, in [64, 16384].
   int width = 600;
+  /// Image height in pixels, in [64, 16384].
   int height = 600;
   /// Data range shown, {xmin, xmax, ymin, ymax}; all zero means "fit the data" (with 5%
   /// margin, same scale on both axes).
   std::array<double, 4> range{0, 0, 0, 0};
   std::string title;  ///< drawn with a built-in 5x7 pixel font (ASCII)
+  /// Radius of a point in pixels, in [0, 64].
   int point_radius = 1;
   /// Opacity of each point in [0, 1]; < 1 shows density through overdraw.
   double alpha = 0.5;

@@ -1,6 +1,7 @@
-// cnf/io/progress.h — a progress report on stderr: a redrawn bar on a terminal, plain
-// log lines (every ~10% or `min_interval` seconds) otherwise. For the command line only;
-// nothing in the library below `apps/` prints progress.
+/// \file
+/// cnf/io/progress.h — a progress report on stderr: a redrawn bar on a terminal, plain
+/// log lines (every ~10% or `min_interval` seconds) otherwise. For the command line only;
+/// nothing in the library below `apps/` prints progress.
 #pragma once
 
 #include <chrono>
@@ -9,6 +10,7 @@
 
 namespace cnf::io {
 
+/// A progress report on stderr (see the file comment).
 class Progress {
  public:
   /// `total` units of work, shown with `label`.

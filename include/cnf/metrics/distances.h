@@ -1,10 +1,13 @@
-// cnf/metrics/distances.h — sample-based distances between distributions.
+/// \file
+/// cnf/metrics/distances.h — sample-based distances between distributions.
 #pragma once
 
 #include <ATen/core/Tensor.h>
 
 #include <vector>
 
+/// Sample-based measures of generative models: Wasserstein distances, MMD and the Fréchet
+/// distance of image features.
 namespace cnf::metrics {
 
 /// Exact 2-Wasserstein distance between the empirical measures of x [n, d] and
@@ -19,6 +22,7 @@ double w1(const at::Tensor& x, const at::Tensor& y);
 /// O(epsilon log(1/epsilon)) and are smooth in the samples. Throws cnf::Error with the
 /// solver's report when Sinkhorn does not reach its marginal tolerance.
 double w2_entropic(const at::Tensor& x, const at::Tensor& y, double epsilon);
+/// Entropic W1: the Euclidean transport cost of the Sinkhorn plan at `epsilon`.
 double w1_entropic(const at::Tensor& x, const at::Tensor& y, double epsilon);
 
 /// Closed-form W2 between N(mu1, cov1) and N(mu2, cov2):

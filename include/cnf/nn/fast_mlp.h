@@ -1,22 +1,23 @@
-// cnf/nn/fast_mlp.h — a fused CPU fast path for the MLP velocity field.
-//
-// Small MLPs run thousands of times (every ODE step, every training step) and with
-// LibTorch's kernels their cost is per-op overhead, skinny products and separate passes
-// for bias and activation. The fast path keeps a block of rows in cache through all
-// layers, fusing product, bias and activation per layer (the idea of fully fused MLPs,
-// Müller et al. 2021, tiny-cuda-nn, brought to the CPU), without an autograd graph:
-//   - forward (sampling, evaluation);
-//   - backward for the parameters and the input (training), as a custom autograd
-//     function, so optimizers and losses see ordinary tensors;
-//   - the exact divergence tr(dv/dx), carrying the Jacobian through the layers.
-// Products go to oneDNN's sgemm (float) or Eigen (double); activations are Eigen's
-// vectorized functions. Row blocks are split over LibTorch's intra-op threads.
-//
-// MLPVelocity chooses it automatically when it applies (CPU tensors of float32/float64,
-// flat [B, dim] input, width <= 256, depth <= 8, a CPU with AVX2 and FMA, and no
-// gradient with respect to x or t requested — input gradients go through it only when
-// called directly). LibTorch's kernels remain the reference path: set_enabled(false)
-// (`cnf --fast-mlp off`) switches the fast path off everywhere.
+/// \file
+/// cnf/nn/fast_mlp.h — a fused CPU fast path for the MLP velocity field.
+///
+/// Small MLPs run thousands of times (every ODE step, every training step) and with
+/// LibTorch's kernels their cost is per-op overhead, skinny products and separate passes
+/// for bias and activation. The fast path keeps a block of rows in cache through all
+/// layers, fusing product, bias and activation per layer (the idea of fully fused MLPs,
+/// Müller et al. 2021, tiny-cuda-nn, brought to the CPU), without an autograd graph:
+///   - forward (sampling, evaluation);
+///   - backward for the parameters and the input (training), as a custom autograd
+///     function, so optimizers and losses see ordinary tensors;
+///   - the exact divergence tr(dv/dx), carrying the Jacobian through the layers.
+/// Products go to oneDNN's sgemm (float) or Eigen (double); activations are Eigen's
+/// vectorized functions. Row blocks are split over LibTorch's intra-op threads.
+///
+/// MLPVelocity chooses it automatically when it applies (CPU tensors of float32/float64,
+/// flat [B, dim] input, width <= 256, depth <= 8, a CPU with AVX2 and FMA, and no
+/// gradient with respect to x or t requested — input gradients go through it only when
+/// called directly). LibTorch's kernels remain the reference path: set_enabled(false)
+/// (`cnf --fast-mlp off`) switches the fast path off everywhere.
 #pragma once
 
 #include <torch/types.h>
@@ -28,6 +29,7 @@ namespace cnf::nn {
 class MLPVelocityImpl;
 }
 
+/// The fused CPU fast path of the MLP velocity field (see the file comment).
 namespace cnf::nn::fast {
 
 /// The CPU has the instructions the kernels are compiled for (AVX2, FMA).
@@ -35,6 +37,7 @@ bool cpu_supported();
 
 /// Global switch (default on).
 void set_enabled(bool on);
+/// Whether the global switch is on.
 bool enabled();
 
 /// "" when the fast path can evaluate `mlp` at (x, t); otherwise the reason it cannot.

@@ -1,7 +1,8 @@
-// cnf/nn/velocity.h — velocity-field networks: v_t(x) = forward(x, t).
-//
-// x: [B, ...features], t: [B] (floating point, broadcast inside). Every network of cnf
-// derives from VelocityFieldImpl so solvers, objectives and checkpoints take any of them.
+/// \file
+/// cnf/nn/velocity.h — velocity-field networks: v_t(x) = forward(x, t).
+///
+/// x: [B, ...features], t: [B] (floating point, broadcast inside). Every network of cnf
+/// derives from VelocityFieldImpl so solvers, objectives and checkpoints take any of them.
 #pragma once
 
 #include <torch/nn/module.h>
@@ -15,8 +16,15 @@
 
 #include "cnf/core/registry.h"
 
+/// Networks: velocity fields v_t(x) (MLP, hollow network, U-Net, stacks, guidance) and the
+/// input-convex networks and critics of neural optimal transport.
 namespace cnf::nn {
 
+/// Base of every velocity field, v_t(x) = forward(x, t): the trainer, the solvers, the samplers
+/// and the likelihoods take any of them. Derive from it to use a network of your own.
+///
+/// Example (examples/custom_field/main.cpp):
+/// \snippet custom_field/main.cpp field
 class VelocityFieldImpl : public torch::nn::Module {
  public:
   /// v_t(x) for x: [B, ...], t: [B].
@@ -29,14 +37,32 @@ class VelocityFieldImpl : public torch::nn::Module {
   virtual void set_labels(const torch::Tensor& labels);
   /// Number of classes the network is conditioned on (0: unconditional).
   virtual int64_t classes() const { return 0; }
+  /// This network's forward as TorchScript source, for export (interop/torchscript.h): one or
+  /// more method definitions, the main one `def <method>(self, x: Tensor, t: Tensor) ->
+  /// Tensor` (helpers are named `<method>_...`). Each parameter or buffer `name` (its key in
+  /// named_parameters() / named_buffers()) is read as `self.<torchscript_name(prefix +
+  /// name)>`. Empty (the default) when the network has no TorchScript form.
+  virtual std::string torchscript(const std::string& method, const std::string& prefix) const {
+    return {};
+  }
 };
+/// Shared pointer to a velocity field, as LibTorch holds modules.
 using VelocityField = std::shared_ptr<VelocityFieldImpl>;
+
+/// The attribute name an exported TorchScript module gives the parameter or buffer with this
+/// dotted name ("block1.layer0.weight" -> "block1__layer0__weight").
+std::string torchscript_name(const std::string& dotted);
 
 /// Element-wise activations the MLP offers, by name.
 enum class Activation { tanh, relu, silu, selu, gelu, softplus };
+/// tanh, relu, silu, selu, gelu or softplus; unknown names list the valid ones.
 Activation parse_activation(const std::string& name);
+/// The name of `a`, as parse_activation reads it.
 std::string activation_name(Activation a);
+/// act(x), element-wise.
 torch::Tensor activate(Activation a, const torch::Tensor& x);
+/// The activation applied to the TorchScript expression `expr` (export).
+std::string activation_torchscript(Activation a, const std::string& expr);
 /// Element-wise derivative of the activation at pre-activation z.
 torch::Tensor activate_derivative(Activation a, const torch::Tensor& z);
 
@@ -52,32 +78,42 @@ torch::Tensor mlp_layers(torch::Tensor h, torch::TensorList params, Activation a
 /// How time enters the MLP: appended as one input ("concat"), or as sin/cos Fourier
 /// features of `fourier_features` log-spaced frequencies ("fourier"; Tancik et al. 2020).
 enum class TimeEmbedding { concat, fourier };
+/// "concat" or "fourier"; unknown names list the valid ones.
 TimeEmbedding parse_time_embedding(const std::string& name);
+/// The name of `e`, as parse_time_embedding reads it.
 std::string time_embedding_name(TimeEmbedding e);
 
 /// Options of the time-conditioned MLP, LibTorch style:
 ///   MLPOptions(2).width(64).depth(3).activation("selu")
 struct MLPOptions {
+  /// An MLP on `dim`-dimensional samples, the other options at their defaults.
   explicit MLPOptions(int64_t dim) : dim_(dim) {}
+  /// Sample dimension D (>= 1).
   TORCH_ARG(int64_t, dim);
   /// Hidden units per layer.
   TORCH_ARG(int64_t, width) = 64;
   /// Number of hidden layers (depth 3 means 3 hidden layers, 4 linear maps).
   TORCH_ARG(int64_t, depth) = 3;
+  /// Activation name (parse_activation).
   TORCH_ARG(std::string, activation) = "selu";
+  /// How time enters: "concat" or "fourier" (parse_time_embedding).
   TORCH_ARG(std::string, time_embedding) = "concat";
+  /// Frequencies pi 2^k, k < fourier_features, of the fourier embedding.
   TORCH_ARG(int64_t, fourier_features) = 8;
 };
 
 /// Multilayer perceptron [x, embed(t)] -> width x depth -> dim.
 class MLPVelocityImpl : public VelocityFieldImpl {
  public:
+  /// Builds the depth + 1 linear maps (LibTorch's initialization); throws cnf::Error for a
+  /// dim, width or depth < 1 or an unknown name.
   explicit MLPVelocityImpl(const MLPOptions& options);
   /// v_t(x): the fused fast path (nn/fast_mlp.h) where it applies, else reference_forward.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override;
   /// v_t(x) by LibTorch's kernels, with an ordinary autograd graph.
   torch::Tensor reference_forward(const torch::Tensor& x, const torch::Tensor& t);
   std::vector<int64_t> sample_shape() const override { return {options.dim()}; }
+  std::string torchscript(const std::string& method, const std::string& prefix) const override;
   /// (weight, bias) of every linear map, in order.
   std::vector<torch::Tensor> layer_parameters() const;
   /// The input fed to the first layer: [x, embed(t)].
@@ -98,12 +134,18 @@ class MLPVelocityImpl : public VelocityFieldImpl {
                                                            const torch::Tensor& t,
                                                            const torch::Tensor& u);
 
+  /// The options it was built with.
   MLPOptions options;
+  /// The activation act.
   Activation activation;
+  /// How time enters.
   TimeEmbedding time_embedding;
+  /// The depth + 1 linear maps, in order.
   std::vector<torch::nn::Linear> layers;
+  /// Buffer [fourier_features] of the frequencies pi 2^k (undefined for concat).
   torch::Tensor frequencies;  // buffer, fourier embedding only
 };
+/// Module holder (shared pointer) of MLPVelocityImpl.
 TORCH_MODULE(MLPVelocity);
 
 /// K velocity fields in sequence: stacked CNF blocks (FFJORD, Grathwohl et al. 2019). Block
@@ -113,44 +155,66 @@ TORCH_MODULE(MLPVelocity);
 /// blocks. The field may jump at t = k/K; adaptive solvers meet those times by step control.
 class StackedVelocityImpl : public VelocityFieldImpl {
  public:
+  /// Stacks `blocks` (at least one, all with the same sample shape) as submodules.
   explicit StackedVelocityImpl(std::vector<VelocityField> blocks);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override;
   std::vector<int64_t> sample_shape() const override { return blocks.front()->sample_shape(); }
   /// Labels go to every block (class-conditional blocks).
   void set_labels(const torch::Tensor& labels) override;
   int64_t classes() const override { return blocks.front()->classes(); }
+  std::string torchscript(const std::string& method, const std::string& prefix) const override;
 
+  /// The K blocks; block k owns [k/K, (k+1)/K).
   std::vector<VelocityField> blocks;
 
  private:
   torch::Tensor labels_;  // [B] of the batch, split with the rows when they are routed
 };
+/// Module holder (shared pointer) of StackedVelocityImpl.
 TORCH_MODULE(StackedVelocity);
 
 /// Generic description of a velocity-field network, as read from flags or a checkpoint.
 struct ModelSpec {
+  /// Architecture: mlp, hollow or unet (make_model); train::kCustomArch for a network built by
+  /// a program's own factory.
   std::string arch = "mlp";
+  /// Sample dimension D (the trainer sets it to the data's).
   int64_t dim = 2;
+  /// Hidden units per layer (hollow: per dimension; unet: base channels).
   int64_t width = 64;
+  /// Hidden layers (hollow: conditioner layers).
   int64_t depth = 3;
+  /// Activation name (parse_activation).
   std::string activation = "selu";
+  /// How time enters the MLP: "concat" or "fourier".
   std::string time_embedding = "concat";
+  /// Frequencies of the fourier time embedding.
   int64_t fourier_features = 8;
   /// Stacked blocks of this network (StackedVelocityImpl); 1: a single network.
   int64_t blocks = 1;
-  // unet (nn/unet.h): image shape, base channels (`width`), per-level multipliers,
-  // residual blocks per level, attention in the middle, number of classes (0: none).
+  /// \var channels
+  /// unet (nn/unet.h): image channels C (the base channels are `width`).
+  /// \var height
+  /// unet: image height H.
+  /// \var width_px
+  /// unet: image width W.
   int64_t channels = 1, height = 0, width_px = 0;
+  /// unet: channel multiplier of each resolution level, e.g. "1,2" (parse_channel_mult).
   std::string channel_mult = "1,2";
+  /// unet: residual blocks per level.
   int64_t res_blocks = 1;
+  /// unet: self-attention in the middle.
   bool attention = false;
+  /// unet: number of classes for class conditioning (0: none).
   int64_t classes = 0;
 };
 
-/// Builds the network named by `spec.arch` (registry: mlp, unet).
+/// Builds the network named by `spec.arch` (mlp, hollow, unet), a stack of spec.blocks of them
+/// when spec.blocks > 1 (StackedVelocityImpl). Unknown names list the valid ones.
 VelocityField make_model(const ModelSpec& spec);
 /// "1,2,2" -> {1, 2, 2} (the unet's channel multipliers); errors name the bad item.
 std::vector<int64_t> parse_channel_mult(const std::string& text);
+/// The architectures make_model builds: mlp, hollow, unet.
 std::vector<std::string> model_names();
 
 /// Number of trainable scalars.

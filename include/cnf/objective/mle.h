@@ -1,22 +1,23 @@
-// cnf/objective/mle.h — maximum likelihood through the ODE (simulation-based CNF training).
-//
-//   L(theta) = -E log rho_0(x) + lambda_K R_K + lambda_J R_J + lambda_S R_S,
-//   log rho_0(x) = log rho_1(X_1) + int_0^1 div v_t(X_t) dt      (FFJORD, Grathwohl et al.
-//                                                               2019; Chen et al. 2018)
-//
-// integrating the data x = X_0 from t = 0 to the prior at t = 1. The regularizers ride
-// along as extra ODE states that do not steer the step size:
-//   R_K = E int_0^1 ||v_t(X_t)||^2 dt                     kinetic energy (RNODE, Finlay et
-//   R_J = E int_0^1 ||grad v_t(X_t)||_F^2 dt              al. 2020; Frobenius norm by
-//                                                         Hutchinson, E ||eps^T grad v||^2)
-//   R_S = E int_0^1 ||v_t - (grad log rho_1 - grad log rho_t)||^2 (X_t) dt
-// R_S pulls the flow toward the steepest descent of KL(rho_t || rho_1) in the Wasserstein
-// geometry, whose velocity is grad log rho_1 - grad log rho_t. The score grad log rho_t
-// along the trajectory comes from the instantaneous change of score, integrated back
-// from s_1 = grad log rho_1(X_1) at t = 1 in a second solve (exact divergence).
-//
-// Gradients: backprop through the solver's operations, or the adjoint method
-// (ode::solve_adjoint), which keeps no graph of the forward solve.
+/// \file
+/// cnf/objective/mle.h — maximum likelihood through the ODE (simulation-based CNF training).
+///
+///   L(theta) = -E log rho_0(x) + lambda_K R_K + lambda_J R_J + lambda_S R_S,
+///   log rho_0(x) = log rho_1(X_1) + int_0^1 div v_t(X_t) dt      (FFJORD, Grathwohl et al.
+///                                                               2019; Chen et al. 2018)
+///
+/// integrating the data x = X_0 from t = 0 to the prior at t = 1. The regularizers ride
+/// along as extra ODE states that do not steer the step size:
+///   R_K = E int_0^1 ||v_t(X_t)||^2 dt                     kinetic energy (RNODE, Finlay et
+///   R_J = E int_0^1 ||grad v_t(X_t)||_F^2 dt              al. 2020; Frobenius norm by
+///                                                         Hutchinson, E ||eps^T grad v||^2)
+///   R_S = E int_0^1 ||v_t - (grad log rho_1 - grad log rho_t)||^2 (X_t) dt
+/// R_S pulls the flow toward the steepest descent of KL(rho_t || rho_1) in the Wasserstein
+/// geometry, whose velocity is grad log rho_1 - grad log rho_t. The score grad log rho_t
+/// along the trajectory comes from the instantaneous change of score, integrated back
+/// from s_1 = grad log rho_1(X_1) at t = 1 in a second solve (exact divergence).
+///
+/// Gradients: backprop through the solver's operations, or the adjoint method
+/// (ode::solve_adjoint), which keeps no graph of the forward solve.
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -31,7 +32,9 @@
 
 namespace cnf::objective {
 
+/// Solver, divergence, gradient route and regularizer weights of maximum likelihood.
 struct MLEOptions {
+  /// dopri5 at rtol = atol = 1e-5, Hutchinson with one Rademacher probe.
   MLEOptions();
   /// dopri5 at rtol = atol = 1e-5 by default.
   ode::SolveOptions solve;

@@ -1,22 +1,23 @@
-// cnf/objective/score_matching.h — denoising score matching on an affine (diffusion) path.
-//
-//   L(theta) = E_{t, x_0, x_1} lambda(t) || s_theta(x_t, t) + x_1 / sigma_t ||^2,
-//   x_t = alpha_t x_0 + sigma_t x_1,  x_1 ~ N(0, I) independent of x_0,
-//
-// (Vincent 2011; Song & Ermon 2019; Song et al., ICLR 2021, eq. 7). -x_1/sigma_t is the
-// score of the transition kernel N(alpha_t x_0, sigma_t^2 I); the minimizer is the marginal
-// score grad log q_t. The network may predict any parameterization (`param`): its output is
-// converted by path::convert and the loss is computed in noise units,
-//   lambda(t) || s_theta + x_1/sigma_t ||^2 = (lambda(t) / sigma_t^2) || eps_theta - x_1 ||^2.
-// Weightings lambda(t):
-//   sigma2      sigma_t^2: the noise-prediction loss || eps_theta - x_1 ||^2 of Ho et al. 2020
-//               (the default; with param = noise this is exactly DDPM's "simple" loss).
-//   likelihood  g(t)^2: makes the loss bound the KL / negative log-likelihood of the
-//               probability flow's SDE (Song, Durkan, Murray & Ermon, NeurIPS 2021, thm. 1).
-//               Its variance is large where g^2/sigma^2 is (t -> 0 on VP).
-//   uniform     1: the raw score error (large near t = 0, where sigma_t is small).
-// Times are drawn from U[t_min, t_max], by default path::conversion_range(schedule) (e.g.
-// [1e-3, 1] on VP), where the conversions stay finite.
+/// \file
+/// cnf/objective/score_matching.h — denoising score matching on an affine (diffusion) path.
+///
+///   L(theta) = E_{t, x_0, x_1} lambda(t) || s_theta(x_t, t) + x_1 / sigma_t ||^2,
+///   x_t = alpha_t x_0 + sigma_t x_1,  x_1 ~ N(0, I) independent of x_0,
+///
+/// (Vincent 2011; Song & Ermon 2019; Song et al., ICLR 2021, eq. 7). -x_1/sigma_t is the
+/// score of the transition kernel N(alpha_t x_0, sigma_t^2 I); the minimizer is the marginal
+/// score grad log q_t. The network may predict any parameterization (`param`): its output is
+/// converted by path::convert and the loss is computed in noise units,
+///   lambda(t) || s_theta + x_1/sigma_t ||^2 = (lambda(t) / sigma_t^2) || eps_theta - x_1 ||^2.
+/// Weightings lambda(t):
+///   sigma2      sigma_t^2: the noise-prediction loss || eps_theta - x_1 ||^2 of Ho et al. 2020
+///               (the default; with param = noise this is exactly DDPM's "simple" loss).
+///   likelihood  g(t)^2: makes the loss bound the KL / negative log-likelihood of the
+///               probability flow's SDE (Song, Durkan, Murray & Ermon, NeurIPS 2021, thm. 1).
+///               Its variance is large where g^2/sigma^2 is (t -> 0 on VP).
+///   uniform     1: the raw score error (large near t = 0, where sigma_t is small).
+/// Times are drawn from U[t_min, t_max], by default path::conversion_range(schedule) (e.g.
+/// [1e-3, 1] on VP), where the conversions stay finite.
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -28,17 +29,25 @@
 
 namespace cnf::objective {
 
+/// The weighting lambda(t) of the loss (see the file comment).
 enum class Weighting { sigma2, likelihood, uniform };
 /// "sigma2", "likelihood" or "uniform".
 Weighting parse_weighting(const std::string& name);
+/// The name of `w`, as parse_weighting reads it.
 std::string weighting_name(Weighting w);
 
+/// Path, parameterization, weighting and times of denoising score matching.
 struct ScoreMatchingOptions {
+  /// The schedule of the path (required).
   path::SchedulePtr schedule;
   /// What the network predicts.
   path::Param param = path::Param::noise;
+  /// The weighting lambda(t); sigma2 by default.
   Weighting weighting = Weighting::sigma2;
-  /// Times are drawn from U[t_min, t_max]; < 0 means the conversion range's end.
+  /// \var t_min
+  /// Times are drawn from U[t_min, t_max]; < 0 means the conversion range's start.
+  /// \var t_max
+  /// End of the time range; < 0 means the conversion range's end.
   double t_min = -1.0, t_max = -1.0;
 };
 

@@ -1,13 +1,14 @@
-// cnf/ode/adjoint.h — gradients of an ODE solution by the adjoint method.
-//
-// For y(t1) = y(t0) + int f(t, y; theta) dt and a loss L(y(t1)), the adjoint a = dL/dy
-// obeys da/dt = -a^T df/dy, and dL/dtheta = -int_{t1}^{t0} a^T df/dtheta dt (Pontryagin;
-// Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018, Alg. 1). The
-// forward solve keeps no graph; the backward pass integrates [y, a, dL/dtheta] from t1 back
-// to t0, recomputing y in reverse, so memory does not grow with the number of steps.
-//
-// Where plain backprop differentiates the discrete solver exactly, the adjoint
-// differentiates the continuous problem: the two agree up to the solver's error.
+/// \file
+/// cnf/ode/adjoint.h — gradients of an ODE solution by the adjoint method.
+///
+/// For y(t1) = y(t0) + int f(t, y; theta) dt and a loss L(y(t1)), the adjoint a = dL/dy
+/// obeys da/dt = -a^T df/dy, and dL/dtheta = -int_{t1}^{t0} a^T df/dtheta dt (Pontryagin;
+/// Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018, Alg. 1). The
+/// forward solve keeps no graph; the backward pass integrates [y, a, dL/dtheta] from t1 back
+/// to t0, recomputing y in reverse, so memory does not grow with the number of steps.
+///
+/// Where plain backprop differentiates the discrete solver exactly, the adjoint
+/// differentiates the continuous problem: the two agree up to the solver's error.
 #pragma once
 
 #include <ATen/core/Tensor.h>

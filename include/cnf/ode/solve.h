@@ -1,15 +1,16 @@
-// cnf/ode/solve.h — explicit Runge–Kutta integration of dy/dt = f(t, y).
-//
-// Structure after diffrax and boost.odeint: a Butcher tableau is validated data; a
-// stepper applies one tableau step and returns (y1, error); a step controller decides
-// where the next step ends and whether a step is accepted; an observer sees every
-// accepted step; `solve` is the one entry point, for forward (t1 > t0) and reverse
-// (t1 < t0) time. Fixed stepping is the ConstantController: grid times are computed as
-// t0 + (t1 - t0) k / N, never accumulated.
-//
-// The state is a list of tensors (e.g. {x, log_det}); every stage is the same linear
-// combination applied to each. Gradients flow through the solver by ordinary autograd
-// unless the caller disables it.
+/// \file
+/// cnf/ode/solve.h — explicit Runge–Kutta integration of dy/dt = f(t, y).
+///
+/// Structure after diffrax and boost.odeint: a Butcher tableau is validated data; a
+/// stepper applies one tableau step and returns (y1, error); a step controller decides
+/// where the next step ends and whether a step is accepted; an observer sees every
+/// accepted step; `solve` is the one entry point, for forward (t1 > t0) and reverse
+/// (t1 < t0) time. Fixed stepping is the ConstantController: grid times are computed as
+/// t0 + (t1 - t0) k / N, never accumulated.
+///
+/// The state is a list of tensors (e.g. {x, log_det}); every stage is the same linear
+/// combination applied to each. Gradients flow through the solver by ordinary autograd
+/// unless the caller disables it.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -22,8 +23,12 @@
 
 #include "cnf/core/registry.h"
 
+/// ODE integration: Butcher tableaux, steppers, step controllers, ode::solve (the one entry
+/// point) and the adjoint method.
 namespace cnf::ode {
 
+/// The state: a list of tensors (e.g. {x, log_det}), each advanced by the same stage
+/// combinations.
 using State = std::vector<at::Tensor>;
 /// Right-hand side f(t, y); time is a double (DESIGN.md §1).
 using Rhs = std::function<State(double t, const State& y)>;
@@ -31,9 +36,12 @@ using Rhs = std::function<State(double t, const State& y)>;
 /// An explicit Runge–Kutta method as data. Construction validates it:
 /// rows of `a` sum to `c`, sum(b) = 1, sum(b_err) = 0.
 struct ButcherTableau {
+  /// Validates the tableau (see above) and detects FSAL; errors name the tableau and the bad
+  /// row or sum.
   ButcherTableau(std::string name, std::vector<double> c, std::vector<std::vector<double>> a,
                  std::vector<double> b, int order, std::vector<double> b_err = {},
                  int error_order = 0);
+  /// The registry name, e.g. "dopri5".
   std::string name;
   std::vector<double> c;               ///< stage times, c[0] = 0
   std::vector<std::vector<double>> a;  ///< a[i] holds the i coefficients of stage i
@@ -41,7 +49,9 @@ struct ButcherTableau {
   int order;                           ///< classical order of the solution
   std::vector<double> b_err;           ///< b - b_hat of an embedded pair (empty: none)
   int error_order;                     ///< order of the embedded solution (0: none)
+  /// Number of stages s.
   int stages() const { return static_cast<int>(b.size()); }
+  /// Whether the tableau has an embedded pair (adaptive stepping).
   bool has_error_estimate() const { return !b_err.empty(); }
   /// First-same-as-last: the last stage is f(t + dt, y1), reusable as the next first stage.
   bool fsal() const { return fsal_; }
@@ -58,9 +68,12 @@ const Registry<ButcherTableau>& tableaus();
 /// One step of size dt from (t, y): the new state, the embedded error estimate (empty
 /// when the tableau has none) and the number of f evaluations it took.
 struct StepResult {
+  /// The state after the step.
   State y1;
+  /// The embedded error estimate (empty when the tableau has none).
   State error;
   State f1;  ///< f(t + dt, y1) when the tableau is FSAL (empty otherwise)
+  /// Evaluations of f the step took.
   int64_t nfe = 0;
 };
 /// `k0`, when non-null and non-empty, is f(t, y) already known (saves one evaluation).
@@ -88,6 +101,7 @@ class StepController {
 /// N equal steps between t0 and t1, every step accepted.
 class ConstantController final : public StepController {
  public:
+  /// `steps` >= 1 equal steps.
   explicit ConstantController(int64_t steps);
   int64_t init(const Rhs&, double t0, double t1, const State&, const State&,
                const ButcherTableau&) override;
@@ -102,7 +116,9 @@ class ConstantController final : public StepController {
 
 /// Options of the adaptive step-size controller.
 struct AdaptiveOptions {
+  /// Relative tolerance (> 0).
   double rtol = 1e-5;
+  /// Absolute tolerance (> 0).
   double atol = 1e-5;
   /// First step size; 0 selects it by Hairer's rule (Hairer, Norsett & Wanner, Solving
   /// ODEs I, sec. II.4).
@@ -117,6 +133,14 @@ struct AdaptiveOptions {
   /// PI controller gains as multiples of 1/(error_order + 1) (Hairer & Wanner, Solving
   /// ODEs II, sec. IV.2; Soderlind 2002): factor = safety * err^-(beta1/k) * prev^(beta2/k).
   double safety = 0.9, beta1 = 0.7, beta2 = 0.4;
+  /// \var beta1
+  /// Exponent of the current error in the PI factor (see safety).
+  /// \var beta2
+  /// Exponent of the previous accepted error in the PI factor (see safety).
+  /// \var min_factor
+  /// Smallest factor a step size may shrink by, in (0, 1).
+  /// \var max_factor
+  /// Largest factor a step size may grow by (> 1).
   double min_factor = 0.2, max_factor = 10.0;
 };
 
@@ -126,6 +150,7 @@ struct AdaptiveOptions {
 /// when the step size underflows `min_step` or `max_steps` is exhausted.
 class AdaptiveController final : public StepController {
  public:
+  /// Validates `options`; errors name the bad field.
   explicit AdaptiveController(AdaptiveOptions options);
   int64_t init(const Rhs& f, double t0, double t1, const State& y0, const State& f0,
                const ButcherTableau& tableau) override;
@@ -133,6 +158,7 @@ class AdaptiveController final : public StepController {
   double next_time(int64_t accepted, double t) const override;
   bool accept(const State& y, const StepResult& step, double t, double t_next) override;
   bool done(int64_t, double t) const override { return t == t1_; }
+  /// The magnitude of the next attempted step.
   double step_size() const { return dt_; }
   /// The RMS norm used for error control (exposed for tests).
   double error_norm(const State& y, const State& y1, const State& err) const;
@@ -147,6 +173,7 @@ class AdaptiveController final : public StepController {
 /// Sees every accepted step: time and state after the step (also called once at t0).
 using Observer = std::function<void(double t, const State& y)>;
 
+/// How ode::solve integrates: tableau, steps or tolerances, output times, observer.
 struct SolveOptions {
   /// Tableau name (registry `tableaus()`). Tableaux with an embedded error estimate
   /// (bosh3, dopri5, tsit5) step adaptively; the others take `steps` equal steps.
@@ -162,6 +189,7 @@ struct SolveOptions {
   Observer observer;
 };
 
+/// What ode::solve returns: the final state, the states at save_at, and the counts.
 struct Solution {
   State y;                 ///< state at t1
   std::vector<double> ts;  ///< the save_at times
@@ -173,6 +201,9 @@ struct Solution {
 
 /// Integrates dy/dt = f(t, y) from t0 to t1 (either direction). Throws cnf::Error when
 /// the final state is not finite (never returns NaN silently).
+///
+/// Example (RK4 in 20 steps from noise at t = 1 to data at t = 0, through train::generate):
+/// \snippet train_own_data/main.cpp sample
 Solution solve(const Rhs& f, const State& y0, double t0, double t1, const SolveOptions& options);
 
 /// Same, with an explicit tableau and controller.

@@ -1,14 +1,15 @@
-// cnf/ot/emd.h — exact discrete optimal transport by network simplex (LEMON).
-//
-// Solves min_P <C, P> s.t. P 1 = a, P^T 1 = b, P >= 0 for histograms a, b on point
-// sets x [n, d], y [m, d]. The network simplex of LEMON (Kovacs 2015; Bonneel et al.
-// 2011 for its use in OT) works on integer supplies, so weights are scaled to integers
-// (exactly for uniform weights: a_i = m, b_j = n).
-//
-// Uniform marginals on equal-size sets are an assignment problem: the optimal plan is a
-// permutation matrix / n (Birkhoff-von Neumann). emd() then uses a dedicated shortest
-// augmenting path solver (Jonker & Volgenant 1987), much faster than the network simplex
-// on dense n x n problems; both are exact and the tests check one against the other.
+/// \file
+/// cnf/ot/emd.h — exact discrete optimal transport by network simplex (LEMON).
+///
+/// Solves min_P <C, P> s.t. P 1 = a, P^T 1 = b, P >= 0 for histograms a, b on point
+/// sets x [n, d], y [m, d]. The network simplex of LEMON (Kovacs 2015; Bonneel et al.
+/// 2011 for its use in OT) works on integer supplies, so weights are scaled to integers
+/// (exactly for uniform weights: a_i = m, b_j = n).
+///
+/// Uniform marginals on equal-size sets are an assignment problem: the optimal plan is a
+/// permutation matrix / n (Birkhoff-von Neumann). emd() then uses a dedicated shortest
+/// augmenting path solver (Jonker & Volgenant 1987), much faster than the network simplex
+/// on dense n x n problems; both are exact and the tests check one against the other.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,7 +18,9 @@
 
 namespace cnf::ot {
 
+/// Ground cost c(x, y): squared Euclidean ||x - y||^2 or Euclidean ||x - y||.
 enum class Cost { sqeuclidean, euclidean };
+/// "sqeuclidean" or "euclidean"; an unknown name lists the valid ones.
 Cost parse_cost(const std::string& name);
 
 /// Validates a weight vector for `expected` points (1-D, finite, nonnegative, summing to
@@ -27,6 +30,7 @@ at::Tensor checked_weights(const at::Tensor& w, const char* name, int64_t expect
 /// Pairwise cost matrix [n, m] in float64.
 at::Tensor cost_matrix(const at::Tensor& x, const at::Tensor& y, Cost cost);
 
+/// An exact transport plan and its cost.
 struct EmdResult {
   double cost = 0;        ///< <C, P>, the optimal transport cost
   at::Tensor plan;        ///< [n, m] float64, rows sum to a, columns to b

@@ -1,9 +1,10 @@
-// cnf/path/affine.h — sampling an affine path and everything derived from a schedule.
-//
-//   x_t  = alpha_t x_0 + sigma_t x_1                  (x_0 data, x_1 noise)
-//   u_t  = d_alpha_t x_0 + d_sigma_t x_1              (conditional target velocity)
-//   f(t) = d log alpha_t / dt,  g(t)^2 = d sigma_t^2 / dt - 2 f(t) sigma_t^2
-//   score = -E[x_1 | x_t] / sigma_t
+/// \file
+/// cnf/path/affine.h — sampling an affine path and everything derived from a schedule.
+///
+///   x_t  = alpha_t x_0 + sigma_t x_1                  (x_0 data, x_1 noise)
+///   u_t  = d_alpha_t x_0 + d_sigma_t x_1              (conditional target velocity)
+///   f(t) = d log alpha_t / dt,  g(t)^2 = d sigma_t^2 / dt - 2 f(t) sigma_t^2
+///   score = -E[x_1 | x_t] / sigma_t
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -34,6 +35,7 @@ enum class Param { velocity, score, data, noise };
 
 /// "velocity", "score", "data" (x_0-prediction), "noise" (x_1 / epsilon-prediction).
 Param parse_param(const std::string& name);
+/// The name of `p`, as parse_param reads it.
 std::string param_name(Param p);
 
 /// The one conversion between parameterizations (DESIGN.md §1): reads `pred` as `from`
@@ -45,8 +47,13 @@ at::Tensor convert(const Schedule& schedule, const at::Tensor& pred, Param from,
 /// Drift and diffusion coefficients of the forward SDE dx = f(t) x dt + g(t) dw whose
 /// marginals given x_0 are N(alpha_t x_0, sigma_t^2 I).
 struct SDECoefficients {
+  /// \var f
+  /// Drift coefficient f(t) = d log alpha_t / dt.
+  /// \var g
+  /// Diffusion coefficient g(t) = sqrt(d sigma_t^2 / dt - 2 f(t) sigma_t^2), clamped at 0.
   at::Tensor f, g;
 };
+/// f(t) and g(t) of the forward SDE at times `t` (any shape).
 SDECoefficients sde_coefficients(const Schedule& schedule, const at::Tensor& t);
 
 /// Log signal-to-noise ratio lambda_t = log(alpha_t / sigma_t).
@@ -60,6 +67,10 @@ std::pair<at::Tensor, at::Tensor> perturb(const Schedule& schedule, const at::Te
 
 /// A closed time interval [lo, hi] inside [0, 1].
 struct TimeRange {
+  /// \var lo
+  /// Start of the interval.
+  /// \var hi
+  /// End of the interval.
   double lo = 0.0, hi = 1.0;
 };
 

@@ -1,13 +1,14 @@
-// cnf/path/schedule.h — affine probability paths x_t = alpha_t x_0 + sigma_t x_1.
-//
-// Time runs from data (t = 0) to noise (t = 1), see shared/DESIGN.md. (Lipman et al.,
-// "Flow Matching for Generative Modeling", ICLR 2023, and the facebookresearch
-// flow_matching library put data at t = 1; t -> 1 - t maps between the two.)
-//
-// A schedule returns (alpha_t, sigma_t, d_alpha_t, d_sigma_t). Everything else — the
-// conditional target velocity, the SDE coefficients f and g, the signal-to-noise ratio,
-// conversions between parameterizations — is derived from these four in one place
-// (path/affine.h), never re-derived per schedule.
+/// \file
+/// cnf/path/schedule.h — affine probability paths x_t = alpha_t x_0 + sigma_t x_1.
+///
+/// Time runs from data (t = 0) to noise (t = 1), see shared/DESIGN.md. (Lipman et al.,
+/// "Flow Matching for Generative Modeling", ICLR 2023, and the facebookresearch
+/// flow_matching library put data at t = 1; t -> 1 - t maps between the two.)
+///
+/// A schedule returns (alpha_t, sigma_t, d_alpha_t, d_sigma_t). Everything else — the
+/// conditional target velocity, the SDE coefficients f and g, the signal-to-noise ratio,
+/// conversions between parameterizations — is derived from these four in one place
+/// (path/affine.h), never re-derived per schedule.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,13 +18,25 @@
 
 #include "cnf/core/registry.h"
 
+/// Affine probability paths x_t = alpha_t x_0 + sigma_t x_1, data at t = 0 and noise at t = 1:
+/// schedules and everything derived from them.
 namespace cnf::path {
 
 /// alpha_t, sigma_t and their time derivatives, each with the shape of `t`.
 struct ScheduleValues {
+  /// \var alpha_t
+  /// alpha_t, the coefficient of the data x_0.
+  /// \var sigma_t
+  /// sigma_t, the coefficient of the noise x_1.
+  /// \var d_alpha_t
+  /// d alpha_t / dt.
+  /// \var d_sigma_t
+  /// d sigma_t / dt.
   at::Tensor alpha_t, sigma_t, d_alpha_t, d_sigma_t;
 };
 
+/// A schedule: alpha_t, sigma_t and their time derivatives as functions of t; everything else
+/// is derived from them in path/affine.h. The registry schedules() lists the built-in ones.
 class Schedule {
  public:
   virtual ~Schedule() = default;
@@ -34,6 +47,11 @@ class Schedule {
   /// Smallest time at which training and likelihoods may evaluate the path: where
   /// sigma_t -> 0 makes d_sigma_t or the score blow up (VP, VE), it is > 0.
   virtual double t_min() const { return 0.0; }
+  /// The same four coefficients as TorchScript statements (export, interop/torchscript.h):
+  /// given a Tensor `t`, they assign the Tensors `alpha`, `sigma`, `d_alpha` and `d_sigma`,
+  /// one statement per line, without indentation. Every registered schedule has one, and
+  /// a generic test compares it with operator().
+  virtual std::string torchscript() const = 0;
 
   /// Convenience for solvers, whose time is a double (float64 arithmetic).
   ScheduleValues at_time(double t) const;
@@ -41,6 +59,7 @@ class Schedule {
   double sigma_1() const;
 };
 
+/// A shared, immutable schedule.
 using SchedulePtr = std::shared_ptr<const Schedule>;
 
 /// Conditional OT / rectified path: alpha_t = 1 - t, sigma_t = sigma_min + (1 - sigma_min) t.
@@ -48,9 +67,12 @@ using SchedulePtr = std::shared_ptr<const Schedule>;
 /// (Liu et al. 2023).
 class CondOT final : public Schedule {
  public:
+  /// sigma_min in [0, 1).
   explicit CondOT(double sigma_min = 0.0);
   ScheduleValues operator()(const at::Tensor& t) const override;
   std::string describe() const override;
+  std::string torchscript() const override;
+  /// sigma_t at t = 0.
   double sigma_min() const { return sigma_min_; }
 
  private:
@@ -61,9 +83,11 @@ class CondOT final : public Schedule {
 /// alpha_t = exp(-1/2 int_0^t beta), sigma_t = sqrt(1 - alpha_t^2) (Song et al., ICLR 2021).
 class VP final : public Schedule {
  public:
+  /// 0 < beta_min <= beta_max.
   explicit VP(double beta_min = 0.1, double beta_max = 20.0);
   ScheduleValues operator()(const at::Tensor& t) const override;
   std::string describe() const override;
+  std::string torchscript() const override;
   double t_min() const override { return 1e-3; }
 
  private:
@@ -73,9 +97,11 @@ class VP final : public Schedule {
 /// Sub-VP path: alpha_t as VP, sigma_t = 1 - alpha_t^2 (Song et al., ICLR 2021, eq. 34).
 class SubVP final : public Schedule {
  public:
+  /// 0 < beta_min <= beta_max.
   explicit SubVP(double beta_min = 0.1, double beta_max = 20.0);
   ScheduleValues operator()(const at::Tensor& t) const override;
   std::string describe() const override;
+  std::string torchscript() const override;
   double t_min() const override { return 1e-3; }
 
  private:
@@ -86,9 +112,11 @@ class SubVP final : public Schedule {
 /// Note alpha_1 = 1: the prior at t = 1 is N(0, sigma_max^2 I) up to the data's spread.
 class VE final : public Schedule {
  public:
+  /// 0 < sigma_min < sigma_max.
   explicit VE(double sigma_min = 0.01, double sigma_max = 10.0);
   ScheduleValues operator()(const at::Tensor& t) const override;
   std::string describe() const override;
+  std::string torchscript() const override;
 
  private:
   double sigma_min_, sigma_max_;
@@ -100,6 +128,7 @@ class Cosine final : public Schedule {
  public:
   ScheduleValues operator()(const at::Tensor& t) const override;
   std::string describe() const override;
+  std::string torchscript() const override;
 };
 
 /// Factory signature of the schedule registry (default parameters).

@@ -1,50 +1,51 @@
-// cnf/sde/samplers.h — sampling a diffusion (or any affine-path) model: backward SDE,
-// predictor–corrector, probability-flow ODE, DDIM and DPM-Solver.
-//
-// The forward SDE dx = f(t) x dt + g(t) dw has the transition N(alpha_t x_0, sigma_t^2 I),
-// f = d log alpha_t / dt, g^2 = d sigma_t^2/dt - 2 f sigma_t^2 (path/affine.h). Its marginals
-// are shared by (Song et al., "Score-Based Generative Modeling through SDEs", ICLR 2021)
-//   backward SDE           dx = [f x - g^2 grad log q_t(x)] dt + g dw,   run from 1 to 0,
-//   probability-flow ODE   dx = [f x - 1/2 g^2 grad log q_t(x)] dt        (= u_t(x)).
-// Time runs data t = 0 -> noise t = 1 (DESIGN.md §1), so every sampler walks t downwards,
-// from t_start to t_end.
-//
-// Samplers (registry `samplers()`):
-//   ode      the model's velocity through ode::solve (any tableau), by default on [0, 1]
-//            exactly like train::generate.
-//   pf-ode   f x - 1/2 g^2 score through ode::solve: the same ODE by another route.
-//   em       Euler–Maruyama on the backward SDE, coefficients at the step's start.
-//   pc       predictor–corrector (Song et al. 2021, alg. 1-5): per step `corrector_steps`
-//            Langevin moves x += e s + sqrt(2 e) z with e = 2 r (snr |z| / |s|)^2 (norms
-//            averaged over the batch; r = (alpha_t/alpha_s)^2, 1 for VE), then a predictor:
-//            "reverse-diffusion" (ancestral: with the exact forward kernel from s to t,
-//            x_t = r x_s + G z, r = alpha_t/alpha_s, G^2 = sigma_t^2 - r^2 sigma_s^2, move to
-//            the posterior mean E[x_s | x_t] = (x_t + G^2 score)/r (Tweedie's formula) plus
-//            G (sigma_s/sigma_t) z, the spread of q(x_s | x_t, x_0) (DDPM's beta-tilde; G/r,
-//            the small-step value, explodes for coarse steps where r << 1) or
-//            "euler-maruyama".
-//   ddim     Song, Meng & Ermon, ICLR 2021, for any affine path: with x0, eps predicted at t,
-//            x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z,
-//            c = eta sigma_s sqrt(1 - exp(-2h)), h = lambda_s - lambda_t. eta = 0 is
-//            deterministic (= dpm1), eta = 1 the ancestral posterior of the forward process.
-//   dpm1..3  singlestep DPM-Solver (Lu et al., NeurIPS 2022, alg. 1-2 and eq. 3.7) on the
-//            noise prediction, orders 1-3 with intermediate points at lambda_t + r h
-//            (r = 1/2; r = 1/3, 2/3); 1, 2, 3 evaluations per step.
-//   dpm++2m  multistep DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, alg. 2) on the
-//            data prediction; one evaluation per step, order 1 on the first step.
-// All exponential-integrator samplers are written in lambda = log(alpha/sigma), so they serve
-// every affine schedule (condot, cosine, VE included), not only VP; their order-1 update is
-// evaluated in the form alpha_s x0 + sigma_s eps, which stays finite when alpha_t -> 0.
-//
-// Time grids: `steps` intervals from t_start to t_end, uniform in t (Song et al.'s SDE
-// samplers) or uniform in lambda (Lu et al.'s "logSNR" grid; times found by
-// path::time_at_log_snr). Spacing::automatic is lambda for ddim/dpm*, t for em/pc. Because
-// lambda = -inf where alpha = 0 (condot, cosine at t = 1) and +inf where sigma = 0, these
-// samplers run inside path::conversion_range(schedule) by default (condot [1e-3, 0.999],
-// vp [1e-3, 1]); start them from x_start = sigma_{t_start} x_1 (start_scale).
-//
-// Every evaluation of the network counts toward the returned NFE; noise comes from the
-// caller's generator (drawn on its device, then moved to x's device).
+/// \file
+/// cnf/sde/samplers.h — sampling a diffusion (or any affine-path) model: backward SDE,
+/// predictor–corrector, probability-flow ODE, DDIM and DPM-Solver.
+///
+/// The forward SDE dx = f(t) x dt + g(t) dw has the transition N(alpha_t x_0, sigma_t^2 I),
+/// f = d log alpha_t / dt, g^2 = d sigma_t^2/dt - 2 f sigma_t^2 (path/affine.h). Its marginals
+/// are shared by (Song et al., "Score-Based Generative Modeling through SDEs", ICLR 2021)
+///   backward SDE           dx = [f x - g^2 grad log q_t(x)] dt + g dw,   run from 1 to 0,
+///   probability-flow ODE   dx = [f x - 1/2 g^2 grad log q_t(x)] dt        (= u_t(x)).
+/// Time runs data t = 0 -> noise t = 1 (DESIGN.md §1), so every sampler walks t downwards,
+/// from t_start to t_end.
+///
+/// Samplers (registry `samplers()`):
+///   ode      the model's velocity through ode::solve (any tableau), by default on [0, 1]
+///            exactly like train::generate.
+///   pf-ode   f x - 1/2 g^2 score through ode::solve: the same ODE by another route.
+///   em       Euler–Maruyama on the backward SDE, coefficients at the step's start.
+///   pc       predictor–corrector (Song et al. 2021, alg. 1-5): per step `corrector_steps`
+///            Langevin moves x += e s + sqrt(2 e) z with e = 2 r (snr |z| / |s|)^2 (norms
+///            averaged over the batch; r = (alpha_t/alpha_s)^2, 1 for VE), then a predictor:
+///            "reverse-diffusion" (ancestral: with the exact forward kernel from s to t,
+///            x_t = r x_s + G z, r = alpha_t/alpha_s, G^2 = sigma_t^2 - r^2 sigma_s^2, move to
+///            the posterior mean E[x_s | x_t] = (x_t + G^2 score)/r (Tweedie's formula) plus
+///            G (sigma_s/sigma_t) z, the spread of q(x_s | x_t, x_0) (DDPM's beta-tilde; G/r,
+///            the small-step value, explodes for coarse steps where r << 1) or
+///            "euler-maruyama".
+///   ddim     Song, Meng & Ermon, ICLR 2021, for any affine path: with x0, eps predicted at t,
+///            x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z,
+///            c = eta sigma_s sqrt(1 - exp(-2h)), h = lambda_s - lambda_t. eta = 0 is
+///            deterministic (= dpm1), eta = 1 the ancestral posterior of the forward process.
+///   dpm1..3  singlestep DPM-Solver (Lu et al., NeurIPS 2022, alg. 1-2 and eq. 3.7) on the
+///            noise prediction, orders 1-3 with intermediate points at lambda_t + r h
+///            (r = 1/2; r = 1/3, 2/3); 1, 2, 3 evaluations per step.
+///   dpm++2m  multistep DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, alg. 2) on the
+///            data prediction; one evaluation per step, order 1 on the first step.
+/// All exponential-integrator samplers are written in lambda = log(alpha/sigma), so they serve
+/// every affine schedule (condot, cosine, VE included), not only VP; their order-1 update is
+/// evaluated in the form alpha_s x0 + sigma_s eps, which stays finite when alpha_t -> 0.
+///
+/// Time grids: `steps` intervals from t_start to t_end, uniform in t (Song et al.'s SDE
+/// samplers) or uniform in lambda (Lu et al.'s "logSNR" grid; times found by
+/// path::time_at_log_snr). Spacing::automatic is lambda for ddim/dpm*, t for em/pc. Because
+/// lambda = -inf where alpha = 0 (condot, cosine at t = 1) and +inf where sigma = 0, these
+/// samplers run inside path::conversion_range(schedule) by default (condot [1e-3, 0.999],
+/// vp [1e-3, 1]); start them from x_start = sigma_{t_start} x_1 (start_scale).
+///
+/// Every evaluation of the network counts toward the returned NFE; noise comes from the
+/// caller's generator (drawn on its device, then moved to x's device).
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -60,34 +61,49 @@
 #include "cnf/path/affine.h"
 #include "cnf/path/schedule.h"
 
+/// Sampling diffusion and affine-path models (backward SDE, predictor–corrector,
+/// probability-flow ODE, DDIM, DPM-Solver), and networks read through what they predict.
 namespace cnf::sde {
 
+/// The samplers (see the file comment); their names are in samplers().
 enum class Sampler { ode, pf_ode, em, pc, ddim, dpm1, dpm2, dpm3, dpmpp_2m };
 /// ode, pf-ode, em, pc, ddim, dpm1, dpm2, dpm3, dpm++2m.
 const Registry<Sampler>& samplers();
+/// The registry name of `s`.
 std::string sampler_name(Sampler s);
 
+/// Time grid of the fixed-grid samplers: uniform in t or in lambda = log(alpha_t / sigma_t);
+/// automatic picks per sampler.
 enum class Spacing { automatic, time, lambda };
 /// "auto", "time" or "lambda".
 Spacing parse_spacing(const std::string& name);
 
+/// The predictor step of pc (see the file comment).
 enum class PcPredictor { reverse_diffusion, euler_maruyama };
 /// "reverse-diffusion" or "euler-maruyama".
 PcPredictor parse_pc_predictor(const std::string& name);
 
+/// Sampler, time grid and settings of sde::sample; validate() checks them.
 struct SamplerOptions {
+  /// The sampler; DPM-Solver++(2M) by default.
   Sampler sampler = Sampler::dpmpp_2m;
   /// Steps of the fixed-grid samplers (each costs 1 NFE; dpm2: 2, dpm3: 3; pc: 1 +
   /// corrector_steps). For ode / pf-ode the steps come from `ode`.
   int64_t steps = 20;
+  /// \var t_start
   /// Interval; < 0 means the default: [0, 1] for ode, conversion_range for the others.
+  /// \var t_end
+  /// End of the interval; < 0 means the default.
   double t_start = -1.0, t_end = -1.0;
+  /// Time grid: lambda for ddim/dpm*, t for em/pc by default.
   Spacing spacing = Spacing::automatic;
   /// DDIM stochasticity in [0, 1].
   double eta = 0.0;
   /// Predictor–corrector settings (Song et al. 2021 use snr 0.16 for VE, 0.01-0.17 for VP).
   PcPredictor predictor = PcPredictor::reverse_diffusion;
+  /// Langevin corrector moves per pc step.
   int64_t corrector_steps = 1;
+  /// Signal-to-noise ratio snr of the Langevin step size.
   double snr = 0.16;
   /// SDE samplers (em, pc) return the noise-free mean of their last step (Song et al.'s
   /// "denoise"), which removes the last step's sqrt(dt) g noise.
@@ -99,9 +115,14 @@ struct SamplerOptions {
   void validate() const;
 };
 
+/// What sde::sample returns.
 struct SampleResult {
   at::Tensor x;     ///< the state at t_end
   int64_t nfe = 0;  ///< network evaluations
+  /// \var t_start
+  /// The time it started from.
+  /// \var t_end
+  /// The time it ended at.
   double t_start = 1, t_end = 0;
 };
 
@@ -117,6 +138,10 @@ std::vector<double> time_grid(const path::Schedule& schedule, double t_start, do
 
 /// Transports x_start (the state at t_start) to t_end with `net`, which predicts `param`.
 /// No autograd graph is built.
+///
+/// Example (examples/sample_checkpoint/main.cpp): DPM-Solver++(2M) on the raw network, then dopri5
+/// on the velocity field.
+/// \snippet sample_checkpoint/main.cpp samplers
 SampleResult sample(nn::VelocityFieldImpl& net, path::Param param, const path::Schedule& schedule,
                     const at::Tensor& x_start, const SamplerOptions& options, at::Generator& gen);
 

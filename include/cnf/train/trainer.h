@@ -1,22 +1,23 @@
-// cnf/train/trainer.h — the training loop: optimizer, EMA of weights, LR schedule,
-// gradient clipping, checkpoints (atomic) and exact resume.
-//
-// Exact resume: a checkpoint holds the weights, the EMA weights, the optimizer state, the
-// step and the state of the one generator every random draw of training takes (data,
-// noise, times). A run resumed from step k continues bit for bit as the uninterrupted run
-// would (same thread count; LibTorch's CPU kernels are deterministic at fixed threads).
-//
-// Data parallel (issue #11): a step's global batch is S = world_size * accumulate shards of
-// batch_size rows. Shard k draws its data, noise and times from a generator of its own,
-// seeded from (seed, k) (shard 0 from the seed itself, so a one-process run is unchanged).
-// Rank r of a dist::Group computes the gradients of shards r*K .. r*K+K-1 (K = accumulate),
-// summing their backward passes; one bucketed all-reduce sums them over the ranks and the
-// sum is divided by S. So `--nproc 2` and one process with `accumulate = 2` train on the
-// same global batches; they differ only in the order of float32 sums. Checkpoints hold every
-// shard's generator, so a run resumes with the same S on any number of processes.
-//
-// Nothing here knows about flags, files other than checkpoints, or progress bars: the
-// caller observes each step through a callback.
+/// \file
+/// cnf/train/trainer.h — the training loop: optimizer, EMA of weights, LR schedule,
+/// gradient clipping, checkpoints (atomic) and exact resume.
+///
+/// Exact resume: a checkpoint holds the weights, the EMA weights, the optimizer state, the
+/// step and the state of the one generator every random draw of training takes (data,
+/// noise, times). A run resumed from step k continues bit for bit as the uninterrupted run
+/// would (same thread count; LibTorch's CPU kernels are deterministic at fixed threads).
+///
+/// Data parallel (issue #11): a step's global batch is S = world_size * accumulate shards of
+/// batch_size rows. Shard k draws its data, noise and times from a generator of its own,
+/// seeded from (seed, k) (shard 0 from the seed itself, so a one-process run is unchanged).
+/// Rank r of a dist::Group computes the gradients of shards r*K .. r*K+K-1 (K = accumulate),
+/// summing their backward passes; one bucketed all-reduce sums them over the ranks and the
+/// sum is divided by S. So `--nproc 2` and one process with `accumulate = 2` train on the
+/// same global batches; they differ only in the order of float32 sums. Checkpoints hold every
+/// shard's generator, so a run resumes with the same S on any number of processes.
+///
+/// Nothing here knows about flags, files other than checkpoints, or progress bars: the
+/// caller observes each step through a callback.
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -40,6 +41,7 @@ namespace cnf::dist {
 class Group;
 }
 
+/// Training: the trainer, checkpoints, and generation with a trained flow.
 namespace cnf::train {
 
 /// The training objectives. Names (registry `objectives()`): fm (conditional flow matching,
@@ -47,6 +49,7 @@ namespace cnf::train {
 /// objective/score_matching.h) and mle (maximum likelihood through the ODE,
 /// objective/mle.h); "flow-matching" and "score-matching" are accepted too.
 enum class Objective { flow_matching, score_matching, mle };
+/// The objectives by name: fm, score, mle.
 const Registry<Objective>& objectives();
 /// The registry name of `name` or of its alias; unknown names list the valid ones.
 std::string canonical_objective(const std::string& name);
@@ -55,11 +58,17 @@ std::string canonical_objective(const std::string& name);
 /// what the network predicts. Checkpoints written before `objective`, `param` and
 /// `weighting` existed parse as fm / velocity / sigma2.
 struct FlowSpec {
+  /// The network.
   nn::ModelSpec model;
+  /// Schedule name (path::make_schedule).
   std::string schedule = "condot";
+  /// sigma_min of condot.
   double sigma_min = 0.0;
+  /// Data spec (data::make_source).
   std::string data = "moons";
+  /// Prior spec (data::make_source).
   std::string prior = "normal";
+  /// Objective: fm, score or mle (canonical_objective accepts the aliases).
   std::string objective = "fm";
   /// What the network predicts: velocity, score, data or noise; empty means the objective's
   /// natural choice (fm: velocity, score: noise). Any of them trains with either objective.
@@ -67,8 +76,12 @@ struct FlowSpec {
   /// Score-matching weighting lambda(t): sigma2, likelihood or uniform.
   std::string weighting = "sigma2";
 
+  /// The spec as key=value lines, as a checkpoint stores it.
   std::string serialize() const;
+  /// Reads the lines serialize() writes; missing keys keep their defaults, unknown keys and bad
+  /// values fail naming `origin` and the line.
   static FlowSpec parse(const std::string& text, const std::string& origin);
+  /// The schedule `schedule` with `sigma_min`.
   path::SchedulePtr make_schedule() const;
   /// `param`, resolved to the objective's default when empty.
   path::Param network_param() const;
@@ -77,15 +90,21 @@ struct FlowSpec {
   nn::VelocityField velocity_field(nn::VelocityField net) const;
 };
 
+/// Optimizer, schedule, batches and coupling of a Trainer; validate() checks them.
 struct TrainOptions {
+  /// Optimization steps (>= 0).
   int64_t steps = 2000;
+  /// Rows per shard (micro-batch).
   int64_t batch_size = 256;
   /// "adam" or "adamw".
   std::string optimizer = "adam";
+  /// Peak learning rate (> 0).
   double lr = 1e-3;
+  /// Weight decay of adam (L2) or adamw (decoupled), >= 0.
   double weight_decay = 0.0;
   /// "constant", "cosine" (to 0 at `steps`) or "linear" (to 0 at `steps`).
   std::string lr_schedule = "constant";
+  /// Linear warm-up: step k < warmup_steps uses lr (k + 1) / warmup_steps.
   int64_t warmup_steps = 0;
   /// Maximum global gradient norm; 0 disables clipping.
   double grad_clip = 0.0;
@@ -114,19 +133,56 @@ struct TrainOptions {
   /// or "global" (the plan of all S shards' rows, gathered to every rank; each rank solves
   /// the same (S B)^2 plan with a generator shared by the ranks and keeps its rows).
   std::string coupling_scope = "rank";
+  /// Seeds every training generator (one per shard) and the weight initialization.
   uint64_t seed = 0;
+  /// Device of the networks and the batches.
   c10::Device device = c10::Device(c10::kCPU);
 
   /// Throws cnf::Error naming the first invalid field.
   void validate() const;
 };
 
+/// A warning for a valid but doubtful combination, else "": minibatch OT couplings (exact,
+/// sinkhorn) straighten paths only on the OT path, so on curved paths (vp, subvp, ve,
+/// cosine) the command warns. (The sb coupling off the straight path is an error instead.)
+std::string coupling_warning(const FlowSpec& spec, const TrainOptions& options);
+
 /// Learning rate at `step` (0-based) under the options' schedule and warm-up.
 double learning_rate(const TrainOptions& options, int64_t step);
 
+/// Builds the network that a Trainer trains or a checkpoint loads into, from the spec's
+/// model description (whose `dim` the trainer sets to the data's). The default is
+/// nn::make_model. A program passes its own to train any nn::VelocityFieldImpl it defines
+/// (examples/custom_field): the factory is called once for the network and once more for its
+/// EMA copy, and must build networks with the same parameters in the same order each time.
+using NetworkFactory = std::function<nn::VelocityField(const nn::ModelSpec&)>;
+
+/// The architecture name a FlowSpec records for a network built by a program's own
+/// NetworkFactory; such a checkpoint loads only through load_checkpoint(path, device, factory).
+inline constexpr const char* kCustomArch = "custom";
+
+/// The training loop (see the file comment): draws and pairs the batches, takes the optimizer
+/// steps, keeps the EMA and writes and resumes checkpoints.
+///
+/// Example with a network of the program's own (examples/custom_field/main.cpp):
+/// \snippet custom_field/main.cpp train
 class Trainer {
  public:
-  Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data::SourcePtr prior);
+  /// Trains the network `make_network` builds (default: nn::make_model(spec.model)). With a
+  /// factory, spec.model.arch is recorded as kCustomArch.
+  ///
+  /// Example (examples/train_own_data/main.cpp trains, saves, samples and measures W2):
+  /// \code
+  ///   auto data = std::make_shared<cnf::data::Table>(points, "my-points");  // float32 [N, D]
+  ///   auto prior = std::make_shared<cnf::data::StandardNormal>(points.size(1));
+  ///   cnf::train::TrainOptions options;
+  ///   options.steps = 2000;
+  ///   cnf::train::Trainer trainer(cnf::train::FlowSpec{}, options, data, prior);
+  ///   trainer.run();
+  ///   trainer.save("model.pt");
+  /// \endcode
+  Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data::SourcePtr prior,
+          NetworkFactory make_network = {});
   ~Trainer();
 
   /// Called after every step with the step count done so far; return false to stop early.
@@ -150,12 +206,14 @@ class Trainer {
   /// stop_requested() true on every rank after that same step (so no rank is left waiting
   /// in a collective). Without a group, stop_requested() just calls it.
   void set_stop_check(std::function<bool()> local_stop);
+  /// Whether training should stop (see set_stop_check).
   bool stop_requested() const;
   /// Largest |difference| between any rank's weights and rank 0's (collective; 0 without
   /// a group). Data-parallel ranks must hold identical weights.
   double param_max_diff() const;
   /// Global shards per step (world_size * accumulate), and seconds spent in collectives.
   int64_t shards() const;
+  /// Seconds spent in collectives (0 without a group).
   double collective_seconds() const;
 
   /// Writes a checkpoint atomically; `config_text` (the effective configuration) is
@@ -168,11 +226,15 @@ class Trainer {
   /// shards per step).
   std::string resume(const std::string& path);
 
+  /// Steps done so far, those before a resume included.
   int64_t steps_done() const;
+  /// The flow spec.
   const FlowSpec& spec() const;
+  /// The training options.
   const TrainOptions& options() const;
   /// The trained network, and its EMA (the network itself when the EMA is off).
   nn::VelocityField model() const;
+  /// The EMA of the network (the network itself when the EMA is off).
   nn::VelocityField ema_model() const;
   /// ema_model() read as a velocity field (spec().velocity_field), for ODE sampling and
   /// likelihoods whatever the network predicts.
@@ -187,12 +249,24 @@ class Trainer {
 /// velocity field (what ode::solve, generation and likelihoods take); `network` the raw
 /// network, predicting spec.network_param() (what sde::sample takes).
 struct Checkpoint {
+  /// The flow spec it was trained with.
   FlowSpec spec;
+  /// The velocity field, in eval mode.
   nn::VelocityField model;
+  /// The raw network, predicting spec.network_param(), in eval mode.
   nn::VelocityField network;
+  /// Training steps done.
   int64_t step = 0;
+  /// The configuration text save() stored.
   std::string config;
 };
-Checkpoint load_checkpoint(const std::string& path, c10::Device device = c10::Device(c10::kCPU));
+/// Loads a checkpoint written by Trainer::save (cnf train): the EMA weights when it has them
+/// and `ema` is true, else the raw weights. Networks built by a program's own
+/// NetworkFactory (arch kCustomArch) need that same factory here.
+///
+/// Example (examples/sample_checkpoint/main.cpp):
+/// \snippet sample_checkpoint/main.cpp load
+Checkpoint load_checkpoint(const std::string& path, c10::Device device = c10::Device(c10::kCPU),
+                           const NetworkFactory& make_network = {}, bool ema = true);
 
 }  // namespace cnf::train

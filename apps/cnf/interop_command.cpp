@@ -1,0 +1,116 @@
+// cnf export, and the --model torchscript:FILE source of sample / eval / nll / score
+// (cnf/interop/torchscript.h).
+#include <cstdio>
+
+#include "apps/cnf/common.h"
+#include "apps/cnf/flow_source.h"
+#include "cnf/interop/torchscript.h"
+#include "cnf/path/affine.h"
+#include "cnf/path/schedule.h"
+
+namespace cnf::app {
+
+namespace {
+const std::string kTorchScript = "torchscript:";
+}
+
+void add_flow_source(CLI::App* sub, FlowSource& s) {
+  auto* ckpt = sub->add_option("--ckpt", s.ckpt, "Checkpoint written by cnf train");
+  auto* model = sub->add_option(
+      "--model", s.model,
+      "A PyTorch-trained network instead of --ckpt: torchscript:FILE, any TorchScript module "
+      "with forward(x, t)");
+  ckpt->excludes(model);
+  sub->add_option("--predicts", s.predicts,
+                  "--model: what its forward returns: velocity, noise, data or score")
+      ->capture_default_str();
+  sub->add_option("--schedule", s.schedule,
+                  "--model: the path it was trained on: " + path::schedules().joined_names())
+      ->capture_default_str();
+  sub->add_option("--sigma-min", s.sigma_min, "--model: condot's sigma_min")->capture_default_str();
+  sub->add_option("--time", s.time,
+                  "--model: its time convention: data-at-0 (cnf's) or data-at-1 (flow_matching, "
+                  "torchcfm; cnf maps t -> 1 - t)")
+      ->capture_default_str();
+  sub->add_option("--model-dim", s.dim,
+                  "--model: dimension of one sample (default: the module's data_shape attribute)")
+      ->capture_default_str();
+}
+
+void check_flow_source(const FlowSource& s) {
+  CNF_CHECK(!s.ckpt.empty() || !s.model.empty(),
+            "name the flow: --ckpt FILE (cnf train's checkpoint) or --model torchscript:FILE");
+  if (s.model.empty()) return;
+  CNF_CHECK(s.model.rfind(kTorchScript, 0) == 0 && s.model.size() > kTorchScript.size(),
+            "--model must be torchscript:FILE, got '", s.model, "'");
+  path::parse_param(s.predicts);
+  interop::parse_time_convention(s.time);
+  path::make_schedule(s.schedule, s.sigma_min);
+  CNF_CHECK(s.dim >= 0, "--model-dim must be >= 0, got ", s.dim);
+}
+
+train::Checkpoint load_flow(const FlowSource& s, c10::Device device) {
+  check_flow_source(s);
+  if (s.model.empty()) return train::load_checkpoint(s.ckpt, device);
+  interop::ImportOptions o;
+  o.file = s.model.substr(kTorchScript.size());
+  o.predicts = path::parse_param(s.predicts);
+  o.schedule = s.schedule;
+  o.sigma_min = s.sigma_min;
+  o.time = interop::parse_time_convention(s.time);
+  o.dim = s.dim;
+  o.device = device;
+  return interop::import_torchscript(o);
+}
+
+namespace {
+
+struct ExportArgs {
+  Common common;
+  std::string ckpt, out;
+  std::string weights = "ema";
+  std::string format = "torchscript";
+};
+
+int run_export(const ExportArgs& a) {
+  setup(a.common);
+  interop::ExportOptions o;
+  o.weights = interop::parse_weights(a.weights);
+  o.format = interop::parse_export_format(a.format);
+  interop::export_torchscript(a.ckpt, a.out, o);
+  if (o.format == interop::ExportFormat::torchscript)
+    std::printf("wrote a TorchScript module of %s (%s weights) to %s: forward(x, t) is the "
+                "velocity with data at t = 0\n",
+                a.ckpt.c_str(), a.weights.c_str(), a.out.c_str());
+  else
+    std::printf("wrote the %s weights of %s to %s (torch.load) and their description to %s.json\n",
+                a.weights.c_str(), a.ckpt.c_str(), a.out.c_str(), a.out.c_str());
+  write_json(a.common.json, {{"ckpt", a.ckpt}, {"out", a.out}, {"weights", a.weights},
+                             {"format", a.format}});
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> add_export_command(CLI::App& app) {
+  auto args = std::make_shared<ExportArgs>();
+  auto* cmd = app.add_subcommand(
+      "export", "Write a trained flow as a TorchScript module that plain PyTorch can run "
+                "(torch.jit.load): forward(x, t) = velocity, data at t = 0");
+  add_common(cmd, args->common);
+  cmd->add_option("--ckpt", args->ckpt, "Checkpoint written by cnf train")->required();
+  cmd->add_option("--out", args->out, "Output TorchScript file (.pt)")->required();
+  cmd->add_option("--weights", args->weights, "ema (the EMA when the checkpoint has one) or raw")
+      ->capture_default_str();
+  cmd->add_option("--format", args->format,
+                  "torchscript (a module with forward) or state-dict (torch.load-able tensors "
+                  "plus OUT.json)")
+      ->capture_default_str();
+  cmd->parse_complete_callback([args] {
+    interop::parse_weights(args->weights);
+    interop::parse_export_format(args->format);
+  });
+  return [cmd, args]() -> int { return cmd->parsed() ? run_export(*args) : -1; };
+}
+
+}  // namespace cnf::app
