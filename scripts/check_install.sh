@@ -51,7 +51,7 @@ mkdir -p "$hdr"
   echo 'target_compile_options(headers PRIVATE -Wall -Wextra -Werror -Wno-unused-parameter)'
 } >"$hdr/CMakeLists.txt"
 step "every public header compiles on its own" bash -c \
-  "cmake -S '$hdr' -B '$hdr/build' -DCMAKE_PREFIX_PATH='$prefix' ${launcher[*]} && cmake --build '$hdr/build' -j$jobs"
+  "cmake -S '$hdr' -B '$hdr/build' -DCMAKE_PREFIX_PATH='$prefix' ${launcher[*]} && cmake --build '$hdr/build' -j$jobs -- -k"
 
 for ex in examples/*/; do
   name=$(basename "$ex")

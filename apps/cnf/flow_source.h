@@ -34,4 +34,12 @@ void check_flow_source(const FlowSource& s);
 /// Loads the flow (checks first).
 train::Checkpoint load_flow(const FlowSource& s, c10::Device device);
 
+/// Checks `cnf train --init torchscript:FILE --init-time T` (empty `init`: nothing to check).
+void check_init_module(const std::string& init, const std::string& time);
+
+/// The network factory that fine-tunes the module of --init; records it in `spec` (arch
+/// "torchscript", module, module_time) so the checkpoint can be loaded again.
+train::NetworkFactory init_module_factory(const std::string& init, const std::string& time,
+                                          train::FlowSpec& spec, int64_t dim, c10::Device device);
+
 }  // namespace cnf::app

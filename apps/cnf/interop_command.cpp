@@ -1,6 +1,7 @@
 // cnf export, and the --model torchscript:FILE source of sample / eval / nll / score
 // (cnf/interop/torchscript.h).
 #include <cstdio>
+#include <filesystem>
 
 #include "apps/cnf/common.h"
 #include "apps/cnf/flow_source.h"
@@ -51,7 +52,7 @@ void check_flow_source(const FlowSource& s) {
 
 train::Checkpoint load_flow(const FlowSource& s, c10::Device device) {
   check_flow_source(s);
-  if (s.model.empty()) return train::load_checkpoint(s.ckpt, device);
+  if (s.model.empty()) return interop::load_flow(s.ckpt, device);
   interop::ImportOptions o;
   o.file = s.model.substr(kTorchScript.size());
   o.predicts = path::parse_param(s.predicts);
@@ -61,6 +62,32 @@ train::Checkpoint load_flow(const FlowSource& s, c10::Device device) {
   o.dim = s.dim;
   o.device = device;
   return interop::import_torchscript(o);
+}
+
+void check_init_module(const std::string& init, const std::string& time) {
+  if (init.empty()) return;
+  CNF_CHECK(init.rfind(kTorchScript, 0) == 0 && init.size() > kTorchScript.size(),
+            "--init must be torchscript:FILE, got '", init, "'");
+  interop::parse_time_convention(time);
+}
+
+train::NetworkFactory init_module_factory(const std::string& init, const std::string& time,
+                                          train::FlowSpec& spec, int64_t dim, c10::Device device) {
+  check_init_module(init, time);
+  interop::ImportOptions o;
+  // Absolute: the checkpoint names the module, and may be loaded from another folder.
+  o.file = std::filesystem::absolute(init.substr(kTorchScript.size())).string();
+  o.predicts = spec.network_param();
+  o.schedule = spec.schedule;
+  o.sigma_min = spec.sigma_min;
+  o.time = interop::parse_time_convention(time);
+  o.dim = dim;
+  o.device = device;
+  auto factory = interop::torchscript_factory(o);
+  spec.model.arch = "torchscript";
+  spec.module = o.file;
+  spec.module_time = time;
+  return factory;
 }
 
 namespace {

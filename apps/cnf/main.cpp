@@ -109,6 +109,7 @@ struct TrainArgs {
   int64_t dim = 2;
   std::string out = "out/train";
   std::string resume;
+  std::string init, init_time = "data-at-0";  // --init torchscript:FILE (fine-tuning)
   int64_t checkpoint_every = 0;
   std::string mle_divergence = "hutchinson";
   bool quiet = false;
@@ -226,6 +227,13 @@ void add_train(CLI::App* sub, TrainArgs& a) {
   sub->add_option("--out", a.out, "Output folder (checkpoint, config, samples, plots, metrics)")
       ->capture_default_str();
   sub->add_option("--resume", a.resume, "Resume from this checkpoint (exact continuation)");
+  sub->add_option("--init", a.init,
+                  "Fine-tune a PyTorch-trained network instead of a new one: torchscript:FILE "
+                  "(forward(x, t); --param says what it predicts, --schedule its path)");
+  sub->add_option("--init-time", a.init_time,
+                  "--init: the module's time convention, data-at-0 or data-at-1")
+      ->capture_default_str();
+  sub->parse_complete_callback([&a] { check_init_module(a.init, a.init_time); });
   sub->add_option("--checkpoint-every", a.checkpoint_every,
                   "Also write the checkpoint every N steps (0: only at the end)")
       ->capture_default_str();
@@ -265,7 +273,11 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
 
   auto split = data::split_source(a.spec.data, a.dim, 2 * a.eval.n, 0.1, a.common.seed);
   auto prior = data::make_source(a.spec.prior, split.train->dim());
-  train::Trainer trainer(a.spec, opt, split.train, prior);
+  train::FlowSpec spec = a.spec;
+  train::NetworkFactory factory;
+  if (!a.init.empty())
+    factory = init_module_factory(a.init, a.init_time, spec, split.train->dim(), device);
+  train::Trainer trainer(spec, opt, split.train, prior, factory);
   if (const auto warning = train::coupling_warning(a.spec, opt); !warning.empty() && rank0)
     std::fprintf(stderr, "cnf: warning: %s\n", warning.c_str());
   if (group) trainer.set_group(group);

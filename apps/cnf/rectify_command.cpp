@@ -9,6 +9,8 @@
 
 #include "apps/cnf/common.h"
 #include "apps/cnf/evaluation.h"
+#include "apps/cnf/flow_source.h"
+#include "cnf/interop/torchscript.h"
 #include "cnf/io/plot.h"
 #include "cnf/io/progress.h"
 #include "cnf/rectify/rectify.h"
@@ -117,7 +119,9 @@ void plot_trajectories(const std::string& file, nn::VelocityFieldImpl& model,
 
 struct RectifyArgs {
   Common common;
-  std::string ckpt, out, resume;
+  FlowSource source;  // the parent flow: --ckpt, or --model torchscript:FILE
+  std::string data;   // held-out data of the report (default: the parent's)
+  std::string out, resume;
   int64_t pairs = 20000, chunk = 5000;
   EvalArgs pair_solve;  // method/rtol/atol/steps of pair generation
   train::TrainOptions opt;
@@ -129,7 +133,10 @@ struct RectifyArgs {
 
 void add_rectify(CLI::App* sub, RectifyArgs& a, bool distill) {
   add_common(sub, a.common);
-  sub->add_option("--ckpt", a.ckpt, "Checkpoint of the flow that produces the pairs")->required();
+  add_flow_source(sub, a.source);
+  sub->add_option("--data", a.data,
+                  "Held-out data for the report (default: the parent's; needed with --model)");
+  sub->parse_complete_callback([&a] { check_flow_source(a.source); });
   sub->add_option("--out", a.out, "Output folder (model.pt, pairs/, metrics.json, plots)")
       ->capture_default_str();
   sub->add_option("--pairs", a.pairs, "Pairs (X_0, x_1) to generate with the flow")
@@ -178,9 +185,10 @@ struct RectifyResult {
 // Pairs from the parent, a new flow trained on them, and the report of both.
 RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, bool distill,
                                torch::Device device) {
-  auto parent = train::load_checkpoint(a.ckpt, device);
+  auto parent = load_flow(a.source, device);
+  const std::string& parent_name = a.source.name();
   const Lineage up = read_lineage(parent.config);
-  CNF_CHECK(up.generator_steps == 0, "'", a.ckpt, "' is a distilled ", up.generator_steps,
+  CNF_CHECK(up.generator_steps == 0, "'", parent_name, "' is a distilled ", up.generator_steps,
             "-step generator, not a flow; reflow or distil the flow it came from");
   auto schedule = parent.spec.make_schedule();
   auto prior = data::make_source(parent.spec.prior, parent.spec.model.dim);
@@ -192,8 +200,8 @@ RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, 
   po.solve = a.pair_solve.solve_options();
   po.seed = a.common.seed;
   po.device = device;
-  po.parent = a.ckpt;
-  io::Progress pbar(a.pairs, "pairs from " + a.ckpt, !a.quiet);
+  po.parent = parent_name;
+  io::Progress pbar(a.pairs, "pairs from " + parent_name, !a.quiet);
   int64_t reused = 0;
   auto t0 = std::chrono::steady_clock::now();
   auto pairs = rectify::generate_pairs(*parent.model, *schedule, *prior, po, a.out + "/pairs",
@@ -217,7 +225,12 @@ RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, 
   train::FlowSpec spec = parent.spec;
   spec.objective = "fm";
   spec.param = "velocity";
-  train::Trainer trainer(spec, opt, data::make_source("normal", spec.model.dim), prior);
+  // A fine-tuned or imported PyTorch module begets a child of its own architecture.
+  const train::NetworkFactory factory =
+      spec.model.arch == "torchscript"
+          ? interop::torchscript_factory(interop::import_options(spec, device))
+          : train::NetworkFactory{};
+  train::Trainer trainer(spec, opt, data::make_source("normal", spec.model.dim), prior, factory);
   trainer.set_pairs(std::make_shared<data::PairTable>(std::move(pairs)));
   const bool same_param = parent.spec.network_param() == path::Param::velocity;
   if (a.warm_start && !same_param && !a.quiet)
@@ -233,7 +246,7 @@ RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, 
   me.round = distill ? up.round : up.round + 1;
   me.kind = distill ? "distill" : "reflow";
   me.generator_steps = distill ? a.generator_steps : 0;
-  me.parent = a.ckpt;
+  me.parent = parent_name;
   const std::string stored_config = config + lineage_line(me);
   const std::string ckpt = a.out + "/model.pt";
   io::Progress progress(opt.steps, distill ? "distill" : "reflow", !a.quiet);
@@ -254,11 +267,12 @@ RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, 
 
   auto child = trainer.ema_model();
   child->eval();
-  auto h = checkpoint_holdout(parent, a.ckpt, parent.spec.data, 0, a.eval_n, a.common.seed);
+  auto h = checkpoint_holdout(parent, parent_name, a.data.empty() ? parent.spec.data : a.data, 0,
+                              a.eval_n, a.common.seed);
   const int64_t euler_steps = distill ? a.generator_steps : 1;
   json j = {{"kind", me.kind},
             {"round", me.round},
-            {"parent", a.ckpt},
+            {"parent", parent_name},
             {"pairs", a.pairs},
             {"pairs_reused_chunks", reused},
             {"pair_seconds", pair_seconds},
@@ -293,7 +307,7 @@ int run_rectify(const RectifyArgs& a, const CLI::App* sub, bool distill) {
   if (distill) {
     std::printf("distilled %s into a %lld-step generator: W2 %.4f (parent with %lld Euler "
                 "step(s): %.4f, dopri5: %.4f, floor %.4f)\n",
-                a.ckpt.c_str(), static_cast<long long>(a.generator_steps),
+                a.source.name().c_str(), static_cast<long long>(a.generator_steps),
                 r.metrics["w2_euler"].get<double>(), static_cast<long long>(a.generator_steps),
                 pm["w2_euler"].get<double>(), pm["w2_dopri5"].get<double>(),
                 r.metrics["w2_floor"].get<double>());
@@ -372,7 +386,7 @@ int run_reflow_experiment(const ReflowExperimentArgs& a) {
     if (k > 1) {  // reflow the previous round; its result already holds this round's report
       RectifyArgs r;
       r.common = a.common;
-      r.ckpt = ckpt;
+      r.source.ckpt = ckpt;
       r.out = dir;
       r.pairs = a.pairs;
       r.pair_solve.method = "dopri5";
@@ -392,7 +406,7 @@ int run_reflow_experiment(const ReflowExperimentArgs& a) {
     // Distil this round's flow into a one-step generator.
     RectifyArgs d;
     d.common = a.common;
-    d.ckpt = ckpt;
+    d.source.ckpt = ckpt;
     d.out = dir + "/distill1";
     d.pairs = a.pairs;
     d.pair_solve.method = "dopri5";

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -161,9 +162,10 @@ class TorchScriptFieldImpl : public nn::VelocityFieldImpl {
         flip_time_(flip_time),
         negate_(negate),
         file_(std::move(file)) {
-    // Registered here too, so optimizers and to(device) of cnf see the module's weights.
+    // Registered here too (the same tensors), so cnf's optimizers, checkpoints and
+    // to(device) reach the module's weights; trainable whatever flag the file saved.
     for (const auto& p : module_.named_parameters(/*recurse=*/true))
-      register_parameter(nn::torchscript_name(p.name), p.value, p.value.requires_grad());
+      register_parameter(nn::torchscript_name(p.name), p.value, /*requires_grad=*/true);
   }
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override {
@@ -300,7 +302,10 @@ void ImportOptions::validate() const {
   path::make_schedule(schedule, sigma_min);  // a bad name or value fails here
 }
 
-train::Checkpoint import_torchscript(const ImportOptions& o) {
+namespace {
+
+// Loads, checks and wraps the module (the network of import_torchscript and the factory).
+nn::VelocityField make_torchscript_network(const ImportOptions& o) {
   o.validate();
   {
     std::ifstream probe(o.file, std::ios::binary);
@@ -333,38 +338,75 @@ train::Checkpoint import_torchscript(const ImportOptions& o) {
     shape = {o.dim};
   } else {
     CNF_CHECK(module.hasattr("data_shape"), "TorchScript module '", o.file, "' has no data_shape ",
-              "attribute; pass --dim (the dimension of one sample)");
+              "attribute; give the dimension of one sample (ImportOptions::dim; --model-dim on ",
+              "the command line)");
     for (auto v : module.attr("data_shape").toIntVector()) shape.push_back(v);
   }
   const bool flip = o.time == TimeConvention::data_at_1;
   auto net = std::make_shared<TorchScriptFieldImpl>(
       module, shape, flip, flip && o.predicts == path::Param::velocity, o.file);
+  // A probe: two rows at two times inside (0, 1), in the module's dtype of choice (float32).
+  std::vector<int64_t> probe_shape{2};
+  probe_shape.insert(probe_shape.end(), shape.begin(), shape.end());
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn(probe_shape, torch::TensorOptions().device(o.device));
+  auto v = net->forward(x, torch::tensor({0.25, 0.75}, x.options()));
+  CNF_CHECK(torch::isfinite(v).all().item<bool>(), "TorchScript module '", o.file,
+            "' returned non-finite values (NaN or Inf) on a standard-normal probe batch");
+  return net;
+}
 
+std::string time_convention_name(TimeConvention t) {
+  return t == TimeConvention::data_at_1 ? "data-at-1" : "data-at-0";
+}
+
+}  // namespace
+
+train::NetworkFactory torchscript_factory(const ImportOptions& options) {
+  options.validate();
+  return [options](const nn::ModelSpec&) { return make_torchscript_network(options); };
+}
+
+train::Checkpoint import_torchscript(const ImportOptions& o) {
   train::Checkpoint c;
+  c.network = make_torchscript_network(o);
   c.spec.model.arch = "torchscript";
   int64_t dim = 1;
-  for (auto s : shape) dim *= s;
+  for (auto s : c.network->sample_shape()) dim *= s;
   c.spec.model.dim = dim;
+  c.spec.module = std::filesystem::absolute(o.file).string();
+  c.spec.module_time = time_convention_name(o.time);
   c.spec.schedule = o.schedule;
   c.spec.sigma_min = o.sigma_min;
   c.spec.data = "";
   c.spec.prior = "normal";
   c.spec.param = path::param_name(o.predicts);
   c.spec.objective = o.predicts == path::Param::velocity ? "fm" : "score";
-  c.network = net;
   c.network->eval();
-  // A probe: two rows at two times inside (0, 1), in the module's dtype of choice (float32).
-  std::vector<int64_t> probe_shape{2};
-  probe_shape.insert(probe_shape.end(), shape.begin(), shape.end());
-  torch::NoGradGuard no_grad;
-  auto x = torch::randn(probe_shape, torch::TensorOptions().device(o.device));
-  auto v = c.network->forward(x, torch::tensor({0.25, 0.75}, x.options()));
-  CNF_CHECK(torch::isfinite(v).all().item<bool>(), "TorchScript module '", o.file,
-            "' returned non-finite values (NaN or Inf) on a standard-normal probe batch");
   c.model = c.spec.velocity_field(c.network);
   c.model->eval();
   c.config = "model = \"torchscript:" + o.file + "\"\n";
   return c;
+}
+
+ImportOptions import_options(const train::FlowSpec& spec, c10::Device device) {
+  CNF_CHECK(spec.model.arch == "torchscript" && !spec.module.empty(), "the flow spec names no ",
+            "TorchScript module (arch ", spec.model.arch, ")");
+  ImportOptions o;
+  o.file = spec.module;
+  o.predicts = spec.network_param();
+  o.schedule = spec.schedule;
+  o.sigma_min = spec.sigma_min;
+  o.time = parse_time_convention(spec.module_time);
+  o.dim = spec.model.dim;
+  o.device = device;
+  return o;
+}
+
+train::Checkpoint load_flow(const std::string& checkpoint, c10::Device device) {
+  const auto spec = train::read_flow_spec(checkpoint);
+  if (spec.model.arch != "torchscript") return train::load_checkpoint(checkpoint, device);
+  return train::load_checkpoint(checkpoint, device, torchscript_factory(import_options(spec, device)));
 }
 
 }  // namespace cnf::interop

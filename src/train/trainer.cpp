@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -66,6 +67,7 @@ std::string FlowSpec::serialize() const {
        << "\nres_blocks=" << model.res_blocks << "\nattention=" << (model.attention ? 1 : 0)
        << "\n";
   if (model.classes > 0) os << "classes=" << model.classes << "\n";
+  if (!module.empty()) os << "module=" << module << "\nmodule_time=" << module_time << "\n";
   return os.str();
 }
 
@@ -104,6 +106,8 @@ FlowSpec FlowSpec::parse(const std::string& text, const std::string& origin) {
       else if (key == "res_blocks") s.model.res_blocks = std::stoll(value);
       else if (key == "attention") s.model.attention = std::stoll(value) != 0;
       else if (key == "classes") s.model.classes = std::stoll(value);
+      else if (key == "module") s.module = value;
+      else if (key == "module_time") s.module_time = value;
       else fail(origin, ": unknown flow spec field '", key, "' on line ", lineno);
     } catch (const std::logic_error&) {
       fail(origin, ": flow spec field '", key, "' has a bad value '", value, "'");
@@ -321,7 +325,11 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
             " but prior '", prior->spec(), "' has dimension ", prior->dim(),
             "; use sources of equal dimension");
   spec.model.dim = data->dim();
-  if (make_network) spec.model.arch = kCustomArch;
+  if (make_network) {
+    const auto builtin = nn::model_names();
+    if (std::find(builtin.begin(), builtin.end(), spec.model.arch) != builtin.end())
+      spec.model.arch = kCustomArch;
+  }
   else make_network = nn::make_model;
   spec.objective = canonical_objective(spec.objective);
   spec.param = path::param_name(spec.network_param());
@@ -732,6 +740,11 @@ nn::VelocityField Trainer::ema_velocity() const {
   return s_->spec.velocity_field(ema_model());
 }
 
+FlowSpec read_flow_spec(const std::string& path) {
+  auto ar = open_archive(path);
+  return FlowSpec::parse(read_string(ar, "spec", path), path);
+}
+
 Checkpoint load_checkpoint(const std::string& path, c10::Device device,
                            const NetworkFactory& make_network, bool ema) {
   auto ar = open_archive(path);
@@ -744,6 +757,9 @@ Checkpoint load_checkpoint(const std::string& path, c10::Device device,
     CNF_CHECK(make_network, "checkpoint '", path, "' holds a network built by a program's own ",
               "NetworkFactory (arch=custom); load it with train::load_checkpoint(path, device, ",
               "factory) and that factory");
+  if (c.spec.model.arch == "torchscript")
+    CNF_CHECK(make_network, "checkpoint '", path, "' holds a fine-tuned TorchScript module (",
+              c.spec.module, "); load it with interop::load_flow (cnf's verbs do)");
   c.network = build_network(make_network ? make_network : NetworkFactory(nn::make_model), c.spec.model);
   torch::serialize::InputArchive probe;
   load_module(ar, ema && ar.try_read("ema", probe) ? "ema" : "model", *c.network, path);

@@ -94,4 +94,17 @@ struct ImportOptions {
 /// shape or a non-finite output is an error naming the file.
 train::Checkpoint import_torchscript(const ImportOptions& options);
 
+/// A factory (train::NetworkFactory) that loads the module anew on every call, so a Trainer
+/// fine-tunes it with any cnf objective (`cnf train --init torchscript:FILE`); the trainer
+/// records it as arch "torchscript" with FlowSpec::module and FlowSpec::module_time.
+train::NetworkFactory torchscript_factory(const ImportOptions& options);
+
+/// The import options a flow spec of arch "torchscript" records (FlowSpec::module,
+/// module_time, schedule, what it predicts, dim), on `device`.
+ImportOptions import_options(const train::FlowSpec& spec, c10::Device device);
+
+/// Loads any checkpoint of cnf train, also one of a fine-tuned TorchScript module (whose
+/// module file must still exist where its spec says).
+train::Checkpoint load_flow(const std::string& checkpoint, c10::Device device = c10::Device(c10::kCPU));
+
 }  // namespace cnf::interop

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/full.h>  // field_rhs
 
 #include <cstdint>
 #include <functional>

@@ -75,6 +75,10 @@ struct FlowSpec {
   std::string param;
   /// Score-matching weighting lambda(t): sigma2, likelihood or uniform.
   std::string weighting = "sigma2";
+  /// For model.arch "torchscript" (a PyTorch module fine-tuned by cnf, interop/torchscript.h):
+  /// the module's file and its time convention, from which the network is rebuilt before
+  /// the checkpoint's weights are loaded into it. Empty otherwise.
+  std::string module, module_time;
 
   /// The spec as key=value lines, as a checkpoint stores it.
   std::string serialize() const;
@@ -169,7 +173,8 @@ inline constexpr const char* kCustomArch = "custom";
 class Trainer {
  public:
   /// Trains the network `make_network` builds (default: nn::make_model(spec.model)). With a
-  /// factory, spec.model.arch is recorded as kCustomArch.
+  /// factory, an arch naming one of cnf's own networks (nn::model_names()) is recorded as
+  /// kCustomArch; another name the caller set (e.g. "torchscript") is kept.
   ///
   /// Example (examples/train_own_data/main.cpp trains, saves, samples and measures W2):
   /// \code
@@ -260,6 +265,10 @@ struct Checkpoint {
   /// The configuration text save() stored.
   std::string config;
 };
+/// The flow spec stored in a checkpoint, without loading its weights (e.g. to choose the
+/// NetworkFactory that load_checkpoint needs). Errors as load_checkpoint's.
+FlowSpec read_flow_spec(const std::string& path);
+
 /// Loads a checkpoint written by Trainer::save (cnf train): the EMA weights when it has them
 /// and `ema` is true, else the raw weights. Networks built by a program's own
 /// NetworkFactory (arch kCustomArch) need that same factory here.
