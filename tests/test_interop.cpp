@@ -470,3 +470,42 @@ TEST(Interop, TrainInitFineTunesAPyTorchModuleAndReflowTakesIt) {
   EXPECT_TRUE(contains(r.output, "--init must be torchscript:FILE")) << r.output;
   fs::remove_all(dir);
 }
+
+TEST(Interop, FuseRunsAPlainMlpModuleByCnfsKernelsAndRefusesAMismatch) {
+  const auto dir = temp_dir("fuse");
+  torch::manual_seed(4);
+  torch::jit::Module m("__torch__.Plain");
+  const std::vector<std::pair<int64_t, int64_t>> maps{{16, 3}, {16, 16}, {2, 16}};
+  for (size_t k = 0; k < maps.size(); ++k) {
+    m.register_parameter("w" + std::to_string(k), torch::randn({maps[k].first, maps[k].second}) * 0.4, false);
+    m.register_parameter("b" + std::to_string(k), torch::randn({maps[k].first}) * 0.1, false);
+  }
+  m.define(R"(
+def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    h = torch.cat([x, t.to(x.dtype).reshape(-1, 1)], 1)
+    h = torch.selu(torch.addmm(self.b0, h, self.w0.t()))
+    h = torch.selu(torch.addmm(self.b1, h, self.w1.t()))
+    return torch.addmm(self.b2, h, self.w2.t())
+)");
+  m.save(dir + "/plain.pt");
+  interop::ImportOptions o;
+  o.file = dir + "/plain.pt";
+  o.dim = 2;
+  o.time = interop::TimeConvention::data_at_1;
+  auto plain = interop::import_torchscript(o);
+  o.fuse = "selu";
+  auto fused = interop::import_torchscript(o);
+  auto x = torch::randn({300, 2}), t = torch::rand({300});
+  torch::NoGradGuard no_grad;
+  // float32: the fused kernels against LibTorch's ops, same maps (1e-5 relative).
+  EXPECT_LT(rel_err(fused.model->forward(x, t), plain.model->forward(x, t)), 1e-5);
+  EXPECT_EQ(fused.network->parameters().size(), 6u);
+  o.fuse = "tanh";  // the wrong activation: the probe batch tells
+  try {
+    interop::import_torchscript(o);
+    ADD_FAILURE() << "a tanh reading of a selu MLP was accepted";
+  } catch (const cnf::Error& e) {
+    EXPECT_TRUE(contains(e.what(), "is not a plain MLP") && contains(e.what(), "differs")) << e.what();
+  }
+  fs::remove_all(dir);
+}

@@ -192,3 +192,29 @@ TEST(TrainTest, SchrodingerBridgeCouplingIsRefusedOffTheStraightPath) {
   o.coupling = "independent";
   EXPECT_EQ(train::coupling_warning(vp, o), "");
 }
+
+namespace {
+// A network of a program's own with a submodule named after a Python keyword.
+struct KeywordNamedField : nn::VelocityFieldImpl {
+  KeywordNamedField() { lin = register_module("in", torch::nn::Linear(3, 2)); }
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override {
+    return lin(torch::cat({x, t.reshape({-1, 1})}, 1));
+  }
+  std::vector<int64_t> sample_shape() const override { return {2}; }
+  torch::nn::Linear lin{nullptr};
+};
+}  // namespace
+
+TEST(TrainTest, NetworkFactoryNamesAKeywordSubmoduleThatCheckpointsCannotStore) {
+  // Regression (examples/custom_field): a submodule named "in" trained and saved, but the
+  // checkpoint never loaded again (TorchScript's parser: "expected ident but found 'in'").
+  train::NetworkFactory factory = [](const nn::ModelSpec&) {
+    return std::make_shared<KeywordNamedField>();
+  };
+  try {
+    train::Trainer({}, {}, data::make_source("moons"), data::make_source("normal"), factory);
+    ADD_FAILURE() << "a network with a submodule named 'in' was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("named 'in'"), std::string::npos) << e.what();
+  }
+}

@@ -6,6 +6,7 @@
 #include "apps/cnf/common.h"
 #include "apps/cnf/flow_source.h"
 #include "cnf/interop/torchscript.h"
+#include "cnf/nn/velocity.h"
 #include "cnf/path/affine.h"
 #include "cnf/path/schedule.h"
 
@@ -36,6 +37,9 @@ void add_flow_source(CLI::App* sub, FlowSource& s) {
   sub->add_option("--model-dim", s.dim,
                   "--model: dimension of one sample (default: the module's data_shape attribute)")
       ->capture_default_str();
+  sub->add_option("--fuse", s.fuse,
+                  "--model: a plain MLP on [x, t] with this activation (tanh, relu, silu, selu, "
+                  "gelu, softplus) runs as cnf's fused MLP (checked against the module)");
 }
 
 void check_flow_source(const FlowSource& s) {
@@ -48,6 +52,7 @@ void check_flow_source(const FlowSource& s) {
   interop::parse_time_convention(s.time);
   path::make_schedule(s.schedule, s.sigma_min);
   CNF_CHECK(s.dim >= 0, "--model-dim must be >= 0, got ", s.dim);
+  if (!s.fuse.empty()) nn::parse_activation(s.fuse);
 }
 
 train::Checkpoint load_flow(const FlowSource& s, c10::Device device) {
@@ -61,6 +66,7 @@ train::Checkpoint load_flow(const FlowSource& s, c10::Device device) {
   o.time = interop::parse_time_convention(s.time);
   o.dim = s.dim;
   o.device = device;
+  o.fuse = s.fuse;
   return interop::import_torchscript(o);
 }
 

@@ -2,8 +2,9 @@
 against the same module in a plain PyTorch loop, in one run on one machine.
 
 Workloads (issue #21): 10,000 points x 100 Euler steps; 1,000 points by dopri5 at
-rtol = atol = 1e-4 (a textbook Dormand-Prince 5(4) with the RMS error norm and a PI-free
-step controller in Python; cnf's own dopri5). The network: 3-64-64-64-2 SELU with the time
+rtol = atol = 1e-4 (a textbook Dormand-Prince 5(4) with the RMS error norm and a plain
+step-size controller in Python; cnf's own dopri5). Each cnf row runs the module as
+imported and, with --fuse selu, converted to cnf's fused MLP. The network: 3-64-64-64-2 SELU with the time
 appended as one input, random weights (speed does not depend on training).
 
 Usage: OMP_NUM_THREADS=1 /usr/bin/python3 bench/python/interop_sampling.py [build/cnf]
@@ -107,12 +108,19 @@ def main():
     runs = [cnf_sample(10000, "--method", "euler", "--steps", "100") for _ in range(3)]
     c_in, c_wall = min(r[0] for r in runs), min(r[1] for r in runs)
     rows.append(("Euler 10,000 x 100", py, c_in, c_wall, 100, runs[0][2]))
+    runs = [cnf_sample(10000, "--method", "euler", "--steps", "100", "--fuse", "selu") for _ in range(3)]
+    c_in, c_wall = min(r[0] for r in runs), min(r[1] for r in runs)
+    rows.append(("Euler 10,000 x 100 --fuse", py, c_in, c_wall, 100, runs[0][2]))
     x = torch.randn(1000, 2)
     with torch.no_grad():
         py, (_, nfe) = best_of(lambda: dopri5(model, x, 1.0, 0.0, 1e-4))
     runs = [cnf_sample(1000, "--method", "dopri5", "--rtol", "1e-4", "--atol", "1e-4") for _ in range(3)]
     c_in, c_wall = min(r[0] for r in runs), min(r[1] for r in runs)
     rows.append(("dopri5 1,000, tol 1e-4", py, c_in, c_wall, nfe, runs[0][2]))
+    runs = [cnf_sample(1000, "--method", "dopri5", "--rtol", "1e-4", "--atol", "1e-4", "--fuse", "selu")
+            for _ in range(3)]
+    c_in, c_wall = min(r[0] for r in runs), min(r[1] for r in runs)
+    rows.append(("dopri5 1,000 --fuse", py, c_in, c_wall, nfe, runs[0][2]))
     print(f"{'workload':26s} {'python s':>9s} {'cnf s':>8s} {'cnf proc s':>10s} {'ratio':>6s} {'NFE py/cnf':>11s}")
     for name, p, c, w, n1, n2 in rows:
         print(f"{name:26s} {p:9.3f} {c:8.3f} {w:10.3f} {p / c:6.2f} {n1:>5d}/{n2:<5d}")

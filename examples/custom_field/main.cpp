@@ -20,10 +20,10 @@ class ResidualField : public cnf::nn::VelocityFieldImpl {
  public:
   ResidualField(int64_t dim, int64_t width) : dim_(dim) {
     freqs_ = register_buffer("freqs", torch::arange(1, 5, torch::kFloat32) * M_PI);
-    in_ = register_module("in", torch::nn::Linear(dim + 8, width));
+    in_ = register_module("input", torch::nn::Linear(dim + 8, width));
     for (int k = 0; k < 2; ++k)
       blocks_.push_back(register_module("block" + std::to_string(k), torch::nn::Linear(width, width)));
-    out_ = register_module("out", torch::nn::Linear(width, dim));
+    out_ = register_module("output", torch::nn::Linear(width, dim));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override {
     auto wt = t.to(x.dtype()).unsqueeze(1) * freqs_.to(x.dtype());

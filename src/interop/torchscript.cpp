@@ -155,13 +155,19 @@ std::string to_pixels_method(const data::ImageTransform& transform) {
 // convention, the velocity's sign with it, the output's shape checked.
 class TorchScriptFieldImpl : public nn::VelocityFieldImpl {
  public:
+  // With `fused` (the module converted to cnf's MLP, --fuse) that network runs instead of the
+  // module, and its weights are the parameters.
   TorchScriptFieldImpl(torch::jit::Module module, std::vector<int64_t> shape, bool flip_time,
-                       bool negate, std::string file)
+                       bool negate, std::string file, nn::MLPVelocity fused = nullptr)
       : module_(std::move(module)),
         shape_(std::move(shape)),
         flip_time_(flip_time),
         negate_(negate),
         file_(std::move(file)) {
+    if (fused) {
+      fused_ = register_module("fused", fused);
+      return;
+    }
     // Registered here too (the same tensors), so cnf's optimizers, checkpoints and
     // to(device) reach the module's weights; trainable whatever flag the file saved.
     for (const auto& p : module_.named_parameters(/*recurse=*/true))
@@ -170,6 +176,10 @@ class TorchScriptFieldImpl : public nn::VelocityFieldImpl {
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override {
     auto tt = flip_time_ ? 1.0 - t : t;
+    if (fused_) {
+      auto v = fused_->forward(x, tt);
+      return negate_ ? -v : v;
+    }
     c10::IValue out;
     try {
       out = module_.forward({x, tt});
@@ -188,6 +198,7 @@ class TorchScriptFieldImpl : public nn::VelocityFieldImpl {
   std::vector<int64_t> sample_shape() const override { return shape_; }
 
  private:
+  nn::MLPVelocity fused_{nullptr};
   torch::jit::Module module_;
   std::vector<int64_t> shape_;
   bool flip_time_, negate_;
@@ -300,9 +311,52 @@ void ImportOptions::validate() const {
   CNF_CHECK(!file.empty(), "the TorchScript module's file is empty; pass torchscript:FILE");
   CNF_CHECK(dim >= 0, "dim must be >= 0 (0: read the module's data_shape), got ", dim);
   path::make_schedule(schedule, sigma_min);  // a bad name or value fails here
+  if (!fuse.empty()) nn::parse_activation(fuse);
 }
 
 namespace {
+
+// `--fuse ACTIVATION`: reads the module as a plain MLP on [x, t] (its parameters, in order,
+// alternate weight [out, in] and bias [out]; equal hidden widths; `activation` between the
+// maps) and copies it into cnf's MLP, whose fused CPU kernels then run it. The conversion
+// is checked on a probe batch against the module itself.
+nn::MLPVelocity fuse_mlp(torch::jit::Module& module, const ImportOptions& o, int64_t dim) {
+  std::vector<at::Tensor> p;
+  for (const auto& named : module.named_parameters(/*recurse=*/true)) p.push_back(named.value);
+  auto refuse = [&](const std::string& why) {
+    fail("--fuse: TorchScript module '", o.file, "' is not a plain MLP on [x, t] (", why,
+         "); drop --fuse to run it as it is");
+  };
+  if (p.size() < 4 || p.size() % 2 != 0) refuse(std::to_string(p.size()) + " parameter tensors");
+  const int64_t maps = static_cast<int64_t>(p.size()) / 2, width = p[0].size(0);
+  for (int64_t k = 0; k < maps; ++k) {
+    const auto& w = p[2 * k];
+    const auto& b = p[2 * k + 1];
+    const int64_t in = k == 0 ? dim + 1 : width, out = k + 1 == maps ? dim : width;
+    if (w.dim() != 2 || b.dim() != 1 || w.size(0) != out || w.size(1) != in || b.size(0) != out)
+      refuse("map " + std::to_string(k) + " has weight " + c10::str(w.sizes()) + " and bias " +
+             c10::str(b.sizes()) + ", expected [" + std::to_string(out) + ", " +
+             std::to_string(in) + "] and [" + std::to_string(out) + "]");
+  }
+  nn::MLPVelocity mlp(nn::MLPOptions(dim).width(width).depth(maps - 1).activation(o.fuse));
+  torch::NoGradGuard no_grad;
+  for (int64_t k = 0; k < maps; ++k) {
+    mlp->layers[k]->weight.copy_(p[2 * k]);
+    mlp->layers[k]->bias.copy_(p[2 * k + 1]);
+  }
+  mlp->to(o.device);
+  auto x = torch::randn({64, dim}, torch::TensorOptions().device(o.device));
+  auto t = torch::rand({64}, x.options());
+  auto want = module.forward({x, t}).toTensor();
+  auto got = mlp->reference_forward(x, t);
+  // float32 products of the same maps in another order: 1e-4 relative to the output scale.
+  const double diff = (got - want).abs().max().item<double>();
+  const double scale = 1.0 + want.abs().max().item<double>();
+  if (!(diff <= 1e-4 * scale))
+    refuse("as an MLP with " + o.fuse + " it differs from the module by " + std::to_string(diff) +
+           " on a probe batch");
+  return mlp;
+}
 
 // Loads, checks and wraps the module (the network of import_torchscript and the factory).
 nn::VelocityField make_torchscript_network(const ImportOptions& o) {
@@ -343,8 +397,14 @@ nn::VelocityField make_torchscript_network(const ImportOptions& o) {
     for (auto v : module.attr("data_shape").toIntVector()) shape.push_back(v);
   }
   const bool flip = o.time == TimeConvention::data_at_1;
+  nn::MLPVelocity fused{nullptr};
+  if (!o.fuse.empty()) {
+    CNF_CHECK(shape.size() == 1, "--fuse: the module's samples have shape ", shape,
+              "; the fused MLP takes flat [B, dim] rows");
+    fused = fuse_mlp(module, o, shape[0]);
+  }
   auto net = std::make_shared<TorchScriptFieldImpl>(
-      module, shape, flip, flip && o.predicts == path::Param::velocity, o.file);
+      module, shape, flip, flip && o.predicts == path::Param::velocity, o.file, fused);
   // A probe: two rows at two times inside (0, 1), in the module's dtype of choice (float32).
   std::vector<int64_t> probe_shape{2};
   probe_shape.insert(probe_shape.end(), shape.begin(), shape.end());

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <fstream>
 #include <mutex>
+#include <set>
 #include <sstream>
 #include <tuple>
 
@@ -312,6 +313,23 @@ namespace {
 nn::VelocityField build_network(const NetworkFactory& make_network, const nn::ModelSpec& spec) {
   auto net = make_network(spec);
   CNF_CHECK(net != nullptr, "the network factory returned no network (a null pointer)");
+  // Checkpoints store the network as a TorchScript module, whose attribute names may not be
+  // Python keywords: a submodule named "in" saves but never loads again.
+  static const std::set<std::string> keywords{
+      "False", "None",   "True",    "and",      "as",   "assert", "async",  "await",
+      "break", "class",  "continue", "def",     "del",  "elif",   "else",   "except",
+      "finally", "for",  "from",    "global",   "if",   "import", "in",     "is",
+      "lambda", "nonlocal", "not",  "or",       "pass", "raise",  "return", "try",
+      "while", "with",   "yield"};
+  auto check = [&](const std::string& dotted) {
+    std::istringstream parts(dotted);
+    for (std::string part; std::getline(parts, part, '.');)
+      CNF_CHECK(!keywords.count(part), "the network has a parameter or submodule named '", part,
+                "' (in '", dotted, "'), a Python keyword that checkpoints cannot store; rename it ",
+                "where the network registers it");
+  };
+  for (const auto& p : net->named_parameters()) check(p.key());
+  for (const auto& b : net->named_buffers()) check(b.key());
   return net;
 }
 }  // namespace

@@ -82,6 +82,11 @@ struct ImportOptions {
   /// cnf exported have one).
   int64_t dim = 0;
   c10::Device device = c10::Device(c10::kCPU);    ///< where it runs
+  /// Non-empty: an activation name (tanh, relu, silu, selu, gelu, softplus). The module is
+  /// read as a plain MLP on [x, t] with that activation (parameters in order: weight, bias
+  /// of each linear map; equal hidden widths) and run by cnf's own MLP and its fused CPU
+  /// kernels; the conversion must reproduce the module on a probe batch or it is refused.
+  std::string fuse;
 
   /// Throws cnf::Error naming the first invalid field.
   void validate() const;
