@@ -29,7 +29,8 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string temp_dir(const std::string& name) {
-  const auto dir = fs::temp_directory_path() / ("cnf-interop-" + name + "-" + std::to_string(::getpid()));
+  const auto dir =
+      fs::temp_directory_path() / ("cnf-interop-" + name + "-" + std::to_string(::getpid()));
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();
@@ -176,11 +177,14 @@ TEST(Interop, ExportTakesEmaOrRawWeights) {
   auto x = torch::randn({16, 2}), t = torch::rand({16});
   auto ema_m = torch::jit::load(dir + "/ema.ts"), raw_m = torch::jit::load(dir + "/raw.ts");
   torch::NoGradGuard no_grad;
-  auto ema_flow = train::load_checkpoint(ckpt), raw_flow = train::load_checkpoint(ckpt, torch::kCPU, {}, false);
+  auto ema_flow = train::load_checkpoint(ckpt),
+       raw_flow = train::load_checkpoint(ckpt, torch::kCPU, {}, false);
   EXPECT_LT(rel_err(call(ema_m, "forward", x, t), ema_flow.model->forward(x, t)), 1e-5);
   EXPECT_LT(rel_err(call(raw_m, "forward", x, t), raw_flow.model->forward(x, t)), 1e-5);
   // The two weight sets differ after 30 steps with decay 0.5, so the check above can fail.
-  EXPECT_GT((call(ema_m, "forward", x, t) - call(raw_m, "forward", x, t)).abs().max().item<double>(), 1e-4);
+  EXPECT_GT(
+      (call(ema_m, "forward", x, t) - call(raw_m, "forward", x, t)).abs().max().item<double>(),
+      1e-4);
   EXPECT_EQ(raw_m.attr("weights").toStringRef(), "raw");
   fs::remove_all(dir);
 }
@@ -197,7 +201,9 @@ def forward(self, x: Tensor, t: Tensor) -> Tensor:
 )");
   m.save(dir + "/field.pt");
   auto x = torch::randn({8, 2}), t = torch::rand({8});
-  auto u = [&](const torch::Tensor& s) { return torch::tensor({0.5f, -2.0f}) * x * s.unsqueeze(1) + torch::sin(x); };
+  auto u = [&](const torch::Tensor& s) {
+    return torch::tensor({0.5f, -2.0f}) * x * s.unsqueeze(1) + torch::sin(x);
+  };
   interop::ImportOptions o;
   o.file = dir + "/field.pt";
   o.dim = 2;
@@ -247,7 +253,8 @@ TEST(Interop, NoisePredictingModuleSamplesAGaussianWithDpmSolver) {
   at::Generator gen = make_generator(11);
   const int64_t n = 40000;
   auto x_1 = torch::randn({n, 2}, gen) * sde::start_scale(*flow.spec.make_schedule(), so);
-  auto r = sde::sample(*flow.network, flow.spec.network_param(), *flow.spec.make_schedule(), x_1, so, gen);
+  auto r = sde::sample(*flow.network, flow.spec.network_param(), *flow.spec.make_schedule(), x_1,
+                       so, gen);
   // Monte-Carlo standard errors: mean s / sqrt(n) = 2.5e-3, std s / sqrt(2n) = 1.8e-3; 5
   // of them, plus the sampler's and VP's end-point error (alpha_1 = 6.6e-3 keeps 0.7% of
   // the start's scale): 2e-2 on each.
@@ -278,12 +285,17 @@ TEST(Interop, BadModulesAreClearErrors) {
   expect_error(save("none.pt", ""), "has no forward method");
   expect_error(save("arity.pt", "def forward(self, x: Tensor) -> Tensor:\n    return x\n"),
                "cnf needs forward(x, t)");
-  expect_error(save("shape.pt", "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x[:, :1]\n"),
-               "it must return one value per coordinate");
-  expect_error(save("nan.pt", "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x / 0.0 * 0.0\n"),
-               "non-finite");
-  expect_error(save("tuple.pt", "def forward(self, x: Tensor, t: Tensor) -> Tuple[Tensor, Tensor]:\n    return x, x\n"),
-               "not a Tensor");
+  expect_error(
+      save("shape.pt", "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x[:, :1]\n"),
+      "it must return one value per coordinate");
+  expect_error(
+      save("nan.pt",
+           "def forward(self, x: Tensor, t: Tensor) -> Tensor:\n    return x / 0.0 * 0.0\n"),
+      "non-finite");
+  expect_error(
+      save("tuple.pt",
+           "def forward(self, x: Tensor, t: Tensor) -> Tuple[Tensor, Tensor]:\n    return x, x\n"),
+      "not a Tensor");
   cnf::io::write_text_atomic(dir + "/text.pt", "not a zip archive");
   expect_error(dir + "/text.pt", "truncated or damaged");
   expect_error(dir + "/missing.pt", "cannot open");
@@ -291,7 +303,8 @@ TEST(Interop, BadModulesAreClearErrors) {
   auto r = cnf_test::run_cnf("sample --model " + dir + "/none.pt --out " + dir + "/x.npy");
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "--model must be torchscript:FILE")) << r.output;
-  r = cnf_test::run_cnf("sample --model torchscript:" + dir + "/shape.pt --time data-at-2 --out " + dir + "/x.npy");
+  r = cnf_test::run_cnf("sample --model torchscript:" + dir + "/shape.pt --time data-at-2 --out " +
+                        dir + "/x.npy");
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "data-at-0") && contains(r.output, "data-at-1")) << r.output;
   fs::remove_all(dir);
@@ -306,7 +319,8 @@ TEST(Interop, CommandExportsAndSamplesTheImportedModule) {
   ASSERT_EQ(r.code, 0) << r.output;
   auto noise = torch::randn({64, 2});
   cnf::io::write_npy(dir + "/noise.npy", noise);
-  r = cnf_test::run_cnf("sample --ckpt " + ckpt + " --noise " + dir + "/noise.npy --method rk4 --steps 10 --out " + dir + "/a.npy");
+  r = cnf_test::run_cnf("sample --ckpt " + ckpt + " --noise " + dir +
+                        "/noise.npy --method rk4 --steps 10 --out " + dir + "/a.npy");
   ASSERT_EQ(r.code, 0) << r.output;
   r = cnf_test::run_cnf("sample --model torchscript:" + dir + "/m.ts --noise " + dir +
                         "/noise.npy --method rk4 --steps 10 --out " + dir + "/b.npy");
@@ -325,8 +339,12 @@ TEST(Interop, UNetTorchScriptEqualsItsForwardWithAndWithoutLabels) {
   for (bool attention : {false, true}) {
     SCOPED_TRACE(attention ? "attention" : "no attention");
     torch::manual_seed(5);
-    auto net = std::make_shared<nn::UNetVelocityImpl>(
-        nn::UNetOptions(2, 7, 7).base(8).channel_mult({1, 2}).res_blocks(2).attention(attention).classes(3));
+    auto net = std::make_shared<nn::UNetVelocityImpl>(nn::UNetOptions(2, 7, 7)
+                                                          .base(8)
+                                                          .channel_mult({1, 2})
+                                                          .res_blocks(2)
+                                                          .attention(attention)
+                                                          .classes(3));
     torch::jit::Module m("__torch__.U");
     {
       torch::NoGradGuard no_grad;
@@ -376,7 +394,8 @@ TEST(Interop, ExportedConditionalImageFlowGuidesAndMapsToPixels) {
   auto labels = torch::tensor({3, 7, -1, 0}, torch::kLong);
   torch::NoGradGuard no_grad;
   auto guided = std::make_shared<nn::GuidedFieldImpl>(flow.network, labels, 2.0);
-  auto want = sde::velocity_view(guided, flow.spec.network_param(), flow.spec.make_schedule())->forward(x, t);
+  auto want = sde::velocity_view(guided, flow.spec.network_param(), flow.spec.make_schedule())
+                  ->forward(x, t);
   auto got = m.get_method("velocity_guided")({x, t, labels, 2.0}).toTensor();
   // float32 through a noise -> velocity conversion (division by sigma_t >= 0.05): 1e-4.
   EXPECT_LT(rel_err(got, want), 1e-4);
@@ -404,7 +423,8 @@ TEST(Interop, StateDictExportLoadsItsNamedTensors) {
   }
   EXPECT_EQ(static_cast<int64_t>(dict.size()), n);
   const auto json = cnf::io::read_text(dir + "/w.pt.json");
-  EXPECT_TRUE(contains(json, "\"predicts\": \"velocity\"") && contains(json, "layer0.weight")) << json;
+  EXPECT_TRUE(contains(json, "\"predicts\": \"velocity\"") && contains(json, "layer0.weight"))
+      << json;
   fs::remove_all(dir);
 }
 
@@ -440,11 +460,13 @@ TEST(Interop, TrainInitFineTunesAPyTorchModuleAndReflowTakesIt) {
   const auto module = pytorch_style_module(dir + "/tiny.pt");
   const auto before = cnf::io::read_text(module);
   const std::string common = " --data moons --seed 1 --eval-n 500 --quiet";
-  auto r = cnf_test::run_cnf("eval --model torchscript:" + module + " --time data-at-1 --model-dim 2 --data moons -n 500 --json " +
-                             dir + "/before.json");
+  auto r = cnf_test::run_cnf("eval --model torchscript:" + module +
+                             " --time data-at-1 --model-dim 2 --data moons -n 500 --json " + dir +
+                             "/before.json");
   ASSERT_EQ(r.code, 0) << r.output;
-  r = cnf_test::run_cnf("train --init torchscript:" + module + " --init-time data-at-1 --steps 400 --lr 3e-3" +
-                        common + " --out " + dir + "/ft");
+  r = cnf_test::run_cnf("train --init torchscript:" + module +
+                        " --init-time data-at-1 --steps 400 --lr 3e-3" + common + " --out " + dir +
+                        "/ft");
   ASSERT_EQ(r.code, 0) << r.output;
   // Fine-tuning by cnf's flow matching moves the module's random field towards the data:
   // W2 to held-out points drops (measured 0.70 -> 0.40 at these seeds; 0.7x leaves room
@@ -461,8 +483,10 @@ TEST(Interop, TrainInitFineTunesAPyTorchModuleAndReflowTakesIt) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NEAR(json_number(dir + "/again.json", "w2"), w2_after, 0.1);  // other noise draws
   // Reflow of the imported module: pairs from it, a child of the same architecture.
-  r = cnf_test::run_cnf("reflow --model torchscript:" + dir + "/ft/../tiny.pt --time data-at-1 --model-dim 2 --data moons "
-                        "--pairs 400 --chunk 200 --steps 50 --eval-n 200 --quiet --out " + dir + "/rf");
+  r = cnf_test::run_cnf("reflow --model torchscript:" + dir +
+                        "/ft/../tiny.pt --time data-at-1 --model-dim 2 --data moons "
+                        "--pairs 400 --chunk 200 --steps 50 --eval-n 200 --quiet --out " +
+                        dir + "/rf");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(train::read_flow_spec(dir + "/rf/model.pt").model.arch, "torchscript");
   r = cnf_test::run_cnf("train --init " + module + " --out " + dir + "/bad");
@@ -477,7 +501,8 @@ TEST(Interop, FuseRunsAPlainMlpModuleByCnfsKernelsAndRefusesAMismatch) {
   torch::jit::Module m("__torch__.Plain");
   const std::vector<std::pair<int64_t, int64_t>> maps{{16, 3}, {16, 16}, {2, 16}};
   for (size_t k = 0; k < maps.size(); ++k) {
-    m.register_parameter("w" + std::to_string(k), torch::randn({maps[k].first, maps[k].second}) * 0.4, false);
+    m.register_parameter("w" + std::to_string(k),
+                         torch::randn({maps[k].first, maps[k].second}) * 0.4, false);
     m.register_parameter("b" + std::to_string(k), torch::randn({maps[k].first}) * 0.1, false);
   }
   m.define(R"(
@@ -505,7 +530,8 @@ def forward(self, x: Tensor, t: Tensor) -> Tensor:
     interop::import_torchscript(o);
     ADD_FAILURE() << "a tanh reading of a selu MLP was accepted";
   } catch (const cnf::Error& e) {
-    EXPECT_TRUE(contains(e.what(), "is not a plain MLP") && contains(e.what(), "differs")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "is not a plain MLP") && contains(e.what(), "differs"))
+        << e.what();
   }
   fs::remove_all(dir);
 }

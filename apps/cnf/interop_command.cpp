@@ -112,14 +112,15 @@ int run_export(const ExportArgs& a) {
   o.format = interop::parse_export_format(a.format);
   interop::export_torchscript(a.ckpt, a.out, o);
   if (o.format == interop::ExportFormat::torchscript)
-    std::printf("wrote a TorchScript module of %s (%s weights) to %s: forward(x, t) is the "
-                "velocity with data at t = 0\n",
-                a.ckpt.c_str(), a.weights.c_str(), a.out.c_str());
+    std::printf(
+        "wrote a TorchScript module of %s (%s weights) to %s: forward(x, t) is the "
+        "velocity with data at t = 0\n",
+        a.ckpt.c_str(), a.weights.c_str(), a.out.c_str());
   else
     std::printf("wrote the %s weights of %s to %s (torch.load) and their description to %s.json\n",
                 a.weights.c_str(), a.ckpt.c_str(), a.out.c_str(), a.out.c_str());
-  write_json(a.common.json, {{"ckpt", a.ckpt}, {"out", a.out}, {"weights", a.weights},
-                             {"format", a.format}});
+  write_json(a.common.json,
+             {{"ckpt", a.ckpt}, {"out", a.out}, {"weights", a.weights}, {"format", a.format}});
   return 0;
 }
 
@@ -127,9 +128,10 @@ int run_export(const ExportArgs& a) {
 
 std::function<int()> add_export_command(CLI::App& app) {
   auto args = std::make_shared<ExportArgs>();
-  auto* cmd = app.add_subcommand(
-      "export", "Write a trained flow as a TorchScript module that plain PyTorch can run "
-                "(torch.jit.load): forward(x, t) = velocity, data at t = 0");
+  auto* cmd =
+      app.add_subcommand("export",
+                         "Write a trained flow as a TorchScript module that plain PyTorch can run "
+                         "(torch.jit.load): forward(x, t) = velocity, data at t = 0");
   add_common(cmd, args->common);
   cmd->add_option("--ckpt", args->ckpt, "Checkpoint written by cnf train")->required();
   cmd->add_option("--out", args->out, "Output TorchScript file (.pt)")->required();

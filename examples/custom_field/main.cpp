@@ -2,11 +2,11 @@
 // derives from cnf::nn::VelocityFieldImpl), trained by cnf's trainer and sampled by cnf's
 // samplers. Here a residual MLP with sinusoidal time features learns the 8-Gaussians set.
 // Usage: custom_field [STEPS]
+#include <cnf/core/runtime.h>
 #include <cnf/data/sources.h>
 #include <cnf/metrics/distances.h>
 #include <cnf/nn/velocity.h>
 #include <cnf/sde/samplers.h>
-#include <cnf/core/runtime.h>
 #include <cnf/train/flow.h>
 #include <cnf/train/trainer.h>
 #include <torch/torch.h>
@@ -22,7 +22,8 @@ class ResidualField : public cnf::nn::VelocityFieldImpl {
     freqs_ = register_buffer("freqs", torch::arange(1, 5, torch::kFloat32) * M_PI);
     in_ = register_module("input", torch::nn::Linear(dim + 8, width));
     for (int k = 0; k < 2; ++k)
-      blocks_.push_back(register_module("block" + std::to_string(k), torch::nn::Linear(width, width)));
+      blocks_.push_back(
+          register_module("block" + std::to_string(k), torch::nn::Linear(width, width)));
     out_ = register_module("output", torch::nn::Linear(width, dim));
   }
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t) override {

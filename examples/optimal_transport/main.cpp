@@ -14,7 +14,8 @@ int main(int argc, char** argv) try {
   torch::manual_seed(0);
   // Source: N(0, I); target: N(m, diag(s^2)). Their exact W2^2 is |m|^2 + sum (s - 1)^2.
   auto x = torch::randn({n, 2}, torch::kFloat64);
-  auto m = torch::tensor({3.0, -1.0}, torch::kFloat64), s = torch::tensor({0.5, 2.0}, torch::kFloat64);
+  auto m = torch::tensor({3.0, -1.0}, torch::kFloat64),
+       s = torch::tensor({0.5, 2.0}, torch::kFloat64);
   auto y = m + s * torch::randn({n, 2}, torch::kFloat64);
 
   //! [exact]

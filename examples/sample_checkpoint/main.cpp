@@ -32,7 +32,8 @@ int main(int argc, char** argv) try {
   fast.steps = 20;
   auto noise = torch::randn({2000, dim});
   auto x_start = cnf::sde::start_scale(*schedule, fast) * noise;
-  auto dpm = cnf::sde::sample(*flow.network, flow.spec.network_param(), *schedule, x_start, fast, gen);
+  auto dpm =
+      cnf::sde::sample(*flow.network, flow.spec.network_param(), *schedule, x_start, fast, gen);
 
   // dopri5 on the probability-flow ODE of the velocity field, to rtol = atol = 1e-5.
   cnf::ode::SolveOptions adaptive;

@@ -49,8 +49,8 @@ int main(int argc, char** argv) try {
 
   std::printf("cnf %s: trained %lld steps, wrote %s\n", CNF_VERSION,
               static_cast<long long>(trainer.steps_done()), out.c_str());
-  std::printf("W2(samples, held-out) = %.4f  (NFE %lld)\n",
-              cnf::metrics::w2(samples, held_out), static_cast<long long>(solution.nfe));
+  std::printf("W2(samples, held-out) = %.4f  (NFE %lld)\n", cnf::metrics::w2(samples, held_out),
+              static_cast<long long>(solution.nfe));
   std::printf("W2(prior, held-out)   = %.4f\n", cnf::metrics::w2(noise, held_out));
   return 0;
 } catch (const std::exception& e) {

@@ -1,23 +1,24 @@
 #include "cnf/interop/torchscript.h"
 
-#include <nlohmann/json.hpp>
 #include <torch/script.h>
 #include <torch/torch.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "../train/archive_check.h"
 #include "cnf/core/error.h"
 #include "cnf/core/registry.h"
+#include "cnf/core/text.h"
 #include "cnf/data/images.h"
 #include "cnf/io/files.h"
 #include "cnf/nn/velocity.h"
 #include "cnf/path/schedule.h"
 #include "cnf/sde/parameterized.h"
 #include "cnf/version.h"
-#include "../train/archive_check.h"
 
 namespace cnf::interop {
 
@@ -139,14 +140,13 @@ std::string image_transform_name(const std::string& spec) {
 
 // Model-space rows [B, D] back to pixels in [0, 1] shaped [B, C, H, W] (ImageTransform::inverse).
 std::string to_pixels_method(const data::ImageTransform& transform) {
-  char lambda[40];
-  std::snprintf(lambda, sizeof lambda, "%.17g", transform.lambda);
+  const std::string lambda = float_literal(transform.lambda);
   std::string s = "\ndef to_pixels(self, y: Tensor) -> Tensor:\n";
   s += "    shape: List[int] = [y.size(0)] + self.image_shape\n";
   if (transform.kind == data::ImageTransform::Kind::scale)
     s += "    return ((y + 1) / 2).clamp(0, 1).reshape(shape)\n";
   else
-    s += std::string("    return ((torch.sigmoid(y) - ") + lambda + ") / (1 - 2 * " + lambda +
+    s += "    return ((torch.sigmoid(y) - " + lambda + ") / (1 - 2 * " + lambda +
          ")).clamp(0, 1).reshape(shape)\n";
   return s;
 }
@@ -276,7 +276,8 @@ void export_torchscript(const std::string& checkpoint, const std::string& out,
   num("sigma_min", flow.spec.sigma_min);
   str("predicts", path::param_name(flow.spec.network_param()));
   str("time_convention", "data-at-0");
-  m.register_attribute("data_shape", c10::ListType::ofInts(), c10::List<int64_t>(net.sample_shape()));
+  m.register_attribute("data_shape", c10::ListType::ofInts(),
+                       c10::List<int64_t>(net.sample_shape()));
   str("data", flow.spec.data);
   str("prior", flow.spec.prior);
   num("sigma_1", schedule->sigma_1());
@@ -385,8 +386,8 @@ nn::VelocityField make_torchscript_network(const ImportOptions& o) {
   size_t required = 0;
   for (const auto& a : schema.arguments()) required += a.default_value() ? 0 : 1;
   CNF_CHECK(schema.arguments().size() >= 3 && required <= 3, "TorchScript module '", o.file,
-            "' has forward with ",
-            schema.arguments().size() - 1, " argument(s) (", schema, "); cnf needs forward(x, t)");
+            "' has forward with ", schema.arguments().size() - 1, " argument(s) (", schema,
+            "); cnf needs forward(x, t)");
   std::vector<int64_t> shape;
   if (o.dim > 0) {
     shape = {o.dim};
@@ -466,7 +467,8 @@ ImportOptions import_options(const train::FlowSpec& spec, c10::Device device) {
 train::Checkpoint load_flow(const std::string& checkpoint, c10::Device device) {
   const auto spec = train::read_flow_spec(checkpoint);
   if (spec.model.arch != "torchscript") return train::load_checkpoint(checkpoint, device);
-  return train::load_checkpoint(checkpoint, device, torchscript_factory(import_options(spec, device)));
+  return train::load_checkpoint(checkpoint, device,
+                                torchscript_factory(import_options(spec, device)));
 }
 
 }  // namespace cnf::interop

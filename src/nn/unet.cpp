@@ -7,20 +7,12 @@
 #include <numeric>
 
 #include "cnf/core/error.h"
+#include "cnf/core/text.h"
 
 namespace cnf::nn {
 
 namespace {
 namespace F = torch::nn::functional;
-
-// A float literal TorchScript reads back to the same double.
-std::string lit(double v) {
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  std::string s = buf;
-  if (s.find_first_of(".en") == std::string::npos) s += ".0";
-  return s;
-}
 
 torch::nn::GroupNorm group_norm(int64_t channels, int64_t groups) {
   return torch::nn::GroupNorm(torch::nn::GroupNormOptions(std::gcd(channels, groups), channels));
@@ -194,7 +186,7 @@ std::string UNetVelocityImpl::torchscript(const std::string& method,
   auto p = [&](const std::string& name) { return "self." + torchscript_name(prefix + name); };
   auto gn = [&](const std::string& in, const std::string& name, const torch::nn::GroupNorm& n) {
     return "torch.group_norm(" + in + ", " + std::to_string(n->options.num_groups()) + ", " +
-           p(name + ".weight") + ", " + p(name + ".bias") + ", " + lit(n->options.eps()) + ")";
+           p(name + ".weight") + ", " + p(name + ".bias") + ", " + float_literal(n->options.eps()) + ")";
   };
   auto cv = [&](const std::string& in, const std::string& name, const torch::nn::Conv2d& c) {
     const auto& co = c->options;
@@ -232,7 +224,7 @@ std::string UNetVelocityImpl::torchscript(const std::string& method,
   s += "    if tt.size(0) == 1 and b != 1:\n        tt = tt.expand(b)\n";
   s += "    freqs = torch.exp(torch.arange(" + std::to_string(half) +
        ", dtype=x.dtype, device=x.device) * " +
-       lit(-std::log(10000.0) / static_cast<double>(std::max<int64_t>(half, 1))) + ")\n";
+       float_literal(-std::log(10000.0) / static_cast<double>(std::max<int64_t>(half, 1))) + ")\n";
   s += "    phase = (1000.0 * tt).unsqueeze(1) * freqs.unsqueeze(0)\n";
   s += "    temb = torch.cat([torch.sin(phase), torch.cos(phase)], 1)\n";
   if (2 * half < o.base())
@@ -262,7 +254,7 @@ std::string UNetVelocityImpl::torchscript(const std::string& method,
     s += "    qkv = " + cv(gn("h", "mid_attention.norm", mid_attention->norm), "mid_attention.qkv",
                            mid_attention->qkv) + ".reshape(b, 3, c, hw)\n";
     s += "    q = qkv[:, 0]\n    k = qkv[:, 1]\n    v = qkv[:, 2]\n";
-    s += "    att = torch.softmax(torch.bmm(q.transpose(1, 2), k) / " + lit(std::sqrt(static_cast<double>(c))) + ", -1)\n";
+    s += "    att = torch.softmax(torch.bmm(q.transpose(1, 2), k) / " + float_literal(std::sqrt(static_cast<double>(c))) + ", -1)\n";
     s += "    ha = torch.bmm(v, att.transpose(1, 2)).reshape(h.size())\n";
     s += "    h = h + " + cv("ha", "mid_attention.proj", mid_attention->proj) + "\n";
   }

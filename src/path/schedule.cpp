@@ -3,22 +3,11 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <cstdio>
 
 #include "cnf/core/error.h"
+#include "cnf/core/text.h"
 
 namespace cnf::path {
-
-namespace {
-// A float literal TorchScript reads back to the same double (17 significant digits).
-std::string lit(double v) {
-  char buf[40];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  std::string s = buf;
-  if (s.find_first_of(".en") == std::string::npos) s += ".0";
-  return s;
-}
-}  // namespace
 
 ScheduleValues Schedule::at_time(double t) const {
   return (*this)(torch::full({}, t, torch::kFloat64));
@@ -39,9 +28,9 @@ std::string CondOT::describe() const {
 }
 
 std::string CondOT::torchscript() const {
-  return "alpha = 1.0 - t\nsigma = " + lit(sigma_min_) + " + " + lit(1.0 - sigma_min_) +
+  return "alpha = 1.0 - t\nsigma = " + float_literal(sigma_min_) + " + " + float_literal(1.0 - sigma_min_) +
          " * t\nd_alpha = -torch.ones_like(t)\nd_sigma = torch.full_like(t, " +
-         lit(1.0 - sigma_min_) + ")\n";
+         float_literal(1.0 - sigma_min_) + ")\n";
 }
 
 namespace {
@@ -77,8 +66,8 @@ std::string VP::describe() const {
 namespace {
 // log alpha_t and its derivative of the VP family, as TorchScript (see vp_log_alpha).
 std::string vp_log_alpha_torchscript(double b0, double b1) {
-  return "log_alpha = -0.5 * (" + lit(b0) + " * t + " + lit(0.5 * (b1 - b0)) + " * t * t)\n" +
-         "d_log_alpha = -0.5 * (" + lit(b0) + " + " + lit(b1 - b0) + " * t)\n" +
+  return "log_alpha = -0.5 * (" + float_literal(b0) + " * t + " + float_literal(0.5 * (b1 - b0)) + " * t * t)\n" +
+         "d_log_alpha = -0.5 * (" + float_literal(b0) + " + " + float_literal(b1 - b0) + " * t)\n" +
          "alpha = torch.exp(log_alpha)\nd_alpha = alpha * d_log_alpha\n";
 }
 }  // namespace
@@ -125,9 +114,9 @@ std::string VE::describe() const {
 
 std::string VE::torchscript() const {
   const double log_ratio = std::log(sigma_max_ / sigma_min_);
-  return "sigma = " + lit(sigma_min_) + " * torch.exp(" + lit(log_ratio) + " * t)\n" +
+  return "sigma = " + float_literal(sigma_min_) + " * torch.exp(" + float_literal(log_ratio) + " * t)\n" +
          "alpha = torch.ones_like(t)\nd_alpha = torch.zeros_like(t)\nd_sigma = sigma * " +
-         lit(log_ratio) + "\n";
+         float_literal(log_ratio) + "\n";
 }
 
 ScheduleValues Cosine::operator()(const at::Tensor& t) const {
@@ -150,7 +139,7 @@ const Registry<ScheduleFactory>& schedules() {
 }
 
 std::string Cosine::torchscript() const {
-  const std::string h = lit(M_PI / 2.0);
+  const std::string h = float_literal(M_PI / 2.0);
   return "alpha = torch.cos(" + h + " * t)\nsigma = torch.sin(" + h + " * t)\n" +
          "d_alpha = -" + h + " * sigma\nd_sigma = " + h + " * alpha\n";
 }

@@ -2,6 +2,7 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <regex>
 #include <sstream>
@@ -17,8 +18,7 @@ namespace {
 // modules of a serialize::OutputArchive (see the header).
 bool declaration_line(const std::string& line) {
   // A type: Tensor, str, __torch__.___torch_mangle_3.Module, Tuple[float, float], ...
-  static const std::string type =
-      R"(([A-Za-z_][A-Za-z0-9_.]*)(\[[A-Za-z0-9_., \[\]]*\])?)";
+  static const std::string type = R"(([A-Za-z_][A-Za-z0-9_.]*)(\[[A-Za-z0-9_., \[\]]*\])?)";
   static const std::string quoted = R"("[A-Za-z0-9_./-]*")";
   static const std::regex forms[] = {
       std::regex(R"(class [A-Za-z_][A-Za-z0-9_]*\([A-Za-z_][A-Za-z0-9_.]*\):)"),
@@ -89,7 +89,8 @@ void check_archive(const std::string& path, const std::string& what, bool declar
   size_t at = cd_at;
   std::string inflated;
   for (uint32_t e = 0; e < entries; ++e) {
-    if (at + 46 > eocd || u32(at) != 0x02014b50u) bad("central directory entry " + std::to_string(e));
+    if (at + 46 > eocd || u32(at) != 0x02014b50u)
+      bad("central directory entry " + std::to_string(e));
     const uint32_t method = u16(at + 10), crc = u32(at + 16);
     const uint32_t packed = u32(at + 20), size = u32(at + 24);
     const uint32_t name_len = u16(at + 28), extra_len = u16(at + 30), comment_len = u16(at + 32);
@@ -108,9 +109,11 @@ void check_archive(const std::string& path, const std::string& what, bool declar
       if (packed != size) bad("stored entry '" + name + "' has two different sizes");
       inflated.assign(data, size);
     } else if (method == 8) {
-      // LibTorch deflates some small entries (the TorchScript sources); a checkpoint of
-      // cnf holds no entry near 1 GiB, so a larger claimed size is damage, not data.
-      if (size > (1u << 30) || !inflate_raw(data, packed, size, inflated))
+      // LibTorch deflates only small entries (the TorchScript sources). Deflate expands at
+      // most 1032:1, and nothing deflated in a checkpoint nears 16 MiB: a larger recorded
+      // size is damage, refused before anything is allocated for it.
+      const uint64_t most = std::min<uint64_t>(16u << 20, 1032ull * packed + 64);
+      if (size > most || !inflate_raw(data, packed, size, inflated))
         bad("entry '" + name + "' does not inflate to its recorded size");
     } else {
       bad("entry '" + name + "' uses zip compression method " + std::to_string(method) +

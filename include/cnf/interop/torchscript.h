@@ -73,15 +73,15 @@ TimeConvention parse_time_convention(const std::string& name);
 
 /// What import_torchscript() needs to know about a module.
 struct ImportOptions {
-  std::string file;                                ///< the TorchScript file (.pt)
-  path::Param predicts = path::Param::velocity;    ///< what its forward returns
-  std::string schedule = "condot";                 ///< the path it was trained on (spec)
-  double sigma_min = 0.0;                          ///< condot's sigma_min
-  TimeConvention time = TimeConvention::data_at_0; ///< its time convention
+  std::string file;                                 ///< the TorchScript file (.pt)
+  path::Param predicts = path::Param::velocity;     ///< what its forward returns
+  std::string schedule = "condot";                  ///< the path it was trained on (spec)
+  double sigma_min = 0.0;                           ///< condot's sigma_min
+  TimeConvention time = TimeConvention::data_at_0;  ///< its time convention
   /// Dimension of one sample; 0 reads the module's `data_shape` attribute (modules that
   /// cnf exported have one).
   int64_t dim = 0;
-  c10::Device device = c10::Device(c10::kCPU);    ///< where it runs
+  c10::Device device = c10::Device(c10::kCPU);  ///< where it runs
   /// Non-empty: an activation name (tanh, relu, silu, selu, gelu, softplus). The module is
   /// read as a plain MLP on [x, t] with that activation (parameters in order: weight, bias
   /// of each linear map; equal hidden widths) and run by cnf's own MLP and its fused CPU
@@ -110,6 +110,7 @@ ImportOptions import_options(const train::FlowSpec& spec, c10::Device device);
 
 /// Loads any checkpoint of cnf train, also one of a fine-tuned TorchScript module (whose
 /// module file must still exist where its spec says).
-train::Checkpoint load_flow(const std::string& checkpoint, c10::Device device = c10::Device(c10::kCPU));
+train::Checkpoint load_flow(const std::string& checkpoint,
+                            c10::Device device = c10::Device(c10::kCPU));
 
 }  // namespace cnf::interop

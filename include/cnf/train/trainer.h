@@ -78,7 +78,9 @@ struct FlowSpec {
   /// For model.arch "torchscript" (a PyTorch module fine-tuned by cnf, interop/torchscript.h):
   /// the module's file and its time convention, from which the network is rebuilt before
   /// the checkpoint's weights are loaded into it. Empty otherwise.
-  std::string module, module_time;
+  std::string module;
+  /// The module's time convention (data-at-0 or data-at-1), with `module`.
+  std::string module_time;
 
   /// The spec as key=value lines, as a checkpoint stores it.
   std::string serialize() const;
