@@ -18,7 +18,7 @@ SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
           LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all setup configure build build-cnf build-install demo test check-python check-install install package docs bench clean format \
+.PHONY: all setup configure build build-cnf build-install demo test check-layers check-python check-install install package docs bench clean format \
         sanitize-build sanitize fuzz-smoke fuzz
 
 all: build
@@ -47,7 +47,11 @@ demo: build-cnf
 # sanitizer job and a bounded fuzzing run.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
-	$(MAKE) docs check-python check-install check-package sanitize fuzz-smoke
+	$(MAKE) check-layers docs check-python check-install check-package sanitize fuzz-smoke
+
+# A lower part of the library never includes a higher one (DESIGN.md section 2).
+check-layers:
+	$(PYTHON) scripts/check_layers.py
 
 # The interop tests in real Python: Debian's own python3 (python3-torch, python3-pytest),
 # not a version manager's shim that may come first on PATH.

@@ -59,14 +59,72 @@ TEST(CliTest, UnknownNamesListValidOnes) {
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "unknown data set 'moon'") && contains(r.output, "moons"))
       << r.output;
-  r = run_cnf("train --schedule ot --out " + dir() + "/x");
-  EXPECT_EQ(r.code, 1);
-  EXPECT_TRUE(contains(r.output, "condot, vp, subvp, ve, cosine")) << r.output;
-  r = run_cnf("train --eval-method rk45 --steps 1 --out " + dir() + "/x");
-  EXPECT_EQ(r.code, 1);
-  EXPECT_TRUE(contains(r.output, "euler, midpoint, heun, rk4")) << r.output;
-  r = run_cnf("train --optimizer sgd --out " + dir() + "/x");
-  EXPECT_TRUE(r.code == 1 && contains(r.output, "adam, adamw")) << r.output;
+}
+
+// Every flag that takes a name (or a value with a range) is checked while the flags are
+// parsed: a bad one fails with the valid names before anything else happens. "Before": a
+// train run has not created its output folder, and a verb that reads a checkpoint fails on
+// the flag, not on the missing checkpoint named beside it.
+TEST(CliTest, EveryBadNameFailsBeforeAnyWork) {
+  const std::string missing = " --ckpt " + dir() + "/missing.pt";
+  const std::string ab = " --a " + dir() + "/missing_a.npy --b " + dir() + "/missing_b.npy";
+  struct Row {
+    std::string args, flag, valid;
+  };
+  const std::vector<Row> rows = {
+      {"train --eval-method dpri5", "--eval-method", "euler, midpoint, heun, rk4"},
+      {"train --mle-method rk45", "--mle-method", "dopri5"},
+      {"train --schedule ot", "--schedule", "condot, vp, subvp, ve, cosine"},
+      {"train --objective ml", "--objective", "fm, score, mle"},
+      {"train --param eps", "--param", "velocity, score, data, noise"},
+      {"train --weighting snr", "--weighting", "sigma2, likelihood, uniform"},
+      {"train --coupling ot", "--coupling", "independent, exact, sinkhorn, sb"},
+      {"train --coupling-scope world", "--coupling-scope", "rank, global"},
+      {"train --optimizer sgd", "--optimizer", "adam, adamw"},
+      {"train --lr-schedule exponential", "--lr-schedule", "constant, cosine, linear"},
+      {"train --arch resnet", "--arch", "mlp, hollow, unet"},
+      {"train --activation elu", "--activation", "tanh, relu, silu, selu, gelu, softplus"},
+      {"train --time-embedding sin", "--time-embedding", "concat, fourier"},
+      {"train --mle-divergence trace", "--mle-divergence", "exact, analytic, hutchinson"},
+      {"train --eval-sampler dmp", "--eval-sampler", "ode, pf-ode, em, pc, ddim"},
+      {"train --eval-spacing log", "--eval-spacing", "auto, time, lambda"},
+      {"train --eval-predictor langevin", "--eval-predictor", "reverse-diffusion"},
+      {"train --device tpu", "--device", "cuda:N"},
+      {"train --channel-mult 1,x", "--channel-mult", "channel"},
+      {"train --lr -1", "", "lr must be > 0"},
+      {"train --ema-decay 1", "", "ema_decay must be in [0, 1)"},
+      {"demo --eval-method dpri5", "--eval-method", "dopri5"},
+      {"sample --out x.npy --method dpri5" + missing, "--method", "dopri5"},
+      {"sample --out x.npy --sampler dmp" + missing, "--sampler", "dpm++2m"},
+      {"sample --out x.npy --with-logp --divergence trace" + missing, "--divergence", "hutchinson"},
+      {"eval --method dpri5" + missing, "--method", "dopri5"},
+      {"nll --method dpri5" + missing, "--method", "dopri5"},
+      {"nll --divergence trace" + missing, "--divergence", "exact, analytic, hutchinson"},
+      {"score --points p.npy --out s.npy --divergence trace" + missing, "--divergence", "exact"},
+      {"reflow --pair-method dpri5" + missing, "--pair-method", "dopri5"},
+      {"reflow --lr-schedule exp" + missing, "--lr-schedule", "constant, cosine, linear"},
+      {"distill --pair-method dpri5" + missing, "--pair-method", "dopri5"},
+      {"export --out m.pt --weights best" + missing, "", "ema, raw"},
+      {"ot --method wasserstein" + ab, "--method", "emd, sinkhorn, icnn, critic"},
+      {"ot --cost l1" + ab, "--cost", "sqeuclidean"},
+      {"experiment nfe-error --schedules condot,ot", "--schedules", "condot, vp"},
+      {"experiment samplers --schedule ot", "--schedule", "condot, vp"},
+      {"experiment couplings --couplings independent,ot", "--couplings", "exact, sinkhorn"},
+      {"experiment mle --methods mle,cnf", "--methods", "mle+steepest"},
+      {"experiment images --stage sample", "--stage", "classifier, train, eval"},
+  };
+  int k = 0;
+  for (const auto& row : rows) {
+    const std::string out = dir() + "/never_" + std::to_string(k++);
+    auto r = run_cnf(row.args + " --out " + out);
+    EXPECT_EQ(r.code, 1) << row.args << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, row.valid)) << row.args << "\n" << r.output;
+    if (!row.flag.empty()) {
+      EXPECT_TRUE(contains(r.output, row.flag)) << row.args << "\n" << r.output;
+    }
+    EXPECT_FALSE(contains(r.output, "missing")) << row.args << "\n" << r.output;
+    EXPECT_FALSE(fs::exists(out)) << row.args << ": the output was touched before the check";
+  }
 }
 
 TEST(CliTest, BadTablesNameFileRowAndColumn) {

@@ -167,7 +167,7 @@ TEST(DensityTest, FlowMatchingNllApproachesTheMixtureEntropy) {
   train::TrainOptions o;
   o.steps = 3000;
   o.lr = 2e-3;
-  o.lr_schedule = "cosine";
+  o.lr_schedule = train::LrSchedule::cosine;
   train::Trainer t(spec, o, gmm, data::make_source("normal"));
   t.run();
   auto g = make_generator(4);

@@ -126,7 +126,7 @@ TEST(DiffusionTest, ConversionRangeAndLogSnrInverse) {
   EXPECT_EQ(ve.lo, 0.0);
   EXPECT_EQ(ve.hi, 1.0);
   for (const auto& name : path::schedules().names()) {
-    auto s = path::schedules().get(name)();
+    auto s = path::make_schedule(name);
     auto r = path::conversion_range(*s);
     for (double t : {r.lo, 0.1, 0.37, 0.8, r.hi}) {
       const double t_back = path::time_at_log_snr(*s, path::log_snr_at(*s, t), r);
@@ -143,7 +143,7 @@ TEST(DiffusionTest, ForwardSdeMatchesTransitionKernel) {
   const int64_t n = 20000, steps = 1000;
   const double t1 = 0.8;
   for (const auto& name : path::schedules().names()) {
-    auto s = path::schedules().get(name)();
+    auto s = path::make_schedule(name);
     auto gen = make_generator(3);
     const double t0 = s->t_min();
     auto v0 = s->at_time(t0);
@@ -179,7 +179,7 @@ TEST(DiffusionTest, ParameterizedFieldsAgreeWithEveryParameterization) {
   Gaussian g;
   auto gen = make_generator(1);
   for (const auto& name : path::schedules().names()) {
-    auto s = path::schedules().get(name)();
+    auto s = path::make_schedule(name);
     auto r = path::conversion_range(*s);
     auto x = torch::randn({64, 2}, gen, torch::kFloat64);
     auto t = r.lo + (r.hi - r.lo) * torch::rand({64}, gen, torch::kFloat64);
@@ -242,7 +242,7 @@ TEST(SdeSamplerTest, EverySamplerReachesTheGaussianMarginal) {
   int rotate = 0;
   double worst_mean = 0, worst_var = 0;
   for (const auto& name : path::schedules().names()) {
-    auto s = path::schedules().get(name)();
+    auto s = path::make_schedule(name);
     for (const auto& c : cases) {
       // Euler–Maruyama with drift f = d log alpha/dt is unstable where alpha -> 0 (condot,
       // cosine: f ~ -1/(1 - t)); those paths are sampled stochastically by pc instead.
@@ -320,7 +320,7 @@ TEST(SdeSamplerTest, OdeSamplersConvergeAtTheirOrder) {
                                                     {sde::Sampler::dpm3, 3.0},
                                                     {sde::Sampler::dpmpp_2m, 2.0}};
   for (const auto& name : path::schedules().names()) {
-    auto s = path::schedules().get(name)();
+    auto s = path::make_schedule(name);
     GaussianModel net(s, g.mu, g.s, Param::noise);
     auto gen = make_generator(5);
     sde::SamplerOptions o;
@@ -448,7 +448,7 @@ TEST(DiffusionTest, TinyScoreMatchingRunReachesDocumentedW2) {
   train::TrainOptions o;
   o.steps = 1000;
   o.lr = 2e-3;
-  o.lr_schedule = "cosine";
+  o.lr_schedule = train::LrSchedule::cosine;
   o.seed = 1;
   auto data_source = data::make_source("8gaussians");
   train::Trainer t(spec, o, data_source, data::make_source("normal"));

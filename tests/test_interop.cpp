@@ -68,7 +68,7 @@ class ScheduleTorchScript : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ScheduleTorchScript, EqualsTheCxxCoefficients) {
   // Registry defaults plus non-default parameters where the schedule has them.
-  std::vector<path::SchedulePtr> cases{path::schedules().get(GetParam())()};
+  std::vector<path::SchedulePtr> cases{path::make_schedule(GetParam())};
   if (GetParam() == "condot") cases.push_back(std::make_shared<path::CondOT>(0.05));
   if (GetParam() == "vp") cases.push_back(std::make_shared<path::VP>(0.5, 7.0));
   if (GetParam() == "subvp") cases.push_back(std::make_shared<path::SubVP>(0.2, 12.0));

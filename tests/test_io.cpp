@@ -448,3 +448,19 @@ TEST(IoProgressTest, PlainLinesEveryTenthWhenNotATerminal) {
   }
   EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
 }
+
+// The density plot's histogram: each point lands in the cell that contains it, row 0 is the
+// top (largest y), points outside the range go to the border cells, and no point is lost.
+TEST(IoTest, Histogram2dPlacesPointsInTheirCells) {
+  auto xy = torch::tensor({{-4.9, -4.9}, {4.9, 4.9}, {0.1, -0.1}, {100.0, 0.1}, {-0.1, 0.1}},
+                          torch::kFloat64);
+  auto h = cnf::io::histogram_2d(xy, 10, -5.0, 5.0);
+  ASSERT_EQ(h.sizes(), torch::IntArrayRef({10, 10}));
+  EXPECT_EQ(h[9][0].item<double>(), 1.0);  // bottom left
+  EXPECT_EQ(h[0][9].item<double>(), 1.0);  // top right
+  EXPECT_EQ(h[5][5].item<double>(), 1.0);  // x in [0, 1), y in [-1, 0)
+  EXPECT_EQ(h[4][9].item<double>(), 1.0);  // x = 100 clamped to the last column, y in [0, 1)
+  EXPECT_EQ(h[4][4].item<double>(), 1.0);  // x in [-1, 0), y in [0, 1)
+  EXPECT_EQ(h.sum().item<double>(), 5.0);
+  EXPECT_THROW(cnf::io::histogram_2d(xy.slice(1, 0, 1), 10, -5.0, 5.0), cnf::Error);
+}

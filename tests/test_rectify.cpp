@@ -174,7 +174,7 @@ TEST(Rectify, ReflowStraightensAGaussianFlowAndKeepsItsMarginals) {
   train::TrainOptions o;
   o.steps = 1500;
   o.lr = 3e-3;
-  o.lr_schedule = "cosine";
+  o.lr_schedule = train::LrSchedule::cosine;
   o.seed = 1;
   auto schedule = spec.make_schedule();
   auto gen = make_generator(9);

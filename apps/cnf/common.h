@@ -1,16 +1,19 @@
 // apps/cnf/common.h — options and helpers shared by the verbs of the cnf command.
 #pragma once
 
-#include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
+#include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "apps/cnf/verbs.h"
 #include "cnf/core/error.h"
+#include "cnf/core/registry.h"
 #include "cnf/core/runtime.h"
 #include "cnf/io/files.h"
 #include "cnf/nn/fast_mlp.h"
@@ -19,6 +22,94 @@
 namespace cnf::app {
 
 using json = nlohmann::json;
+
+// ------------------------------------------------------------------ names at the edge
+// Every name a flag takes is checked while the flags are parsed, before any work starts,
+// against the registry that turns it into a value; errors and help list the registry's names.
+
+/// A check that `reg` knows the value (empty: the option's unset state, allowed).
+template <class T>
+CLI::Validator names_of(const Registry<T>& reg) {
+  return CLI::Validator(
+      [&reg](std::string& v) -> std::string {
+        if (v.empty() || reg.contains(v)) return {};
+        return "unknown " + reg.kind() + " '" + v + "'; valid names: " + reg.joined_names();
+      },
+      "", "names");
+}
+
+/// A check that runs a library parser on the value; its error (which lists the valid names
+/// or says what is wrong) becomes the flag's.
+inline CLI::Validator parsed_by(std::function<void(const std::string&)> parse) {
+  return CLI::Validator(
+      [parse = std::move(parse)](std::string& v) -> std::string {
+        if (v.empty()) return {};
+        try {
+          parse(v);
+        } catch (const std::exception& e) {
+          return e.what();
+        }
+        return {};
+      },
+      "", "parsed");
+}
+
+/// Items of a `sep`-separated list option ("condot, vp"), spaces dropped, empty items skipped.
+inline std::vector<std::string> split_list(const std::string& s, char sep = ',') {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == sep) {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else if (c != ' ') {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+/// A check of a comma-separated list whose every item `reg` must know.
+template <class T>
+CLI::Validator list_of(const Registry<T>& reg) {
+  return parsed_by([&reg](const std::string& v) {
+    for (const auto& item : split_list(v)) reg.get(item);
+  });
+}
+
+/// A check that the value (with `list`: every item of a comma-separated list) is one of
+/// `names`, for the choices of a verb that have no registry of their own.
+inline CLI::Validator one_of(std::vector<std::string> names, std::string kind, bool list = false) {
+  return parsed_by([names = std::move(names), kind = std::move(kind), list](const std::string& v) {
+    for (const auto& item : list ? split_list(v) : std::vector<std::string>{v}) {
+      std::string valid;
+      for (const auto& n : names) valid += (valid.empty() ? "" : ", ") + n;
+      CNF_CHECK(std::find(names.begin(), names.end(), item) != names.end(), "unknown ", kind, " '",
+                item, "'; valid names: ", valid);
+    }
+  });
+}
+
+/// `names` joined by ", ", as help texts list them.
+inline std::string join_names(const std::vector<std::string>& names) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : ", ") + n;
+  return s;
+}
+
+/// Binds `flag` to an enum through its registry: the help lists the names and shows the
+/// current value as the default; an unknown name fails at parse time.
+template <class T>
+CLI::Option* add_choice(CLI::App* sub, const std::string& flag, T& value, const Registry<T>& reg,
+                        const std::string& help) {
+  return sub
+      ->add_option_function<std::string>(
+          flag, [&value, &reg](const std::string& name) { value = reg.get(name); },
+          help + ": " + reg.joined_names())
+      ->default_str(reg.name_of(value))
+      ->check(names_of(reg));
+}
 
 struct Common {
   uint64_t seed = 0;
@@ -35,7 +126,9 @@ inline void add_common(CLI::App* sub, Common& c) {
   sub->add_option("--threads", c.threads, "LibTorch threads (OpenBLAS is held at 1)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  sub->add_option("--device", c.device, "cpu, cuda or cuda:N")->capture_default_str();
+  sub->add_option("--device", c.device, "cpu, cuda or cuda:N")
+      ->capture_default_str()
+      ->check(parsed_by([](const std::string& v) { parse_device(v); }));
   sub->add_option("--json", c.json, "Write the command's figures to this JSON file");
   sub->add_option("--fast-mlp", c.fast_mlp,
                   "Fused CPU kernels for MLP velocity fields where they apply (off: LibTorch's)")
@@ -71,36 +164,6 @@ inline bool weights_finite(torch::nn::Module& m) {
   return true;
 }
 
-/// Items of a `sep`-separated list option ("condot, vp"), spaces dropped, empty items skipped.
-inline std::vector<std::string> split_list(const std::string& s, char sep = ',') {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == sep) {
-      if (!cur.empty()) out.push_back(cur);
-      cur.clear();
-    } else if (c != ' ') {
-      cur += c;
-    }
-  }
-  if (!cur.empty()) out.push_back(cur);
-  return out;
-}
-
-/// Registers `cnf experiment <name>` subcommands; returns a runner that executes the
-/// parsed one (or returns -1 when none was chosen).
-std::function<int()> add_experiments(CLI::App* experiment);
-
-/// Registers `cnf reflow`, `cnf distill` and `cnf experiment reflow`; the runner returns -1
-/// when none of them was chosen.
-std::function<int()> add_rectify_commands(CLI::App& app, CLI::App* experiment);
-
-/// Registers `cnf experiment mle` (apps/cnf/mle_experiment.cpp); -1 when not chosen.
-std::function<int()> add_mle_experiment(CLI::App* experiment);
-
-/// Registers `cnf experiment couplings` (apps/cnf/couplings_experiment.cpp).
-std::function<int()> add_couplings_experiment(CLI::App* experiment);
-
 // --------------------------------------------------------------- diffusion samplers
 // (apps/cnf/diffusion_command.cpp)
 
@@ -121,18 +184,10 @@ void add_sampler_options(CLI::App* sub, SamplerArgs& s, const std::string& prefi
 sde::SamplerOptions sampler_options(const SamplerArgs& s, int64_t steps,
                                     const ode::SolveOptions& solve);
 
-/// Registers `cnf experiment samplers`; returns its runner (-1 when not chosen).
-std::function<int()> add_sampler_experiment(CLI::App* experiment);
-
 /// Transports prior draws x_1 (unit scale) to data with `net` (predicting `param`): scales
 /// them by sigma at the sampler's start time and calls sde::sample.
 sde::SampleResult draw_samples(nn::VelocityFieldImpl& net, path::Param param,
                                const path::Schedule& schedule, const at::Tensor& x_1,
                                const sde::SamplerOptions& options, at::Generator& gen);
-
-/// Registers `cnf ot`; returns a runner that executes it when parsed (-1 otherwise).
-std::function<int()> add_ot_command(CLI::App& app);
-/// Registers `cnf export` (apps/cnf/interop_command.cpp); -1 when not chosen.
-std::function<int()> add_export_command(CLI::App& app);
 
 }  // namespace cnf::app

@@ -73,27 +73,14 @@ int run_couplings(const CouplingsArgs& a) {
         train::FlowSpec spec;
         spec.data = data_spec;
         spec.prior = prior_spec;
-        train::TrainOptions o;
-        o.steps = a.steps;
-        o.lr = 2e-3;
-        o.lr_schedule = "cosine";
-        o.ema_decay = 0.999;
+        train::TrainOptions o = study_options(a.steps, seed, device);
         o.coupling = cname;
         o.bridge_sigma = a.bridge_sigma;
-        o.seed = seed;
-        o.device = device;
         auto split = data::split_source(data_spec, 2, 2 * a.n, 0.1, seed);
         auto prior = data::make_source(prior_spec, 2);
         train::Trainer trainer(spec, o, split.train, prior);
-        io::Progress progress(o.steps, "couplings: " + task + " " + cname, !a.quiet);
-        auto t0 = std::chrono::steady_clock::now();
-        trainer.run([&](int64_t step, const auto&) {
-          if (step % 100 == 0) progress.update(step);
-          return true;
-        });
-        progress.finish();
         const double secs =
-            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            train_with_progress(trainer, "couplings: " + task + " " + cname, !a.quiet);
         auto model = trainer.ema_model();
         model->eval();
         auto schedule = spec.make_schedule();
@@ -125,16 +112,14 @@ int run_couplings(const CouplingsArgs& a) {
           so.method = "rk4";
           so.steps = 50;
           std::vector<torch::Tensor> traj;
-          so.observer = [&](double, const ode::State& y) {
-            traj.push_back(y[0].to(torch::kCPU));
-          };
+          so.observer = [&](double, const ode::State& y) { traj.push_back(y[0].to(torch::kCPU)); };
           train::generate(*model, *schedule, x_1, so);
           io::PlotOptions po;
           po.width = po.height = 450;
           po.title = prior_spec + " -> " + data_spec + ", " + cname;
-          io::trajectories_png(a.out + "/traj_" + prior_spec + "_" + data_spec + "_" + cname +
-                                   ".png",
-                               torch::stack(traj), po);
+          io::trajectories_png(
+              a.out + "/traj_" + prior_spec + "_" + data_spec + "_" + cname + ".png",
+              torch::stack(traj), po);
         }
       }
       char row[512];
@@ -164,12 +149,15 @@ int run_couplings(const CouplingsArgs& a) {
 std::function<int()> add_couplings_experiment(CLI::App* experiment) {
   auto a = std::make_shared<CouplingsArgs>();
   auto* cmd = experiment->add_subcommand(
-      "couplings", "I-CFM vs OT-CFM vs SB-CFM: W2, normalized path energy, dopri5 NFE over "
-                   "seeds (Tong et al. 2023)");
+      "couplings",
+      "I-CFM vs OT-CFM vs SB-CFM: W2, normalized path energy, dopri5 NFE over "
+      "seeds (Tong et al. 2023)");
   add_common(cmd, a->common);
   cmd->add_option("--tasks", a->tasks, "Comma-separated prior:data pairs")->capture_default_str();
-  cmd->add_option("--couplings", a->couplings, "Comma-separated couplings")
-      ->capture_default_str();
+  cmd->add_option("--couplings", a->couplings,
+                  "Comma-separated couplings: " + join_names(coupling::coupling_names()))
+      ->capture_default_str()
+      ->check(one_of(coupling::coupling_names(), "coupling", true));
   cmd->add_option("--seeds", a->seeds, "Comma-separated seeds")->capture_default_str();
   cmd->add_option("--steps", a->steps, "Training steps per model")->capture_default_str();
   cmd->add_option("--bridge-sigma", a->bridge_sigma, "sigma of the sb coupling")

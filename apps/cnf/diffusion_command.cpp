@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "apps/cnf/common.h"
+#include "apps/cnf/evaluation.h"
 #include "cnf/data/sources.h"
 #include "cnf/io/plot.h"
 #include "cnf/io/progress.h"
@@ -16,21 +17,27 @@ namespace cnf::app {
 void add_sampler_options(CLI::App* sub, SamplerArgs& s, const std::string& prefix) {
   const std::string p = "--" + prefix;
   sub->add_option(p + "sampler", s.sampler,
-                  "Sampler: ode (the velocity ODE, --method), pf-ode (f x - g^2 score / 2), em "
-                  "(backward SDE, Euler-Maruyama), pc (predictor-corrector), ddim, dpm1, dpm2, "
-                  "dpm3 (DPM-Solver), dpm++2m; all but ode and pf-ode take --steps steps")
-      ->capture_default_str();
+                  "Sampler (ode: the velocity ODE by --method, pf-ode: f x - g^2 score / 2, em: "
+                  "backward SDE by Euler-Maruyama, pc: predictor-corrector, dpm*: DPM-Solver; all "
+                  "but ode and pf-ode take --steps steps): " +
+                      sde::samplers().joined_names())
+      ->capture_default_str()
+      ->check(names_of(sde::samplers()));
   sub->add_option(p + "eta", s.eta, "DDIM noise: 0 deterministic, 1 ancestral")
       ->capture_default_str();
   sub->add_option(p + "snr", s.snr, "Signal-to-noise ratio of the pc Langevin corrector")
       ->capture_default_str();
   sub->add_option(p + "corrector-steps", s.corrector_steps, "Langevin steps per pc step")
       ->capture_default_str();
-  sub->add_option(p + "predictor", s.predictor, "pc predictor: reverse-diffusion or euler-maruyama")
-      ->capture_default_str();
+  sub->add_option(p + "predictor", s.predictor,
+                  "pc predictor: " + sde::pc_predictors().joined_names())
+      ->capture_default_str()
+      ->check(parsed_by([](const std::string& v) { sde::parse_pc_predictor(v); }));
   sub->add_option(p + "spacing", s.spacing,
-                  "Time grid: auto (lambda for ddim/dpm*, time for em/pc), time or lambda")
-      ->capture_default_str();
+                  "Time grid (auto: lambda for ddim/dpm*, time for em/pc): " +
+                      sde::spacings().joined_names())
+      ->capture_default_str()
+      ->check(names_of(sde::spacings()));
   sub->add_option(p + "t-start", s.t_start,
                   "Start time (default: 1 for ode, else where alpha_t >= 1e-3)");
   sub->add_option(p + "t-end", s.t_end,
@@ -111,21 +118,10 @@ int run_samplers(const SamplersArgs& a) {
     spec.data = a.data;
     spec.schedule = a.schedule;
     spec.objective = a.objective;
-    train::TrainOptions o;
-    o.steps = a.train_steps;
-    o.lr = 2e-3;
-    o.lr_schedule = "cosine";
-    o.ema_decay = 0.999;
-    o.seed = a.common.seed;
-    o.device = device;
     auto source = data::make_source(a.data);
-    train::Trainer trainer(spec, o, source, data::make_source("normal", source->dim()));
-    io::Progress progress(o.steps, "samplers: training", !a.quiet);
-    trainer.run([&](int64_t step, const auto&) {
-      if (step % 100 == 0) progress.update(step);
-      return true;
-    });
-    progress.finish();
+    train::Trainer trainer(spec, study_options(a.train_steps, a.common.seed, device), source,
+                           data::make_source("normal", source->dim()));
+    train_with_progress(trainer, "samplers: training", !a.quiet);
     trainer.save(a.out + "/model.pt");
     c = train::load_checkpoint(a.out + "/model.pt", device);
   }
@@ -263,8 +259,12 @@ std::function<int()> add_sampler_experiment(CLI::App* experiment) {
       "one trained diffusion model");
   add_common(cmd, args->common);
   cmd->add_option("--data", args->data, "Data set")->capture_default_str();
-  cmd->add_option("--schedule", args->schedule, "Path of the trained model")->capture_default_str();
-  cmd->add_option("--objective", args->objective, "fm or score")->capture_default_str();
+  cmd->add_option("--schedule", args->schedule, "Path of the trained model")
+      ->capture_default_str()
+      ->check(parsed_by([](const std::string& v) { path::make_schedule(v); }));
+  cmd->add_option("--objective", args->objective, "fm or score")
+      ->capture_default_str()
+      ->check(one_of({"fm", "score"}, "objective"));
   cmd->add_option("--ckpt", args->ckpt, "Use this checkpoint instead of training one");
   cmd->add_option("--train-steps", args->train_steps, "Training steps")->capture_default_str();
   cmd->add_option("-n,--n", args->n, "Samples (W2 against as many held-out points)")

@@ -5,11 +5,13 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <functional>
 #include <sstream>
 #include <string>
 
 #include "apps/cnf/common.h"
 #include "cnf/data/sources.h"
+#include "cnf/io/progress.h"
 #include "cnf/metrics/distances.h"
 #include "cnf/nn/velocity.h"
 #include "cnf/ode/solve.h"
@@ -48,13 +50,15 @@ struct EvalArgs {
 
 // `prefix` is "" for sample/eval (--method, --steps, -n) and "eval-" for train/demo,
 // where --steps means training steps.
-inline void add_eval(CLI::App* sub, EvalArgs& e, const std::string& n_help, const std::string& prefix) {
+inline void add_eval(CLI::App* sub, EvalArgs& e, const std::string& n_help,
+                     const std::string& prefix) {
   sub->add_option(prefix.empty() ? "-n,--n" : "--" + prefix + "n", e.n, n_help)
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   sub->add_option("--" + prefix + "method", e.method,
                   "ODE method: " + ode::tableaus().joined_names())
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(names_of(ode::tableaus()));
   sub->add_option("--" + prefix + "steps", e.steps,
                   "Steps from t = 1 to t = 0 (fixed-step ODE methods and the samplers)")
       ->capture_default_str()
@@ -86,9 +90,10 @@ struct Evaluation {
 };
 
 // `net` predicts `param`; the samples come from the sampler of `e` (the ODE by default).
-inline Evaluation evaluate(nn::VelocityFieldImpl& net, path::Param param, const path::Schedule& schedule,
-                    const data::Source& prior, const Holdout& h, const EvalArgs& e, uint64_t seed,
-                    torch::Device device, const ode::Observer& observer = {}) {
+inline Evaluation evaluate(nn::VelocityFieldImpl& net, path::Param param,
+                           const path::Schedule& schedule, const data::Source& prior,
+                           const Holdout& h, const EvalArgs& e, uint64_t seed, torch::Device device,
+                           const ode::Observer& observer = {}) {
   auto gen = make_generator(seed + 1);
   auto x_1 = prior.sample(h.a.size(0), gen).to(device);
   auto so = e.sampler_options();
@@ -104,6 +109,38 @@ inline Evaluation evaluate(nn::VelocityFieldImpl& net, path::Param param, const 
   ev.w2_floor = metrics::w2(h.b, h.a);
   ev.mmd2 = metrics::mmd2(ev.samples, h.a);
   return ev;
+}
+
+// ------------------------------------------------------------------ the studies' recipe
+
+// The training recipe the studies share: `steps` at peak `lr` with a cosine decay, an EMA of
+// the weights (`ema_decay`, 0: none), seeded and on `device`.
+inline train::TrainOptions study_options(int64_t steps, uint64_t seed, torch::Device device,
+                                         double lr = 2e-3, double ema_decay = 0.999) {
+  train::TrainOptions o;
+  o.steps = steps;
+  o.lr = lr;
+  o.lr_schedule = train::LrSchedule::cosine;
+  o.ema_decay = ema_decay;
+  o.seed = seed;
+  o.device = device;
+  return o;
+}
+
+// Trains to the end with a progress bar `label` (shown when `show`, updated every `every`
+// steps); `on_step` sees each step's result. Returns the training time in seconds.
+inline double train_with_progress(
+    train::Trainer& trainer, const std::string& label, bool show, int64_t every = 100,
+    const std::function<void(int64_t, const objective::LossResult&)>& on_step = {}) {
+  io::Progress progress(trainer.options().steps, label, show);
+  auto t0 = std::chrono::steady_clock::now();
+  trainer.run([&](int64_t step, const objective::LossResult& r) {
+    if (on_step) on_step(step, r);
+    if (step % every == 0) progress.update(step);
+    return true;
+  });
+  progress.finish();
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // The effective options of a verb as key=value lines (config.toml and checkpoints).

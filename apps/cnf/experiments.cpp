@@ -5,6 +5,7 @@
 #include <memory>
 
 #include "apps/cnf/common.h"
+#include "apps/cnf/evaluation.h"
 #include "cnf/data/sources.h"
 #include "cnf/io/plot.h"
 #include "cnf/io/progress.h"
@@ -54,20 +55,11 @@ int run_nfe_error(const NfeErrorArgs& a) {
     train::FlowSpec spec;
     spec.data = a.data;
     spec.schedule = name;
-    train::TrainOptions o;
-    o.steps = a.steps;
-    o.lr = 2e-3;
-    o.lr_schedule = "cosine";
-    o.seed = a.common.seed;
-    o.device = device;
     auto data_source = data::make_source(a.data);
-    train::Trainer trainer(spec, o, data_source, data::make_source("normal", data_source->dim()));
-    io::Progress progress(o.steps, "nfe-error: training " + name, !a.quiet);
-    trainer.run([&](int64_t step, const auto&) {
-      if (step % 100 == 0) progress.update(step);
-      return true;
-    });
-    progress.finish();
+    // No EMA: the study measures the solver error of the trained weights themselves.
+    train::Trainer trainer(spec, study_options(a.steps, a.common.seed, device, 2e-3, 0.0),
+                           data_source, data::make_source("normal", data_source->dim()));
+    train_with_progress(trainer, "nfe-error: training " + name, !a.quiet);
     trainer.save(a.out + "/" + name + ".pt");
     auto model = trainer.model();
     model->eval();
@@ -114,8 +106,9 @@ int run_nfe_error(const NfeErrorArgs& a) {
 
   // NFE each (schedule, method) needs to bring the mean error below each threshold.
   const std::vector<double> thresholds{1e-1, 1e-2, 1e-3};
-  std::printf("NFE to reach a mean error below the threshold (vs dopri5 at tol %.0e), %lld points:\n",
-              a.reference_tol, static_cast<long long>(a.n));
+  std::printf(
+      "NFE to reach a mean error below the threshold (vs dopri5 at tol %.0e), %lld points:\n",
+      a.reference_tol, static_cast<long long>(a.n));
   std::printf("%-8s %-9s %10s %10s %10s\n", "path", "method", "err<1e-1", "err<1e-2", "err<1e-3");
   json summary = json::array();
   for (const auto& name : schedules)
@@ -166,8 +159,9 @@ int run_nfe_error(const NfeErrorArgs& a) {
   po.title = "log10 mean error vs log10 NFE (" + a.data + ")";
   io::scatter_png(a.out + "/nfe_error.png", series, po);
 
-  json j = {{"data", a.data},         {"train_steps", a.steps}, {"n", a.n},
-            {"reference_tol", a.reference_tol}, {"summary", summary}, {"models", per_schedule}};
+  json j = {{"data", a.data},     {"train_steps", a.steps},
+            {"n", a.n},           {"reference_tol", a.reference_tol},
+            {"summary", summary}, {"models", per_schedule}};
   io::write_text_atomic(a.out + "/results.json", j.dump(2) + "\n");
   write_json(a.common.json, j);
   std::printf("wrote %s/{nfe_error.csv, nfe_error.png, results.json, <path>.pt}\n", a.out.c_str());
@@ -184,8 +178,10 @@ std::function<int()> add_experiments(CLI::App* experiment) {
       "diffusion path (Lipman et al. 2023, fig. 7)");
   add_common(cmd, args->common);
   cmd->add_option("--data", args->data, "Data set")->capture_default_str();
-  cmd->add_option("--schedules", args->schedules, "Comma-separated paths to compare")
-      ->capture_default_str();
+  cmd->add_option("--schedules", args->schedules,
+                  "Comma-separated paths to compare: " + path::schedules().joined_names())
+      ->capture_default_str()
+      ->check(list_of(path::schedules()));
   cmd->add_option("--steps", args->steps, "Training steps per model")->capture_default_str();
   cmd->add_option("-n,--n", args->n, "Noise samples transported per solve")->capture_default_str();
   cmd->add_option("--reference-tol", args->reference_tol, "rtol = atol of the reference dopri5")

@@ -28,6 +28,5 @@ void write_sample_grid(const std::string& path, const std::string& data_spec,
                        const torch::Tensor& rows, int64_t max_images = 100, int64_t columns = 10);
 
 /// Registers `cnf experiment images` (apps/cnf/images_experiment.cpp); -1 when not chosen.
-std::function<int()> add_images_experiment(CLI::App* experiment);
 
 }  // namespace cnf::app

@@ -159,7 +159,7 @@ bool stage_train(const ImagesArgs& a, const Method& m, torch::Device device) {
   o.steps = a.steps;
   o.batch_size = a.batch_size;
   o.lr = a.lr;
-  o.lr_schedule = "cosine";
+  o.lr_schedule = train::LrSchedule::cosine;
   o.warmup_steps = a.warmup_steps;
   o.ema_decay = a.ema_decay;
   o.grad_clip = 1.0;
@@ -370,9 +370,11 @@ std::function<int()> add_images_experiment(CLI::App* experiment) {
                                      "or png:FOLDER)")
       ->capture_default_str();
   cmd->add_option("--methods", a->methods, "Comma-separated: sm-diffusion, fm-diffusion, fm-ot")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(one_of({"sm-diffusion", "fm-diffusion", "fm-ot"}, "method", true));
   cmd->add_option("--stage", a->stage, "all, classifier, train or eval (each resumable)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(one_of({"all", "classifier", "train", "eval"}, "stage"));
   cmd->add_option("--out", a->out, "Output folder")->capture_default_str();
   cmd->add_option("--width", a->width, "U-Net base channels")->capture_default_str();
   cmd->add_option("--channel-mult", a->channel_mult, "U-Net channel multipliers per level")

@@ -27,8 +27,10 @@ void add_flow_source(CLI::App* sub, FlowSource& s) {
                   "--model: what its forward returns: velocity, noise, data or score")
       ->capture_default_str();
   sub->add_option("--schedule", s.schedule,
-                  "--model: the path it was trained on: " + path::schedules().joined_names())
-      ->capture_default_str();
+                  "--model: the path it was trained on: " + path::schedules().joined_names() +
+                      " (with parameters: name:key=value,...)")
+      ->capture_default_str()
+      ->check(parsed_by([](const std::string& v) { path::make_schedule(v); }));
   sub->add_option("--sigma-min", s.sigma_min, "--model: condot's sigma_min")->capture_default_str();
   sub->add_option("--time", s.time,
                   "--model: its time convention: data-at-0 (cnf's) or data-at-1 (flow_matching, "

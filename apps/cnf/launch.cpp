@@ -33,6 +33,17 @@ std::string how_it_ended(int status) {
 }
 }  // namespace
 
+namespace {
+char** command_line_argv = nullptr;
+}
+
+void set_command_line(char** argv) { command_line_argv = argv; }
+
+int launch_workers(int nproc, double grace_seconds) {
+  CNF_CHECK(command_line_argv != nullptr, "the command line was not kept (set_command_line)");
+  return launch_local(nproc, command_line_argv, grace_seconds);
+}
+
 bool launched_worker() {
   const char* v = std::getenv("CNF_LAUNCHED");
   return v != nullptr && *v != '\0';

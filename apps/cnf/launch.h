@@ -14,4 +14,10 @@ int launch_local(int nproc, char** argv, double grace_seconds);
 /// True in a process started by launch_local (it must not launch again).
 bool launched_worker();
 
+// Keeps main's argv, which launch_workers runs again as each worker's command line.
+void set_command_line(char** argv);
+
+// launch_local with the command line main kept (set_command_line).
+int launch_workers(int nproc, double grace_seconds);
+
 }  // namespace cnf::app

@@ -37,8 +37,8 @@ int run_mle_experiment(const MleExperimentArgs& a) {
   const auto sets = split_list(a.data), methods = split_list(a.methods);
   CNF_CHECK(!sets.empty() && !methods.empty(), "--data and --methods must not be empty");
   for (const auto& m : methods)
-    CNF_CHECK(m == "mle" || m == "mle+reg" || m == "mle+steepest" || m == "fm",
-              "unknown method '", m, "'; valid: mle, mle+reg, mle+steepest, fm");
+    CNF_CHECK(m == "mle" || m == "mle+reg" || m == "mle+steepest" || m == "fm", "unknown method '",
+              m, "'; valid: mle, mle+reg, mle+steepest, fm");
   std::string table =
       "| data | method | test NLL (nats) | train NFE (last 10 steps) | sampling NFE (dopri5) | "
       "train time |\n|---|---|---|---|---|---|\n";
@@ -53,31 +53,25 @@ int run_mle_experiment(const MleExperimentArgs& a) {
       spec.model.depth = 3;
       spec.model.activation = "tanh";
       spec.objective = method == "fm" ? "fm" : "mle";
-      train::TrainOptions o;
+      train::TrainOptions o =
+          study_options(method == "fm" ? a.fm_steps : a.mle_steps, a.common.seed, device,
+                        method == "fm" ? 2e-3 : 3e-3, 0.0);
       o.batch_size = a.batch_size;
-      o.steps = method == "fm" ? a.fm_steps : a.mle_steps;
-      o.lr = method == "fm" ? 2e-3 : 3e-3;
-      o.lr_schedule = "cosine";
-      o.seed = a.common.seed;
-      o.device = device;
       if (method == "mle+reg") o.mle.kinetic = o.mle.jacobian = a.reg;
       if (method == "mle+steepest") o.mle.steepest = a.reg;
       train::Trainer trainer(spec, o, split.train, prior);
-      io::Progress progress(o.steps, "mle study: " + set + " " + method, !a.quiet);
       std::vector<double> nfes;
-      auto t0 = std::chrono::steady_clock::now();
-      trainer.run([&](int64_t step, const objective::LossResult& r) {
-        auto it = r.diagnostics.find("nfe");
-        if (it != r.diagnostics.end()) nfes.push_back(it->second.item<double>());
-        if (step % 10 == 0) progress.update(step);
-        return true;
-      });
-      progress.finish();
       const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const std::string tag = set + "_" + (method == "mle+reg" ? "mle-reg"
-                                           : method == "mle+steepest" ? "mle-steepest"
-                                                                      : method);
+          train_with_progress(trainer, "mle study: " + set + " " + method, !a.quiet, 10,
+                              [&](int64_t, const objective::LossResult& r) {
+                                auto it = r.diagnostics.find("nfe");
+                                if (it != r.diagnostics.end())
+                                  nfes.push_back(it->second.item<double>());
+                              });
+      const std::string tag = set + "_" +
+                              (method == "mle+reg"        ? "mle-reg"
+                               : method == "mle+steepest" ? "mle-steepest"
+                                                          : method);
       trainer.save(a.out + "/" + tag + ".pt");
       auto model = trainer.model();
       model->eval();
@@ -87,8 +81,8 @@ int run_mle_experiment(const MleExperimentArgs& a) {
       density::LikelihoodOptions lo;
       lo.divergence.method = density::Divergence::exact;
       auto gen = make_generator(a.common.seed + 3);
-      auto ll = density::log_likelihood(*model, *schedule, *prior, split.holdout.to(device), lo,
-                                        gen);
+      auto ll =
+          density::log_likelihood(*model, *schedule, *prior, split.holdout.to(device), lo, gen);
       auto nll = density::mean_and_stderr(-ll.log_prob);
       // NFE of sampling 1,000 points with dopri5 at 1e-5.
       ode::SolveOptions so;
@@ -116,11 +110,11 @@ int run_mle_experiment(const MleExperimentArgs& a) {
       io::heatmap_png(a.out + "/density_" + tag + ".png", dens, {-4, 4, -4, 4}, po);
 
       char row[512];
-      std::snprintf(row, sizeof row, "| %s | %s | %.3f ± %.3f | %s | %lld | %.0f s (%lld steps) |\n",
-                    set.c_str(), method.c_str(), nll.mean, nll.stderr,
+      std::snprintf(row, sizeof row,
+                    "| %s | %s | %.3f ± %.3f | %s | %lld | %.0f s (%lld steps) |\n", set.c_str(),
+                    method.c_str(), nll.mean, nll.stderr,
                     nfes.empty() ? "–" : std::to_string(static_cast<int>(train_nfe)).c_str(),
-                    static_cast<long long>(sample_nfe), seconds,
-                    static_cast<long long>(o.steps));
+                    static_cast<long long>(sample_nfe), seconds, static_cast<long long>(o.steps));
       table += row;
       results.push_back({{"data", set},
                          {"method", method},
@@ -134,12 +128,9 @@ int run_mle_experiment(const MleExperimentArgs& a) {
     }
   }
   io::write_text_atomic(a.out + "/mle.md", table);
-  json j = {{"results", results},
-            {"mle_steps", a.mle_steps},
-            {"fm_steps", a.fm_steps},
-            {"batch_size", a.batch_size},
-            {"reg", a.reg},
-            {"n_test", a.n}};
+  json j = {{"results", results},     {"mle_steps", a.mle_steps},
+            {"fm_steps", a.fm_steps}, {"batch_size", a.batch_size},
+            {"reg", a.reg},           {"n_test", a.n}};
   io::write_text_atomic(a.out + "/results.json", j.dump(2) + "\n");
   write_json(a.common.json, j);
   std::printf("%s", table.c_str());
@@ -152,12 +143,14 @@ int run_mle_experiment(const MleExperimentArgs& a) {
 std::function<int()> add_mle_experiment(CLI::App* experiment) {
   auto a = std::make_shared<MleExperimentArgs>();
   auto* cmd = experiment->add_subcommand(
-      "mle", "Maximum likelihood (plain, kinetic + Jacobian, steepest flow) vs flow matching: "
-             "test NLL, NFE, wall time on 2-D sets");
+      "mle",
+      "Maximum likelihood (plain, kinetic + Jacobian, steepest flow) vs flow matching: "
+      "test NLL, NFE, wall time on 2-D sets");
   add_common(cmd, a->common);
   cmd->add_option("--data", a->data, "Comma-separated 2-D sets")->capture_default_str();
   cmd->add_option("--methods", a->methods, "Comma-separated: mle, mle+reg, mle+steepest, fm")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(one_of({"mle", "mle+reg", "mle+steepest", "fm"}, "method", true));
   cmd->add_option("--mle-steps", a->mle_steps, "Training steps of the MLE models")
       ->capture_default_str();
   cmd->add_option("--fm-steps", a->fm_steps, "Training steps of flow matching")

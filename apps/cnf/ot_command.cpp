@@ -142,9 +142,11 @@ std::function<int()> add_ot_command(CLI::App& app) {
   sub->add_option("--method", args->method,
                   "emd (exact), sinkhorn (entropic, log domain), icnn (neural W2 and map), "
                   "critic (neural W1)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(one_of({"emd", "sinkhorn", "icnn", "critic"}, "OT method"));
   sub->add_option("--cost", args->cost, "Ground cost: sqeuclidean or euclidean")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(parsed_by([](const std::string& v) { ot::parse_cost(v); }));
   sub->add_option("--eps", args->eps, "Sinkhorn epsilon (cost units)")->capture_default_str();
   sub->add_option("--tol", args->tol, "Sinkhorn tolerance on the L1 marginal error")
       ->capture_default_str();

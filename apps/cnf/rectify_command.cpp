@@ -82,9 +82,8 @@ double w2_with(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
 }
 
 // One model's report: straightness and W2 of one-step Euler and of dopri5 to held-out data.
-json report(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
-            const data::Source& prior, const Holdout& h, int64_t euler_steps, uint64_t seed,
-            torch::Device device) {
+json report(nn::VelocityFieldImpl& model, const path::Schedule& schedule, const data::Source& prior,
+            const Holdout& h, int64_t euler_steps, uint64_t seed, torch::Device device) {
   auto gen = make_generator(seed + 11);
   auto x_1 = prior.sample(h.a.size(0), gen).to(device);
   auto s = rectify::straightness(model, schedule, x_1);
@@ -147,7 +146,8 @@ void add_rectify(CLI::App* sub, RectifyArgs& a, bool distill) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--pair-method", a.pair_solve.method,
                   "ODE method for the pairs: " + ode::tableaus().joined_names())
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(names_of(ode::tableaus()));
   sub->add_option("--pair-steps", a.pair_solve.steps, "Steps (fixed-step pair methods)")
       ->capture_default_str();
   sub->add_option("--pair-rtol", a.pair_solve.rtol, "rtol of adaptive pair methods")
@@ -165,8 +165,8 @@ void add_rectify(CLI::App* sub, RectifyArgs& a, bool distill) {
   }
   sub->add_option("--batch-size", a.opt.batch_size, "Minibatch size")->capture_default_str();
   sub->add_option("--lr", a.opt.lr, "Learning rate")->capture_default_str();
-  sub->add_option("--lr-schedule", a.opt.lr_schedule, "constant, cosine or linear")
-      ->capture_default_str();
+  add_choice(sub, "--lr-schedule", a.opt.lr_schedule, train::lr_schedules(),
+             "Learning rate after the warm-up");
   sub->add_option("--ema-decay", a.opt.ema_decay, "EMA decay (0: off)")->capture_default_str();
   sub->add_flag("--warm-start,!--no-warm-start", a.warm_start,
                 "Start from the parent's weights (default) or from a fresh initialization");
@@ -285,12 +285,12 @@ RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, 
   if (distill) {
     // A distilled generator is judged by its N Euler steps; its "flow" is not meaningful.
     j["generator_steps"] = a.generator_steps;
-    j["w2_euler"] = w2_with(*child, *schedule, *prior, h, "euler", a.generator_steps,
-                            a.common.seed, device);
+    j["w2_euler"] =
+        w2_with(*child, *schedule, *prior, h, "euler", a.generator_steps, a.common.seed, device);
   } else {
     j["metrics"] = report(*child, *schedule, *prior, h, euler_steps, a.common.seed, device);
-    plot_trajectories(a.out + "/trajectories.png", *child, *schedule, *prior, a.common.seed,
-                      device, "round " + std::to_string(me.round) + " trajectories");
+    plot_trajectories(a.out + "/trajectories.png", *child, *schedule, *prior, a.common.seed, device,
+                      "round " + std::to_string(me.round) + " trajectories");
   }
   return {child, j};
 }
@@ -305,21 +305,23 @@ int run_rectify(const RectifyArgs& a, const CLI::App* sub, bool distill) {
   write_json(a.common.json, r.metrics);
   const auto& pm = r.metrics["parent_metrics"];
   if (distill) {
-    std::printf("distilled %s into a %lld-step generator: W2 %.4f (parent with %lld Euler "
-                "step(s): %.4f, dopri5: %.4f, floor %.4f)\n",
-                a.source.name().c_str(), static_cast<long long>(a.generator_steps),
-                r.metrics["w2_euler"].get<double>(), static_cast<long long>(a.generator_steps),
-                pm["w2_euler"].get<double>(), pm["w2_dopri5"].get<double>(),
-                r.metrics["w2_floor"].get<double>());
+    std::printf(
+        "distilled %s into a %lld-step generator: W2 %.4f (parent with %lld Euler "
+        "step(s): %.4f, dopri5: %.4f, floor %.4f)\n",
+        a.source.name().c_str(), static_cast<long long>(a.generator_steps),
+        r.metrics["w2_euler"].get<double>(), static_cast<long long>(a.generator_steps),
+        pm["w2_euler"].get<double>(), pm["w2_dopri5"].get<double>(),
+        r.metrics["w2_floor"].get<double>());
   } else {
     const auto& m = r.metrics["metrics"];
-    std::printf("round %lld: straightness %.4f -> %.4f, transport cost %.4f -> %.4f, "
-                "adaptive NFE %lld -> %lld\n",
-                static_cast<long long>(r.metrics["round"].get<int64_t>()),
-                pm["straightness"].get<double>(), m["straightness"].get<double>(),
-                pm["transport_cost"].get<double>(), m["transport_cost"].get<double>(),
-                static_cast<long long>(pm["adaptive_nfe"].get<int64_t>()),
-                static_cast<long long>(m["adaptive_nfe"].get<int64_t>()));
+    std::printf(
+        "round %lld: straightness %.4f -> %.4f, transport cost %.4f -> %.4f, "
+        "adaptive NFE %lld -> %lld\n",
+        static_cast<long long>(r.metrics["round"].get<int64_t>()), pm["straightness"].get<double>(),
+        m["straightness"].get<double>(), pm["transport_cost"].get<double>(),
+        m["transport_cost"].get<double>(),
+        static_cast<long long>(pm["adaptive_nfe"].get<int64_t>()),
+        static_cast<long long>(m["adaptive_nfe"].get<int64_t>()));
     std::printf("W2 to held-out: one Euler step %.4f -> %.4f, dopri5 %.4f -> %.4f (floor %.4f)\n",
                 pm["w2_euler"].get<double>(), m["w2_euler"].get<double>(),
                 pm["w2_dopri5"].get<double>(), m["w2_dopri5"].get<double>(),
@@ -351,25 +353,14 @@ int run_reflow_experiment(const ReflowExperimentArgs& a) {
   // Round 1: flow matching on independent pairs (the 1-rectified flow).
   train::FlowSpec spec;
   spec.data = a.data;
-  train::TrainOptions o;
-  o.steps = a.steps;
-  o.lr = 2e-3;
-  o.lr_schedule = "cosine";
-  o.ema_decay = 0.999;
-  o.seed = a.common.seed;
-  o.device = device;
+  train::TrainOptions o = study_options(a.steps, a.common.seed, device);
   auto split = data::split_source(a.data, 2, 2 * a.n, 0.1, a.common.seed);
   auto prior = data::make_source("normal", split.train->dim());
   std::string ckpt = a.out + "/round1/model.pt";
   {
     make_dir(a.out + "/round1");
     train::Trainer trainer(spec, o, split.train, prior);
-    io::Progress progress(o.steps, "reflow: round 1 (flow matching)", !a.quiet);
-    trainer.run([&](int64_t step, const auto&) {
-      if (step % 100 == 0) progress.update(step);
-      return true;
-    });
-    progress.finish();
+    train_with_progress(trainer, "reflow: round 1 (flow matching)", !a.quiet);
     trainer.save(ckpt, lineage_line(Lineage{}));
   }
   auto h = halves(split.holdout);
@@ -420,30 +411,31 @@ int run_reflow_experiment(const ReflowExperimentArgs& a) {
     j["w2_distilled_1step"] = dist.metrics["w2_euler"];
     rounds.push_back(j);
     char buf[512];
-    std::snprintf(buf, sizeof buf,
-                  "| %lld | %.2e ± %.1e | %.3f ± %.3f | %.4f | %lld | %.3f | %.3f | %.3f |",
-                  static_cast<long long>(k), j["straightness"].get<double>(),
-                  j["straightness_stderr"].get<double>(), j["transport_cost"].get<double>(),
-                  j["transport_cost_stderr"].get<double>(), j["normalized_energy"].get<double>(),
-                  static_cast<long long>(j["adaptive_nfe"].get<int64_t>()),
-                  j["w2_euler"].get<double>(), j["w2_distilled_1step"].get<double>(),
-                  j["w2_dopri5"].get<double>());
+    std::snprintf(
+        buf, sizeof buf, "| %lld | %.2e ± %.1e | %.3f ± %.3f | %.4f | %lld | %.3f | %.3f | %.3f |",
+        static_cast<long long>(k), j["straightness"].get<double>(),
+        j["straightness_stderr"].get<double>(), j["transport_cost"].get<double>(),
+        j["transport_cost_stderr"].get<double>(), j["normalized_energy"].get<double>(),
+        static_cast<long long>(j["adaptive_nfe"].get<int64_t>()), j["w2_euler"].get<double>(),
+        j["w2_distilled_1step"].get<double>(), j["w2_dopri5"].get<double>());
     table += std::string(buf) + "\n";
   }
   char floor_line[128];
-  std::snprintf(floor_line, sizeof floor_line, "\nW2 floor (held-out vs held-out, %lld points): %.3f\n",
+  std::snprintf(floor_line, sizeof floor_line,
+                "\nW2 floor (held-out vs held-out, %lld points): %.3f\n",
                 static_cast<long long>(h.a.size(0)), floor);
   table += floor_line;
   io::write_text_atomic(a.out + "/reflow.md", table);
-  json j = {{"data", a.data},          {"steps", a.steps}, {"distill_steps", a.distill_steps},
-            {"pairs", a.pairs},        {"n", a.n},         {"w2_floor", floor},
+  json j = {{"data", a.data},   {"steps", a.steps}, {"distill_steps", a.distill_steps},
+            {"pairs", a.pairs}, {"n", a.n},         {"w2_floor", floor},
             {"rounds", rounds}};
   io::write_text_atomic(a.out + "/results.json", j.dump(2) + "\n");
   write_json(a.common.json, j);
   std::printf("%s", table.c_str());
-  std::printf("wrote %s/{reflow.md, results.json, roundK/{model.pt, trajectories.png, "
-              "distill1/}}\n",
-              a.out.c_str());
+  std::printf(
+      "wrote %s/{reflow.md, results.json, roundK/{model.pt, trajectories.png, "
+      "distill1/}}\n",
+      a.out.c_str());
   return 0;
 }
 
@@ -454,7 +446,7 @@ std::function<int()> add_rectify_commands(CLI::App& app, CLI::App* experiment) {
   reflow->out = "out/reflow-round";
   reflow->opt.steps = 5000;
   reflow->opt.lr = 1e-3;
-  reflow->opt.lr_schedule = "cosine";
+  reflow->opt.lr_schedule = train::LrSchedule::cosine;
   reflow->opt.ema_decay = 0.999;
   reflow->pair_solve.method = "dopri5";
   auto* reflow_cmd = app.add_subcommand(
@@ -469,8 +461,9 @@ std::function<int()> add_rectify_commands(CLI::App& app, CLI::App* experiment) {
 
   auto exp = std::make_shared<ReflowExperimentArgs>();
   auto* exp_cmd = experiment->add_subcommand(
-      "reflow", "Straightness, transport cost and one-step W2 across reflow rounds, with and "
-                "without distillation (Liu et al. 2023)");
+      "reflow",
+      "Straightness, transport cost and one-step W2 across reflow rounds, with and "
+      "without distillation (Liu et al. 2023)");
   add_common(exp_cmd, exp->common);
   exp_cmd->add_option("--data", exp->data, "2-D data set")->capture_default_str();
   exp_cmd->add_option("--rounds", exp->rounds, "Rectified flows 1..R")->capture_default_str();

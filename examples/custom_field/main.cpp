@@ -53,7 +53,7 @@ int main(int argc, char** argv) try {
   cnf::train::TrainOptions options;
   options.steps = steps;
   options.lr = 2e-3;
-  options.lr_schedule = "cosine";
+  options.lr_schedule = cnf::train::LrSchedule::cosine;
   options.coupling = "exact";  // minibatch OT-CFM pairs
   cnf::train::Trainer trainer(cnf::train::FlowSpec{}, options, data, prior, factory);
   trainer.run();

@@ -30,7 +30,7 @@ int main(int argc, char** argv) try {
   cnf::train::TrainOptions options;
   options.steps = steps;
   options.lr = 2e-3;
-  options.lr_schedule = "cosine";
+  options.lr_schedule = cnf::train::LrSchedule::cosine;
   options.ema_decay = 0.999;
   cnf::train::Trainer trainer(spec, options, data, prior);
   trainer.run();

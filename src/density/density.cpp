@@ -11,12 +11,14 @@
 
 namespace cnf::density {
 
-Divergence parse_divergence(const std::string& name) {
+const Registry<Divergence>& divergences() {
   static const Registry<Divergence> r("divergence", {{"exact", Divergence::exact},
                                                      {"analytic", Divergence::analytic},
                                                      {"hutchinson", Divergence::hutchinson}});
-  return r.get(name);
+  return r;
 }
+Divergence parse_divergence(const std::string& name) { return divergences().get(name); }
+std::string divergence_name(Divergence d) { return divergences().name_of(d); }
 
 LikelihoodOptions::LikelihoodOptions() {
   solve.method = "dopri5";

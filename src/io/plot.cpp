@@ -532,6 +532,19 @@ void panels_png(const std::string& path, const std::vector<std::vector<Series>>&
   save_png(path, c);
 }
 
+at::Tensor histogram_2d(const at::Tensor& xy, int64_t bins, double lo, double hi) {
+  CNF_CHECK(xy.dim() == 2 && xy.size(1) == 2, "histogram_2d needs points [N, 2], got ",
+            xy.sizes());
+  CNF_CHECK(bins >= 1 && hi > lo, "histogram_2d needs bins >= 1 and hi > lo, got ", bins, ", [",
+            lo, ", ", hi, "]");
+  auto idx = ((xy.to(torch::kFloat64) - lo) / (hi - lo) * static_cast<double>(bins))
+                 .floor()
+                 .to(torch::kLong)
+                 .clamp(0, bins - 1);
+  auto flat = (bins - 1 - idx.select(1, 1)) * bins + idx.select(1, 0);
+  return torch::bincount(flat, {}, bins * bins).to(torch::kFloat64).reshape({bins, bins});
+}
+
 void heatmap_png(const std::string& path, const at::Tensor& values, std::array<double, 4> range,
                  const PlotOptions& options) {
   check_options(options, path);

@@ -11,7 +11,6 @@
 
 namespace cnf::nn {
 
-namespace {
 const Registry<Activation>& activations() {
   static const Registry<Activation> r("activation", {{"tanh", Activation::tanh},
                                                      {"relu", Activation::relu},
@@ -21,23 +20,18 @@ const Registry<Activation>& activations() {
                                                      {"softplus", Activation::softplus}});
   return r;
 }
-const Registry<TimeEmbedding>& embeddings() {
+const Registry<TimeEmbedding>& time_embeddings() {
   static const Registry<TimeEmbedding> r(
       "time embedding", {{"concat", TimeEmbedding::concat}, {"fourier", TimeEmbedding::fourier}});
   return r;
 }
-template <class T>
-std::string name_of(const Registry<T>& r, T value) {
-  for (const auto& [name, v] : r.entries())
-    if (v == value) return name;
-  return "?";
-}
-}  // namespace
 
 Activation parse_activation(const std::string& name) { return activations().get(name); }
-std::string activation_name(Activation a) { return name_of(activations(), a); }
-TimeEmbedding parse_time_embedding(const std::string& name) { return embeddings().get(name); }
-std::string time_embedding_name(TimeEmbedding e) { return name_of(embeddings(), e); }
+std::string activation_name(Activation a) { return activations().name_of(a); }
+TimeEmbedding parse_time_embedding(const std::string& name) {
+  return time_embeddings().get(name);
+}
+std::string time_embedding_name(TimeEmbedding e) { return time_embeddings().name_of(e); }
 
 torch::Tensor activate(Activation a, const torch::Tensor& x) {
   switch (a) {

@@ -6,24 +6,16 @@
 
 namespace cnf::objective {
 
-Weighting parse_weighting(const std::string& name) {
-  if (name == "sigma2") return Weighting::sigma2;
-  if (name == "likelihood") return Weighting::likelihood;
-  if (name == "uniform") return Weighting::uniform;
-  fail("unknown score-matching weighting '", name, "'; valid names: sigma2, likelihood, uniform");
+const Registry<Weighting>& weightings() {
+  static const Registry<Weighting> r("score-matching weighting",
+                                     {{"sigma2", Weighting::sigma2},
+                                      {"likelihood", Weighting::likelihood},
+                                      {"uniform", Weighting::uniform}});
+  return r;
 }
+Weighting parse_weighting(const std::string& name) { return weightings().get(name); }
 
-std::string weighting_name(Weighting w) {
-  switch (w) {
-    case Weighting::sigma2:
-      return "sigma2";
-    case Weighting::likelihood:
-      return "likelihood";
-    case Weighting::uniform:
-      return "uniform";
-  }
-  return "?";
-}
+std::string weighting_name(Weighting w) { return weightings().name_of(w); }
 
 LossResult score_matching_loss(nn::VelocityFieldImpl& net, const Batch& batch,
                                const ScoreMatchingOptions& options, at::Generator& gen) {

@@ -25,23 +25,16 @@ PathSample sample_path(const Schedule& schedule, const at::Tensor& x_0, const at
   return {t, b(s.alpha_t) * x_0 + b(s.sigma_t) * x_1, b(s.d_alpha_t) * x_0 + b(s.d_sigma_t) * x_1};
 }
 
-Param parse_param(const std::string& name) {
-  if (name == "velocity") return Param::velocity;
-  if (name == "score") return Param::score;
-  if (name == "data") return Param::data;
-  if (name == "noise") return Param::noise;
-  fail("unknown parameterization '", name, "'; valid names: velocity, score, data, noise");
+const Registry<Param>& params() {
+  static const Registry<Param> r("parameterization", {{"velocity", Param::velocity},
+                                                      {"score", Param::score},
+                                                      {"data", Param::data},
+                                                      {"noise", Param::noise}});
+  return r;
 }
+Param parse_param(const std::string& name) { return params().get(name); }
 
-std::string param_name(Param p) {
-  switch (p) {
-    case Param::velocity: return "velocity";
-    case Param::score: return "score";
-    case Param::data: return "data";
-    case Param::noise: return "noise";
-  }
-  return "?";
-}
+std::string param_name(Param p) { return params().name_of(p); }
 
 at::Tensor convert(const Schedule& schedule, const at::Tensor& pred, Param from, Param to,
                    const at::Tensor& x_t, const at::Tensor& t) {

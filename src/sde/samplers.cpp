@@ -30,17 +30,22 @@ std::string sampler_name(Sampler s) {
   return "?";
 }
 
-Spacing parse_spacing(const std::string& name) {
-  if (name == "auto") return Spacing::automatic;
-  if (name == "time") return Spacing::time;
-  if (name == "lambda") return Spacing::lambda;
-  fail("unknown time spacing '", name, "'; valid names: auto, time, lambda");
+const Registry<Spacing>& spacings() {
+  static const Registry<Spacing> r(
+      "time spacing",
+      {{"auto", Spacing::automatic}, {"time", Spacing::time}, {"lambda", Spacing::lambda}});
+  return r;
 }
+Spacing parse_spacing(const std::string& name) { return spacings().get(name); }
 
+const Registry<PcPredictor>& pc_predictors() {
+  static const Registry<PcPredictor> r("predictor",
+                                       {{"reverse-diffusion", PcPredictor::reverse_diffusion},
+                                        {"euler-maruyama", PcPredictor::euler_maruyama}});
+  return r;
+}
 PcPredictor parse_pc_predictor(const std::string& name) {
-  if (name == "reverse-diffusion") return PcPredictor::reverse_diffusion;
-  if (name == "euler-maruyama" || name == "em") return PcPredictor::euler_maruyama;
-  fail("unknown predictor '", name, "'; valid names: reverse-diffusion, euler-maruyama");
+  return pc_predictors().get(name == "em" ? std::string("euler-maruyama") : name);
 }
 
 void SamplerOptions::validate() const {

@@ -33,6 +33,24 @@ const Registry<Objective>& objectives() {
   return registry;
 }
 
+const Registry<Optimizer>& optimizers() {
+  static const Registry<Optimizer> r("optimizer",
+                                     {{"adam", Optimizer::adam}, {"adamw", Optimizer::adamw}});
+  return r;
+}
+const Registry<LrSchedule>& lr_schedules() {
+  static const Registry<LrSchedule> r("learning-rate schedule",
+                                      {{"constant", LrSchedule::constant},
+                                       {"cosine", LrSchedule::cosine},
+                                       {"linear", LrSchedule::linear}});
+  return r;
+}
+const Registry<CouplingScope>& coupling_scopes() {
+  static const Registry<CouplingScope> r(
+      "coupling scope", {{"rank", CouplingScope::rank}, {"global", CouplingScope::global}});
+  return r;
+}
+
 std::string canonical_objective(const std::string& name) {
   if (name == "flow-matching") return "fm";
   if (name == "score-matching") return "score";
@@ -124,12 +142,8 @@ path::SchedulePtr FlowSpec::make_schedule() const { return path::make_schedule(s
 void TrainOptions::validate() const {
   CNF_CHECK(steps >= 0, "steps must be >= 0, got ", steps);
   CNF_CHECK(batch_size >= 1, "batch_size must be >= 1, got ", batch_size);
-  CNF_CHECK(optimizer == "adam" || optimizer == "adamw", "unknown optimizer '", optimizer,
-            "'; valid names: adam, adamw");
   CNF_CHECK(lr > 0 && std::isfinite(lr), "lr must be > 0, got ", lr);
   CNF_CHECK(weight_decay >= 0, "weight_decay must be >= 0, got ", weight_decay);
-  CNF_CHECK(lr_schedule == "constant" || lr_schedule == "cosine" || lr_schedule == "linear",
-            "unknown lr_schedule '", lr_schedule, "'; valid names: constant, cosine, linear");
   CNF_CHECK(warmup_steps >= 0, "warmup_steps must be >= 0, got ", warmup_steps);
   CNF_CHECK(grad_clip >= 0, "grad_clip must be >= 0 (0 disables it), got ", grad_clip);
   mle.validate();
@@ -143,8 +157,6 @@ void TrainOptions::validate() const {
             label_dropout);
   CNF_CHECK(accumulate >= 1, "accumulate must be >= 1 (micro-batches per step), got ",
             accumulate);
-  CNF_CHECK(coupling_scope == "rank" || coupling_scope == "global", "unknown coupling_scope '",
-            coupling_scope, "'; valid names: rank, global");
   CNF_CHECK(ema_decay >= 0 && ema_decay < 1, "ema_decay must be in [0, 1) (0 disables it), got ",
             ema_decay);
 }
@@ -165,8 +177,8 @@ double learning_rate(const TrainOptions& o, int64_t step) {
   const double span = static_cast<double>(std::max<int64_t>(1, o.steps - o.warmup_steps));
   const double progress =
       std::clamp(static_cast<double>(step - o.warmup_steps) / span, 0.0, 1.0);
-  if (o.lr_schedule == "cosine") factor *= 0.5 * (1.0 + std::cos(M_PI * progress));
-  if (o.lr_schedule == "linear") factor *= 1.0 - progress;
+  if (o.lr_schedule == LrSchedule::cosine) factor *= 0.5 * (1.0 + std::cos(M_PI * progress));
+  if (o.lr_schedule == LrSchedule::linear) factor *= 1.0 - progress;
   return o.lr * factor;
 }
 
@@ -199,9 +211,9 @@ struct Trainer::State {
 };
 
 namespace {
-void set_lr(torch::optim::Optimizer& opt, const std::string& kind, double lr) {
+void set_lr(torch::optim::Optimizer& opt, Optimizer kind, double lr) {
   for (auto& group : opt.param_groups()) {
-    if (kind == "adamw")
+    if (kind == Optimizer::adamw)
       static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     else
       static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
@@ -436,7 +448,7 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
       s_->ema_params[i].set_requires_grad(false);
     }
   }
-  if (options.optimizer == "adamw")
+  if (options.optimizer == Optimizer::adamw)
     s_->optimizer = std::make_unique<FusedAdamW>(
         s_->params, torch::optim::AdamWOptions(options.lr).weight_decay(options.weight_decay));
   else
@@ -459,7 +471,7 @@ objective::LossResult Trainer::step() {
   const auto& o = s.opt;
   const int64_t K = static_cast<int64_t>(s.gens.size());
   std::vector<Micro> micro(K);
-  const bool global_plan = o.coupling_scope == "global" && !s.pairs &&
+  const bool global_plan = o.coupling_scope == CouplingScope::global && !s.pairs &&
                            s.objective != Objective::mle && !s.images;
   for (int64_t j = 0; j < K; ++j) {
     auto& gen = s.gens[j];
@@ -604,9 +616,9 @@ void Trainer::set_group(std::shared_ptr<dist::Group> group) {
   // what the ranks must agree on (FNV-1a of the text) before the first collective on weights.
   const auto& o = s.opt;
   const std::string agreed = detail::concat(
-      s.spec.serialize(), "|", o.batch_size, "|", o.accumulate, "|", o.seed, "|", o.optimizer,
-      "|", o.lr, "|", o.lr_schedule, "|", o.steps, "|", o.warmup_steps, "|", o.weight_decay, "|",
-      o.grad_clip, "|", o.ema_decay, "|", s.coupling->describe(), "|", o.coupling_scope, "|",
+      s.spec.serialize(), "|", o.batch_size, "|", o.accumulate, "|", o.seed, "|", optimizers().name_of(o.optimizer),
+      "|", o.lr, "|", lr_schedules().name_of(o.lr_schedule), "|", o.steps, "|", o.warmup_steps, "|", o.weight_decay, "|",
+      o.grad_clip, "|", o.ema_decay, "|", s.coupling->describe(), "|", coupling_scopes().name_of(o.coupling_scope), "|",
       o.time_grid, "|", o.label_dropout, "|", s.params.size());
   uint64_t h = 1469598103934665603ull;
   for (unsigned char ch : agreed) h = (h ^ ch) * 1099511628211ull;
@@ -686,7 +698,7 @@ void Trainer::save(const std::string& path, const std::string& config_text) cons
   if (s.group && s.group->rank() != 0) return;
   ar.write("rng", states[0].clone());
   if (s.shards > 1) ar.write("rng_shards", states);
-  if (s.opt.coupling_scope == "global") ar.write("coupling_rng", generator_state(s.coupling_gen));
+  if (s.opt.coupling_scope == CouplingScope::global) ar.write("coupling_rng", generator_state(s.coupling_gen));
   torch::serialize::OutputArchive model_ar, opt_ar;
   s.model->save(model_ar);
   ar.write("model", model_ar);
@@ -730,7 +742,7 @@ std::string Trainer::resume(const std::string& path) {
   CNF_CHECK(ar.try_read("rng", rng), "checkpoint '", path, "' has no generator state");
   if (!ar.try_read("rng_shards", shards)) shards = rng.unsqueeze(0);
   at::Tensor coupling_rng;
-  if (s.opt.coupling_scope == "global" && ar.try_read("coupling_rng", coupling_rng))
+  if (s.opt.coupling_scope == CouplingScope::global && ar.try_read("coupling_rng", coupling_rng))
     set_generator_state(s.coupling_gen, coupling_rng);
   if (shards.size(0) == s.shards) {
     for (size_t j = 0; j < s.gens.size(); ++j)

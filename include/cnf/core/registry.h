@@ -30,6 +30,14 @@ class Registry {
     fail("unknown ", kind_, " '", name, "'; valid names: ", joined_names());
   }
 
+  /// The name of `value` (its first entry); throws cnf::Error for a value not in the table.
+  /// Only for value types with ==, such as the enums of options.
+  const std::string& name_of(const T& value) const {
+    for (const auto& e : entries_)
+      if (e.second == value) return e.first;
+    fail("a ", kind_, " value that has no name in its registry");
+  }
+
   /// Whether an entry is named `name`.
   bool contains(const std::string& name) const {
     for (const auto& e : entries_)

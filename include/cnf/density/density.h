@@ -18,6 +18,7 @@
 #include <string>
 #include <utility>
 
+#include "cnf/core/registry.h"
 #include "cnf/data/sources.h"
 #include "cnf/nn/velocity.h"
 #include "cnf/ode/solve.h"
@@ -33,6 +34,10 @@ enum class Divergence { exact, analytic, hutchinson };
 /// "exact", "analytic" (mlp and hollow networks) or "hutchinson"; unknown names list the
 /// valid ones.
 Divergence parse_divergence(const std::string& name);
+/// The divergence routes by name: exact, analytic, hutchinson.
+const Registry<Divergence>& divergences();
+/// The name of `d`, as parse_divergence reads it.
+std::string divergence_name(Divergence d);
 
 /// How the divergence is computed inside a likelihood solve.
 struct DivergenceOptions {

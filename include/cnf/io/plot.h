@@ -50,6 +50,11 @@ void scatter_png(const std::string& path, const std::vector<Series>& series,
 void panels_png(const std::string& path, const std::vector<std::vector<Series>>& panels,
                 const std::vector<std::string>& titles, const PlotOptions& options = {});
 
+/// Counts of 2-D points `xy` [N, 2] in `bins` x `bins` equal cells over [lo, hi]^2 (points
+/// outside fall into the border cells), as float64 [bins, bins] with row 0 at the top
+/// (y = hi), ready for heatmap_png.
+at::Tensor histogram_2d(const at::Tensor& xy, int64_t bins, double lo, double hi);
+
 /// Heat map of values on a grid: `values` [H, W] (row 0 is the top, i.e. y = ymax) over
 /// `range` = {xmin, xmax, ymin, ymax}, colored with a perceptual (viridis-like) map.
 void heatmap_png(const std::string& path, const at::Tensor& values, std::array<double, 4> range,

@@ -57,6 +57,8 @@ std::string torchscript_name(const std::string& dotted);
 enum class Activation { tanh, relu, silu, selu, gelu, softplus };
 /// tanh, relu, silu, selu, gelu or softplus; unknown names list the valid ones.
 Activation parse_activation(const std::string& name);
+/// The activations by name: tanh, relu, silu, selu, gelu, softplus.
+const Registry<Activation>& activations();
 /// The name of `a`, as parse_activation reads it.
 std::string activation_name(Activation a);
 /// act(x), element-wise.
@@ -80,6 +82,8 @@ torch::Tensor mlp_layers(torch::Tensor h, torch::TensorList params, Activation a
 enum class TimeEmbedding { concat, fourier };
 /// "concat" or "fourier"; unknown names list the valid ones.
 TimeEmbedding parse_time_embedding(const std::string& name);
+/// The time embeddings by name: concat, fourier.
+const Registry<TimeEmbedding>& time_embeddings();
 /// The name of `e`, as parse_time_embedding reads it.
 std::string time_embedding_name(TimeEmbedding e);
 

@@ -24,6 +24,7 @@
 
 #include <string>
 
+#include "cnf/core/registry.h"
 #include "cnf/objective/flow_matching.h"
 #include "cnf/path/affine.h"
 
@@ -33,6 +34,8 @@ namespace cnf::objective {
 enum class Weighting { sigma2, likelihood, uniform };
 /// "sigma2", "likelihood" or "uniform".
 Weighting parse_weighting(const std::string& name);
+/// The weightings by name: sigma2, likelihood, uniform.
+const Registry<Weighting>& weightings();
 /// The name of `w`, as parse_weighting reads it.
 std::string weighting_name(Weighting w);
 

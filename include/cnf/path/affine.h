@@ -12,6 +12,7 @@
 
 #include <string>
 
+#include "cnf/core/registry.h"
 #include "cnf/path/schedule.h"
 
 namespace cnf::path {
@@ -35,6 +36,8 @@ enum class Param { velocity, score, data, noise };
 
 /// "velocity", "score", "data" (x_0-prediction), "noise" (x_1 / epsilon-prediction).
 Param parse_param(const std::string& name);
+/// The parameterizations by name: velocity, score, data, noise.
+const Registry<Param>& params();
 /// The name of `p`, as parse_param reads it.
 std::string param_name(Param p);
 

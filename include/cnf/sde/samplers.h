@@ -77,11 +77,15 @@ std::string sampler_name(Sampler s);
 enum class Spacing { automatic, time, lambda };
 /// "auto", "time" or "lambda".
 Spacing parse_spacing(const std::string& name);
+/// The spacings by name: auto, time, lambda.
+const Registry<Spacing>& spacings();
 
 /// The predictor step of pc (see the file comment).
 enum class PcPredictor { reverse_diffusion, euler_maruyama };
 /// "reverse-diffusion" or "euler-maruyama".
 PcPredictor parse_pc_predictor(const std::string& name);
+/// The predictors by name: reverse-diffusion, euler-maruyama (alias em).
+const Registry<PcPredictor>& pc_predictors();
 
 /// Sampler, time grid and settings of sde::sample; validate() checks them.
 struct SamplerOptions {

@@ -96,20 +96,34 @@ struct FlowSpec {
   nn::VelocityField velocity_field(nn::VelocityField net) const;
 };
 
+/// The optimizers (registry `optimizers()`): adam (L2 weight decay), adamw (decoupled).
+enum class Optimizer { adam, adamw };
+/// The optimizers by name: adam, adamw.
+const Registry<Optimizer>& optimizers();
+/// Learning-rate schedules after the warm-up (registry `lr_schedules()`): constant, cosine
+/// (to 0 at the last step), linear (to 0 at the last step).
+enum class LrSchedule { constant, cosine, linear };
+/// The learning-rate schedules by name: constant, cosine, linear.
+const Registry<LrSchedule>& lr_schedules();
+/// Where a coupling's plan is solved with several shards (registry `coupling_scopes()`).
+enum class CouplingScope { rank, global };
+/// The coupling scopes by name: rank, global.
+const Registry<CouplingScope>& coupling_scopes();
+
 /// Optimizer, schedule, batches and coupling of a Trainer; validate() checks them.
 struct TrainOptions {
   /// Optimization steps (>= 0).
   int64_t steps = 2000;
   /// Rows per shard (micro-batch).
   int64_t batch_size = 256;
-  /// "adam" or "adamw".
-  std::string optimizer = "adam";
+  /// The optimizer.
+  Optimizer optimizer = Optimizer::adam;
   /// Peak learning rate (> 0).
   double lr = 1e-3;
   /// Weight decay of adam (L2) or adamw (decoupled), >= 0.
   double weight_decay = 0.0;
-  /// "constant", "cosine" (to 0 at `steps`) or "linear" (to 0 at `steps`).
-  std::string lr_schedule = "constant";
+  /// The learning-rate schedule after the warm-up (cosine and linear reach 0 at `steps`).
+  LrSchedule lr_schedule = LrSchedule::constant;
   /// Linear warm-up: step k < warmup_steps uses lr (k + 1) / warmup_steps.
   int64_t warmup_steps = 0;
   /// Maximum global gradient norm; 0 disables clipping.
@@ -135,10 +149,10 @@ struct TrainOptions {
   /// step's gradient is their mean. With a process group, each rank takes `accumulate`
   /// shards of the global batch.
   int64_t accumulate = 1;
-  /// Where a coupling's plan is solved: "rank" (each shard's batch_size rows on their own)
-  /// or "global" (the plan of all S shards' rows, gathered to every rank; each rank solves
+  /// Where a coupling's plan is solved: rank (each shard's batch_size rows on their own)
+  /// or global (the plan of all S shards' rows, gathered to every rank; each rank solves
   /// the same (S B)^2 plan with a generator shared by the ranks and keeps its rows).
-  std::string coupling_scope = "rank";
+  CouplingScope coupling_scope = CouplingScope::rank;
   /// Seeds every training generator (one per shard) and the weight initialization.
   uint64_t seed = 0;
   /// Device of the networks and the batches.

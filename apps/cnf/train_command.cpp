@@ -1,0 +1,600 @@
+// apps/cnf/train_command.cpp — `cnf train` and `cnf demo`: trains a flow, writes the
+// checkpoint (also when a step fails or a signal arrives), then samples it and reports W2,
+// MMD and plots against held-out data.
+#include <torch/torch.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <numeric>
+
+#include "apps/cnf/common.h"
+#include "apps/cnf/dist_args.h"
+#include "apps/cnf/evaluation.h"
+#include "apps/cnf/flow_source.h"
+#include "apps/cnf/images.h"
+#include "apps/cnf/interrupt.h"
+#include "apps/cnf/verbs.h"
+#include "cnf/data/images.h"
+#include "cnf/data/sources.h"
+#include "cnf/density/density.h"
+#include "cnf/io/files.h"
+#include "cnf/io/plot.h"
+#include "cnf/io/progress.h"
+#include "cnf/metrics/distances.h"
+#include "cnf/objective/score_matching.h"
+#include "cnf/ode/solve.h"
+#include "cnf/path/schedule.h"
+#include "cnf/train/flow.h"
+#include "cnf/train/trainer.h"
+
+namespace cnf::app {
+namespace {
+
+struct TrainArgs {
+  Common common;
+  train::FlowSpec spec;
+  train::TrainOptions opt;
+  EvalArgs eval;
+  int64_t dim = 2;
+  std::string out = "out/train";
+  std::string resume;
+  std::string init, init_time = "data-at-0";  // --init torchscript:FILE (fine-tuning)
+  int64_t checkpoint_every = 0;
+  std::string mle_divergence = "hutchinson";
+  bool quiet = false;
+  DistArgs dist;  // train only
+};
+
+// What is learned: data, prior, path, objective and what the network predicts.
+void add_flow_flags(CLI::App* sub, TrainArgs& a) {
+  auto& s = a.spec;
+  sub->add_option("--data", s.data,
+                  "Data rho_0: a toy set (8gaussians, moons, circles, checkerboard, pinwheel, "
+                  "2spirals, swissroll, rings), normal, gmm:K, or a .npy/.csv file")
+      ->capture_default_str();
+  sub->add_option("--prior", s.prior, "Prior rho_1: normal (N(0, I)) or any data spec (bridge)")
+      ->capture_default_str();
+  sub->add_option("--dim", a.dim, "Dimension for normal and gmm:K data")->capture_default_str();
+  sub->add_option("--schedule", s.schedule,
+                  "Affine path: " + path::schedules().joined_names() +
+                      ", with parameters as name:key=value,... (vp:beta_min=0.1,beta_max=20, "
+                      "ve:sigma_min=0.01,sigma_max=50, condot:sigma_min=0.01)")
+      ->capture_default_str()
+      ->check(parsed_by([](const std::string& v) { path::make_schedule(v); }));
+  sub->add_option("--objective", s.objective,
+                  "Training objective: fm (flow matching), score (denoising score matching) or "
+                  "mle (maximum likelihood through the ODE)")
+      ->capture_default_str()
+      ->check(parsed_by(train::canonical_objective));
+  sub->add_option("--param", s.param,
+                  "What the network predicts: " + path::params().joined_names() +
+                      " (default: velocity for fm, noise for score)")
+      ->check(names_of(path::params()));
+  sub->add_option("--weighting", s.weighting,
+                  "Score-matching weighting lambda(t) (sigma2: noise prediction, likelihood: "
+                  "g^2): " +
+                      objective::weightings().joined_names())
+      ->capture_default_str()
+      ->check(names_of(objective::weightings()));
+}
+
+// Maximum likelihood through the ODE: the training solve and the regularizers.
+void add_mle_flags(CLI::App* sub, TrainArgs& a) {
+  auto& m = a.opt.mle;
+  sub->add_option("--mle-divergence", a.mle_divergence,
+                  "mle: divergence in training: " + density::divergences().joined_names())
+      ->capture_default_str()
+      ->check(names_of(density::divergences()));
+  sub->add_option("--mle-probes", m.divergence.probes, "mle: Hutchinson probes per solve")
+      ->capture_default_str();
+  sub->add_flag("--adjoint", m.adjoint, "mle: gradients by the adjoint method (else backprop)");
+  sub->add_option("--mle-method", m.solve.method,
+                  "mle: ODE method of the training solve: " + ode::tableaus().joined_names())
+      ->capture_default_str()
+      ->check(names_of(ode::tableaus()));
+  sub->add_option("--mle-steps", m.solve.steps, "mle: steps (fixed-step methods)")
+      ->capture_default_str();
+  sub->add_option("--mle-rtol", m.solve.adaptive.rtol, "mle: rtol of the training solve")
+      ->capture_default_str();
+  sub->add_option("--mle-atol", m.solve.adaptive.atol, "mle: atol of the training solve")
+      ->capture_default_str();
+  sub->add_option("--mle-max-steps", m.solve.adaptive.max_steps,
+                  "mle: adaptive steps per solve before training stops")
+      ->capture_default_str();
+  sub->add_option("--kinetic", m.kinetic, "mle: weight of the kinetic energy int ||v||^2 dt")
+      ->capture_default_str();
+  sub->add_option("--jacobian", m.jacobian,
+                  "mle: weight of the Jacobian Frobenius norm int ||grad v||_F^2 dt")
+      ->capture_default_str();
+  sub->add_option("--steepest", m.steepest,
+                  "mle: weight of the steepest-flow regularizer "
+                  "int ||v - (grad log rho_1 - grad log rho_t)||^2 dt")
+      ->capture_default_str();
+}
+
+// The network.
+void add_network_flags(CLI::App* sub, TrainArgs& a) {
+  auto& s = a.spec;
+  auto& o = a.opt;
+  sub->add_option("--sigma-min", s.sigma_min, "sigma_min of the condot path")
+      ->capture_default_str();
+  sub->add_option("--arch", s.model.arch,
+                  "Velocity network: mlp; hollow (exact divergence for the cost of one forward "
+                  "pass); unet for image data")
+      ->capture_default_str()
+      ->check(one_of(nn::model_names(), "architecture"));
+  sub->add_option("--width", s.model.width, "Hidden units per layer (unet: base channels)")
+      ->capture_default_str();
+  sub->add_option("--channel-mult", s.model.channel_mult,
+                  "unet: channel multipliers, one per resolution level")
+      ->capture_default_str()
+      ->check(parsed_by(nn::parse_channel_mult));
+  sub->add_option("--res-blocks", s.model.res_blocks, "unet: residual blocks per level")
+      ->capture_default_str();
+  sub->add_option("--attention", s.model.attention,
+                  "unet: self-attention at the lowest resolution (true/false)")
+      ->capture_default_str();
+  sub->add_option("--classes", s.model.classes,
+                  "Class-conditional model with this many classes (labeled image data; 0: off)")
+      ->capture_default_str();
+  sub->add_option("--label-dropout", o.label_dropout,
+                  "Class-conditional: probability of training a step's label as 'no label' "
+                  "(classifier-free guidance)")
+      ->capture_default_str();
+  sub->add_option("--depth", s.model.depth, "Hidden layers")->capture_default_str();
+  sub->add_option("--activation", s.model.activation,
+                  "Activation: " + nn::activations().joined_names())
+      ->capture_default_str()
+      ->check(names_of(nn::activations()));
+  sub->add_option("--time-embedding", s.model.time_embedding,
+                  "How time enters: " + nn::time_embeddings().joined_names())
+      ->capture_default_str()
+      ->check(names_of(nn::time_embeddings()));
+  sub->add_option("--fourier-features", s.model.fourier_features,
+                  "Frequencies of the fourier time embedding")
+      ->capture_default_str();
+  sub->add_option("--blocks", s.model.blocks,
+                  "Stacked networks, block k owning t in [k/K, (k+1)/K) (FFJORD's CNF blocks)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+}
+
+// Optimizer, learning rate, EMA and the pairing of data and noise.
+void add_optimizer_flags(CLI::App* sub, TrainArgs& a) {
+  auto& o = a.opt;
+  sub->add_option("--steps", o.steps, "Optimization steps")->capture_default_str();
+  sub->add_option("--batch-size", o.batch_size, "Minibatch size")->capture_default_str();
+  add_choice(sub, "--optimizer", o.optimizer, train::optimizers(), "Optimizer");
+  sub->add_option("--lr", o.lr, "Learning rate")->capture_default_str();
+  sub->add_option("--weight-decay", o.weight_decay, "Weight decay")->capture_default_str();
+  add_choice(sub, "--lr-schedule", o.lr_schedule, train::lr_schedules(),
+             "Learning rate after the warm-up");
+  sub->add_option("--warmup-steps", o.warmup_steps, "Linear LR warm-up steps")
+      ->capture_default_str();
+  sub->add_option("--grad-clip", o.grad_clip, "Max global gradient norm (0: off)")
+      ->capture_default_str();
+  sub->add_option("--ema-decay", o.ema_decay, "EMA decay of the sampling weights (0: off)")
+      ->capture_default_str();
+  sub->add_option("--coupling", o.coupling,
+                  "Pairing of data and noise: independent, exact (minibatch OT, OT-CFM), "
+                  "sinkhorn (entropic plan), sb (Schrodinger bridge: entropic plan at "
+                  "epsilon = 2 sigma^2 and Brownian-bridge path)")
+      ->capture_default_str()
+      ->check(parsed_by([](const std::string& v) { coupling::make_coupling(v); }));
+  sub->add_option("--coupling-eps", o.coupling_eps,
+                  "Entropic epsilon of --coupling sinkhorn (units of squared distance)")
+      ->capture_default_str();
+  sub->add_option("--bridge-sigma", o.bridge_sigma, "Brownian-bridge sigma of --coupling sb")
+      ->capture_default_str();
+}
+
+// Outputs, resuming, fine-tuning, the final evaluation and data parallelism.
+void add_run_flags(CLI::App* sub, TrainArgs& a) {
+  auto& o = a.opt;
+  sub->add_option("--out", a.out, "Output folder (checkpoint, config, samples, plots, metrics)")
+      ->capture_default_str();
+  sub->add_option("--resume", a.resume, "Resume from this checkpoint (exact continuation)");
+  sub->add_option("--init", a.init,
+                  "Fine-tune a PyTorch-trained network instead of a new one: torchscript:FILE "
+                  "(forward(x, t); --param says what it predicts, --schedule its path)");
+  sub->add_option("--init-time", a.init_time,
+                  "--init: the module's time convention, data-at-0 or data-at-1")
+      ->capture_default_str();
+  // Every value is checked once the flags are parsed: a bad one fails before the process
+  // group, the data or the output folder are touched.
+  sub->parse_complete_callback([&a] {
+    check_init_module(a.init, a.init_time);
+    train::TrainOptions opt = a.opt;
+    opt.mle.divergence.method = density::parse_divergence(a.mle_divergence);
+    opt.validate();
+  });
+  sub->add_option("--checkpoint-every", a.checkpoint_every,
+                  "Also write the checkpoint every N steps (0: only at the end)")
+      ->capture_default_str();
+  add_eval(sub, a.eval, "Samples for the final evaluation (W2 against as many held-out points)",
+           "eval-");
+  add_sampler_options(sub, a.eval.sampler, "eval-");
+  sub->add_flag("--quiet", a.quiet, "No progress output");
+  sub->add_option("--accumulate", o.accumulate,
+                  "Micro-batches of --batch-size per step (gradient accumulation); with N "
+                  "processes the global batch is N x accumulate x batch-size")
+      ->capture_default_str();
+  add_choice(sub, "--coupling-scope", o.coupling_scope, train::coupling_scopes(),
+             "Where a coupling's plan is solved (rank: each micro-batch on its own; global: one "
+             "plan for the whole global batch, gathered to every rank, each solving the (N B)^2 "
+             "plan)");
+  add_dist(sub, a.dist);
+}
+
+void add_train(CLI::App* sub, TrainArgs& a) {
+  add_common(sub, a.common);
+  add_flow_flags(sub, a);
+  add_mle_flags(sub, a);
+  add_network_flags(sub, a);
+  add_optimizer_flags(sub, a);
+  add_run_flags(sub, a);
+}
+
+// What the training loop measured, for the report.
+struct TrainRun {
+  double seconds = 0, collective_seconds = 0, last_loss = 0;
+  int64_t first_step = 0;
+  std::vector<double> nfe_steps, nfe_values;  // mle: the NFE of each step's solve
+};
+
+// The crash-save policy after a failed step (`e`): keep the last good state in `ckpt` and say
+// where it is. Never returns.
+[[noreturn]] void fail_after_step(const Error& e, train::Trainer& trainer, bool grouped, bool rank0,
+                                  const std::string& ckpt, const std::string& config,
+                                  int64_t saved_step) {
+  // With a group, saving is a collective that a dead or diverged peer cannot join: the
+  // last checkpoint (written atomically by rank 0) is the last good state.
+  if (grouped)
+    fail(e.what(), "\nthe last good state (step ", saved_step, ") is saved in ", ckpt,
+         rank0 ? "" : " on rank 0's host", "; resume from it with --resume");
+  // A failed step never updates the weights (the trainer checks loss and gradient before
+  // the optimizer), so what it holds is the last good state: keep it, then stop.
+  // Weights that overflowed are not worth a checkpoint: the previous one stays.
+  if (trainer.steps_done() != saved_step && weights_finite(*trainer.model())) {
+    try {
+      trainer.save(ckpt, config);
+      saved_step = trainer.steps_done();
+    } catch (const Error& save_error) {
+      fail(e.what(), "\nsaving the last good state failed too (", save_error.what(),
+           "); the checkpoint of step ", saved_step, " in ", ckpt, " is intact");
+    }
+  }
+  fail(e.what(), "\nthe last good state (step ", saved_step, ") is saved in ", ckpt,
+       "; resume from it with --resume after changing the options");
+}
+
+// Runs the training loop with progress output and periodic checkpoints; SIGINT/SIGTERM
+// during the loop mean "save and stop". Returns what it measured.
+TrainRun train_with_checkpoints(train::Trainer& trainer, const TrainArgs& a, bool demo, bool rank0,
+                                bool grouped, const std::string& ckpt, const std::string& config) {
+  TrainRun run;
+  int64_t saved_step = trainer.steps_done();
+  run.first_step = saved_step;
+  trainer.set_stop_check([] { return StopSignals::stop_signal() != 0; });
+  const double collective_before = trainer.collective_seconds();
+  const int64_t steps = a.opt.steps;
+  io::Progress progress(steps, demo ? "demo: training" : "train", !a.quiet && rank0);
+  auto t0 = std::chrono::steady_clock::now();
+  bool save_failed = false;
+  try {
+    trainer.run([&](int64_t step, const objective::LossResult& r) {
+      auto nfe = r.diagnostics.find("nfe");
+      if (nfe != r.diagnostics.end()) {
+        run.nfe_steps.push_back(static_cast<double>(step));
+        run.nfe_values.push_back(nfe->second.item<double>());
+      }
+      if (step % 50 == 0 || step == steps) {
+        run.last_loss = r.loss.item<double>();
+        char buf[64];
+        if (run.nfe_values.empty())
+          std::snprintf(buf, sizeof buf, "loss %.4f", run.last_loss);
+        else
+          std::snprintf(buf, sizeof buf, "loss %.4f NFE %.0f", run.last_loss,
+                        run.nfe_values.back());
+        progress.update(step, buf);
+      }
+      if (a.checkpoint_every > 0 && step % a.checkpoint_every == 0) {
+        try {
+          trainer.save(ckpt, config);
+        } catch (const Error& e) {
+          save_failed = true;
+          fail(e.what(), "\nthe checkpoint of step ", saved_step, " in ", ckpt,
+               " is intact; resume from it with --resume ", ckpt, " once the folder has room");
+        }
+        saved_step = step;
+      }
+      return !trainer.stop_requested();
+    });
+  } catch (const Error& e) {
+    progress.finish();
+    if (save_failed) throw;
+    fail_after_step(e, trainer, grouped, rank0, ckpt, config, saved_step);
+  }
+  run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  run.collective_seconds = trainer.collective_seconds() - collective_before;
+  progress.finish();
+  return run;
+}
+
+// After a stop signal: says how to continue and returns the exit code (128 + signal), or
+// -1 when no signal stopped the run.
+int stopped_by_signal(const train::Trainer& trainer, const TrainArgs& a, const dist::Group* group,
+                      const std::string& ckpt) {
+  const auto steps = static_cast<long long>(a.opt.steps);
+  const auto done = static_cast<long long>(trainer.steps_done());
+  if (group && trainer.stop_requested()) {
+    if (group->rank() == 0)
+      std::fprintf(stderr,
+                   "cnf: a stop signal reached a rank: all %d ranks stopped after step %lld of "
+                   "%lld; the checkpoint is saved in %s. Continue with the same options and "
+                   "--resume %s\n",
+                   group->world_size(), done, steps, ckpt.c_str(), ckpt.c_str());
+    const int sig = StopSignals::stop_signal();
+    return 128 + (sig != 0 ? sig : SIGTERM);
+  }
+  if (const int sig = StopSignals::stop_signal()) {
+    std::fprintf(stderr,
+                 "cnf: %s received: stopped after step %lld of %lld; the checkpoint is saved in "
+                 "%s. Continue with the same options and --resume %s\n",
+                 signal_name(sig), done, steps, ckpt.c_str(), ckpt.c_str());
+    return 128 + sig;
+  }
+  return -1;
+}
+
+// Samples the trained flow with every rank of `group` transporting its share of the noise
+// (its own generator; adaptive solvers choose their steps per rank); rank 0 gathers and
+// scores the samples, the other ranks get samples undefined. `rank_nfe` gets each rank's NFE.
+Evaluation evaluate_sharded(nn::VelocityFieldImpl& model, path::Param param,
+                            const path::Schedule& schedule, const data::Source& prior,
+                            const Holdout& h, const TrainArgs& a, torch::Device device,
+                            dist::Group& group, const ode::Observer& observer,
+                            std::vector<int64_t>& rank_nfe) {
+  const int world = group.world_size();
+  const bool rank0 = group.rank() == 0;
+  const int64_t n = h.a.size(0), per = (n + world - 1) / world;
+  auto gen = make_generator(a.common.seed + 1 + 1000003ull * static_cast<uint64_t>(group.rank()));
+  auto x_1 = prior.sample(per, gen).to(device);
+  auto so = a.eval.sampler_options();
+  if (rank0) so.ode.observer = observer;
+  auto s0 = std::chrono::steady_clock::now();
+  auto r = draw_samples(model, param, schedule, x_1, so, gen);
+  auto all = group.all_gather(r.x.to(torch::kCPU).contiguous()).flatten(0, 1).slice(0, 0, n);
+  auto nfe = group.all_gather(torch::tensor({r.nfe}, torch::kLong));
+  Evaluation ev;
+  ev.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - s0).count();
+  if (!rank0) return ev;  // rank 0 writes every output
+  for (int64_t k = 0; k < world; ++k) rank_nfe.push_back(nfe[k][0].item<int64_t>());
+  ev.nfe = *std::max_element(rank_nfe.begin(), rank_nfe.end());
+  ev.samples = all;
+  check_finite(ev.samples, "generated samples");
+  ev.w2 = metrics::w2(ev.samples, h.a);
+  ev.w2_floor = metrics::w2(h.b, h.a);
+  ev.mmd2 = metrics::mmd2(ev.samples, h.a);
+  return ev;
+}
+
+// samples.png (held-out data beside the samples), trajectories.png and density.png (a 2-D
+// histogram of the samples) for data of two or more dimensions; a grid for image data.
+void write_sample_plots(const TrainArgs& a, const Holdout& h, const Evaluation& ev,
+                        const std::vector<torch::Tensor>& traj) {
+  if (data::is_image_spec(a.spec.data)) {
+    write_sample_grid(a.out + "/samples.png", a.spec.data, ev.samples);
+    return;
+  }
+  if (ev.samples.size(1) < 2) return;
+  auto proj = [](const torch::Tensor& x) { return x.slice(1, 0, 2); };
+  io::PlotOptions po;
+  po.width = 500;
+  po.height = 500;
+  io::panels_png(
+      a.out + "/samples.png",
+      {{{proj(h.a), {31, 119, 180}, "held-out data"}},
+       {{proj(ev.samples), {214, 39, 40}, "samples"}}},
+      {"held-out data", "samples (" + a.eval.label() + ", " + std::to_string(ev.nfe) + " NFE)"},
+      po);
+  po.title = "trajectories t=1 (noise) to t=0 (data)";
+  // Only the ODE samplers report their steps to the observer.
+  if (!traj.empty())
+    io::trajectories_png(a.out + "/trajectories.png", torch::stack(traj).slice(2, 0, 2), po);
+  const double lo = -5, hi = 5;
+  po.title = "sample density (histogram)";
+  io::heatmap_png(a.out + "/density.png", io::histogram_2d(proj(ev.samples), 100, lo, hi),
+                  {lo, hi, lo, hi}, po);
+}
+
+// nfe.png: the NFE of the training solve at each step (mle).
+void write_nfe_plot(const std::string& out, const TrainRun& run) {
+  if (run.nfe_values.empty()) return;
+  auto steps_t = torch::tensor(run.nfe_steps, torch::kFloat64);
+  auto nfe_t = torch::tensor(run.nfe_values, torch::kFloat64);
+  io::PlotOptions po;
+  po.title = "NFE of the training solve per step";
+  po.point_radius = 1;
+  po.alpha = 0.8;
+  io::scatter_png(out + "/nfe.png", {{torch::stack({steps_t, nfe_t}, 1), {31, 119, 180}, "NFE"}},
+                  po);
+}
+
+// metrics.json of a run.
+json train_metrics(const TrainArgs& a, const train::Trainer& trainer, const TrainRun& run,
+                   const Evaluation& ev, int world, double param_diff,
+                   const std::vector<int64_t>& rank_nfe) {
+  const double secs = std::max(run.seconds, 1e-9);
+  const auto global_batch = trainer.shards() * a.opt.batch_size;
+  json j = {
+      {"w2", ev.w2},
+      {"w2_floor", ev.w2_floor},
+      {"mmd2", ev.mmd2},
+      {"nfe", ev.nfe},
+      {"method", a.eval.label()},
+      {"n_eval", ev.samples.size(0)},
+      {"train_seconds", run.seconds},
+      {"train_steps", trainer.steps_done()},
+      {"steps_per_second", a.opt.steps / secs},
+      {"sample_seconds", ev.seconds},
+      {"final_loss", run.last_loss},
+      {"data", a.spec.data},
+      {"prior", a.spec.prior},
+      {"schedule", a.spec.schedule},
+      {"objective", trainer.spec().objective},
+      {"param", trainer.spec().param},
+      {"threads", a.common.threads},
+      {"world_size", world},
+      {"shards", trainer.shards()},
+      {"global_batch", global_batch},
+      {"samples_per_second", static_cast<double>(global_batch) *
+                                 static_cast<double>(trainer.steps_done() - run.first_step) / secs},
+      {"allreduce_seconds", run.collective_seconds},
+      {"allreduce_share", run.collective_seconds / secs},
+      {"rank_param_max_diff", param_diff}};
+  if (!rank_nfe.empty()) j["nfe_per_rank"] = rank_nfe;
+  if (!run.nfe_values.empty()) {
+    j["train_nfe_last"] = run.nfe_values.back();
+    j["train_nfe_mean"] = std::accumulate(run.nfe_values.begin(), run.nfe_values.end(), 0.0) /
+                          static_cast<double>(run.nfe_values.size());
+  }
+  return j;
+}
+
+void print_train_report(const TrainArgs& a, const train::Trainer& trainer, const TrainRun& run,
+                        const Evaluation& ev, bool demo) {
+  std::printf("%s %s -> %s, %s path, %lld steps in %.1f s (%.0f steps/s, %d thread%s)\n",
+              demo ? "demo:" : "trained", a.spec.prior.c_str(), a.spec.data.c_str(),
+              a.spec.schedule.c_str(), static_cast<long long>(trainer.steps_done()), run.seconds,
+              a.opt.steps / std::max(run.seconds, 1e-9), a.common.threads,
+              a.common.threads == 1 ? "" : "s");
+  std::printf(
+      "W2(samples, held-out) = %.4f   floor W2(held-out, held-out) = %.4f   "
+      "MMD^2 = %.2e   NFE = %lld (%s)\n",
+      ev.w2, ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe), a.eval.label().c_str());
+  std::printf("wrote %s/{model.pt, config.toml, samples.npy, metrics.json%s}\n", a.out.c_str(),
+              data::is_image_spec(a.spec.data) ? ", samples.png (image grid)"
+              : ev.samples.size(1) >= 2        ? ", samples.png, trajectories.png, density.png"
+                                               : "");
+}
+
+// Samples the trained flow (EMA weights when kept) from t = 1 to 0, scores it against the
+// held-out data and writes samples, plots and metrics (rank 0). Returns the exit code.
+int evaluate_and_report(const TrainArgs& a, train::Trainer& trainer, const TrainRun& run,
+                        const data::DataSplit& split, const data::Source& prior, dist::Group* group,
+                        torch::Device device, double param_diff, bool demo) {
+  auto model = trainer.ema_model();
+  model->eval();
+  auto schedule = a.spec.make_schedule();
+  auto h = halves(split.holdout);
+  const int64_t n_traj = std::min<int64_t>(h.a.size(0), 300);
+  std::vector<torch::Tensor> traj;
+  auto observer = [&](double, const ode::State& y) {
+    traj.push_back(y[0].slice(0, 0, n_traj).to(torch::kCPU));
+  };
+  const auto param = trainer.spec().network_param();
+  std::vector<int64_t> rank_nfe;
+  const Evaluation ev =
+      group ? evaluate_sharded(*model, param, *schedule, prior, h, a, device, *group, observer,
+                               rank_nfe)
+            : evaluate(*model, param, *schedule, prior, h, a.eval, a.common.seed, device, observer);
+  if (group && group->rank() != 0) return 0;  // rank 0 writes every output
+  io::write_npy(a.out + "/samples.npy", ev.samples);
+  write_sample_plots(a, h, ev, traj);
+  write_nfe_plot(a.out, run);
+  const json j =
+      train_metrics(a, trainer, run, ev, group ? group->world_size() : 1, param_diff, rank_nfe);
+  io::write_text_atomic(a.out + "/metrics.json", j.dump(2) + "\n");
+  write_json(a.common.json, j);
+  print_train_report(a, trainer, run, ev, demo);
+  return 0;
+}
+
+int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
+  auto device = setup(a.common);
+  train::TrainOptions opt = a.opt;
+  opt.seed = a.common.seed;
+  opt.device = device;
+  opt.mle.divergence.method = density::parse_divergence(a.mle_divergence);
+  opt.validate();
+  CNF_CHECK(!demo || (a.dist.nproc == 1 && a.dist.rank < 0 && a.dist.world_size == 0),
+            "cnf demo runs in one process; use cnf train --nproc N for data-parallel training");
+  // Validated before the group is joined: a bad value fails on its own rank at once.
+  auto group = demo ? nullptr : join_group(a.dist);
+  const bool rank0 = !group || group->rank() == 0;
+  const std::string config = effective_config(sub);
+  if (rank0) {
+    make_dir(a.out);
+    io::write_text_atomic(a.out + "/config.toml", config);
+  }
+  auto split = data::split_source(a.spec.data, a.dim, 2 * a.eval.n, 0.1, a.common.seed);
+  auto prior = data::make_source(a.spec.prior, split.train->dim());
+  train::FlowSpec spec = a.spec;
+  train::NetworkFactory factory;
+  if (!a.init.empty())
+    factory = init_module_factory(a.init, a.init_time, spec, split.train->dim(), device);
+  train::Trainer trainer(spec, opt, split.train, prior, factory);
+  if (const auto warning = train::coupling_warning(a.spec, opt); !warning.empty() && rank0)
+    std::fprintf(stderr, "cnf: warning: %s\n", warning.c_str());
+  if (group) trainer.set_group(group);
+  const std::string ckpt = a.out + "/model.pt";
+  if (!a.resume.empty()) {
+    const std::string note = trainer.resume(a.resume);
+    if (!note.empty() && rank0) std::fprintf(stderr, "cnf: note: %s\n", note.c_str());
+  }
+  // Write the checkpoint once before training: a folder without room or permission for it
+  // fails now, not after hours of training. (With a group: collective, rank 0 writes.)
+  trainer.save(ckpt, config);
+  // Only the training loop turns SIGINT/SIGTERM into "save and stop"; later they kill.
+  auto stop_signals = std::make_unique<StopSignals>();
+  const TrainRun run =
+      train_with_checkpoints(trainer, a, demo, rank0, group != nullptr, ckpt, config);
+  trainer.save(ckpt, config);
+  stop_signals.reset();
+  // Data-parallel ranks apply the same averaged gradients, so their weights must agree bit
+  // for bit; anything else is a bug worth stopping for.
+  const double param_diff = trainer.param_max_diff();
+  CNF_CHECK(param_diff == 0.0, "the ranks' weights diverged (largest difference ", param_diff,
+            " after step ", trainer.steps_done(), "); the checkpoint holds rank 0's weights");
+  if (const int rc = stopped_by_signal(trainer, a, group.get(), ckpt); rc >= 0) return rc;
+  return evaluate_and_report(a, trainer, run, split, *prior, group.get(), device, param_diff, demo);
+}
+
+}  // namespace
+
+Runner add_train_commands(CLI::App& app) {
+  auto train_args = std::make_shared<TrainArgs>();
+  auto* train_cmd = app.add_subcommand(
+      "train", "Train a velocity field by flow matching (or a diffusion model by score matching)");
+  add_train(train_cmd, *train_args);
+
+  // The main job of the README: its defaults differ from train's.
+  auto demo_args = std::make_shared<TrainArgs>();
+  demo_args->out = "out/demo";
+  demo_args->spec.data = "moons";
+  demo_args->opt.steps = 20000;
+  demo_args->opt.lr = 2e-3;
+  demo_args->opt.lr_schedule = train::LrSchedule::cosine;
+  demo_args->opt.ema_decay = 0.999;
+  demo_args->eval.n = 1000;
+  auto* demo_cmd = app.add_subcommand(
+      "demo",
+      "The main job: flow matching on the OT path on a 2-D toy set, then samples, "
+      "plots and W2 to held-out data");
+  add_train(demo_cmd, *demo_args);
+
+  return [=]() -> int {
+    if (train_cmd->parsed()) {
+      if (wants_launch(train_args->dist))
+        return launch_workers(train_args->dist.nproc, train_args->dist.dist_timeout + 10.0);
+      return run_train(*train_args, train_cmd, false);
+    }
+    if (demo_cmd->parsed()) return run_train(*demo_args, demo_cmd, true);
+    return -1;
+  };
+}
+
+}  // namespace cnf::app
