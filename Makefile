@@ -18,7 +18,7 @@ SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
           LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all setup configure build build-cnf build-install demo test check-layers check-python check-install install package docs bench clean format \
+.PHONY: all setup configure build build-cnf build-install demo test check-format check-layers check-python check-install install package docs bench clean format \
         sanitize-build sanitize fuzz-smoke fuzz
 
 all: build
@@ -47,7 +47,7 @@ demo: build-cnf
 # sanitizer job and a bounded fuzzing run.
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
-	$(MAKE) check-layers docs check-python check-install check-package sanitize fuzz-smoke
+	$(MAKE) check-format check-layers docs check-python check-install check-package sanitize fuzz-smoke
 
 # A lower part of the library never includes a higher one (DESIGN.md section 2).
 check-layers:
@@ -97,8 +97,13 @@ fuzz: fuzz-smoke
 bench: build
 	./$(BUILD)/cnf_bench
 
+CLANG_FORMAT ?= clang-format-14
 format:
-	clang-format -i $$(git ls-files '*.h' '*.cpp')
+	$(CLANG_FORMAT) -i $$(git ls-files '*.h' '*.cpp')
+
+# Every C++ file as .clang-format lays it out (make format fixes what this reports).
+check-format:
+	$(CLANG_FORMAT) --dry-run --Werror $$(git ls-files '*.h' '*.cpp')
 
 clean:
 	rm -rf $(BUILD) $(SAN_BUILD)

@@ -16,7 +16,7 @@ namespace {
 
 std::vector<at::Tensor> gradients_of(bool unet) {
   nn::ModelSpec spec;  // the default MLP 3-64-64-64-2 of cnf train
-  if (unet) {  // README "Images": fashion-mnist:size=14, --width 32 --channel-mult 1,2
+  if (unet) {          // README "Images": fashion-mnist:size=14, --width 32 --channel-mult 1,2
     spec.arch = "unet";
     spec.width = 32;
     spec.height = spec.width_px = 14;

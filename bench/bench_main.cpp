@@ -98,9 +98,9 @@ static void BM_SampleTrainedDopri5(benchmark::State& state) {
     benchmark::DoNotOptimize(sol.y[0]);
   }
   state.counters["nfe"] = static_cast<double>(nfe);
-  state.counters["us_per_nfe"] = benchmark::Counter(
-      static_cast<double>(nfe) * state.iterations() / 1e6,
-      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["us_per_nfe"] =
+      benchmark::Counter(static_cast<double>(nfe) * state.iterations() / 1e6,
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 BENCHMARK(BM_SampleTrainedDopri5)->Arg(1000)->Unit(benchmark::kMillisecond);
 
@@ -138,14 +138,13 @@ static void nll_by_dim(benchmark::State& state, nn::ModelSpec spec) {
   o.solve.method = "rk4";
   o.solve.steps = 10;
   o.divergence.method = static_cast<density::Divergence>(state.range(0));
-  for (auto _ : state) benchmark::DoNotOptimize(density::log_likelihood(*model, *schedule, prior, x, o, g).log_prob);
+  for (auto _ : state)
+    benchmark::DoNotOptimize(density::log_likelihood(*model, *schedule, prior, x, o, g).log_prob);
 }
 
 // The default 64-wide MLP.
 static void BM_NllRouteByDim(benchmark::State& state) { nll_by_dim(state, nn::ModelSpec()); }
-BENCHMARK(BM_NllRouteByDim)
-    ->ArgsProduct({{0, 1, 2}, {2, 16, 64}})
-    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_NllRouteByDim)->ArgsProduct({{0, 1, 2}, {2, 16, 64}})->Unit(benchmark::kMillisecond);
 
 // The hollow network (nn/hollow.h; 16 units per dimension block, two conditioner layers),
 // whose exact divergence is read off the forward pass.
@@ -191,9 +190,8 @@ static int adjoint_memory(int64_t steps, const std::string& mode) {
   so.method = "rk4";
   so.steps = steps;
   auto rhs = ode::field_rhs(*model);
-  ode::State y = mode == "adjoint"
-                     ? ode::solve_adjoint(rhs, {x}, model->parameters(), 1.0, 0.0, so)
-                     : ode::solve(rhs, {x}, 1.0, 0.0, so).y;
+  ode::State y = mode == "adjoint" ? ode::solve_adjoint(rhs, {x}, model->parameters(), 1.0, 0.0, so)
+                                   : ode::solve(rhs, {x}, 1.0, 0.0, so).y;
   y[0].pow(2).sum().backward();
   std::printf("%s steps=%lld peak_rss_mib=%.1f grad_norm=%.6g\n", mode.c_str(),
               static_cast<long long>(steps), peak_rss_mib(),

@@ -35,4 +35,10 @@ static void BM_MleIteration(benchmark::State& state) {
                  (state.range(1) == 1 ? ", forward-mode JVP" : ", double backward"));
   nn::fast::set_enabled(true);
 }
-BENCHMARK(BM_MleIteration)->Args({0, 1})->Args({1, 1})->Args({0, 0})->Args({1, 0})->Unit(benchmark::kMillisecond)->MinTime(3.0);
+BENCHMARK(BM_MleIteration)
+    ->Args({0, 1})
+    ->Args({1, 1})
+    ->Args({0, 0})
+    ->Args({1, 0})
+    ->Unit(benchmark::kMillisecond)
+    ->MinTime(3.0);

@@ -5,10 +5,10 @@
 
 #include "cnf/core/runtime.h"
 #include "cnf/coupling/coupling.h"
+#include "cnf/data/sources.h"
 #include "cnf/ot/emd.h"
 #include "cnf/ot/sinkhorn.h"
 #include "cnf/train/trainer.h"
-#include "cnf/data/sources.h"
 
 using namespace cnf;
 

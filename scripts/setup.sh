@@ -21,6 +21,7 @@ PACKAGES=(
   libdnnl-dev             # fused MLP fast path: oneDNN sgemm (the library LibTorch links)
   clang-14                # the sanitizer + fuzzing build (make sanitize, make fuzz-smoke)
   libclang-rt-14-dev      # AddressSanitizer, UBSan and libFuzzer runtimes for clang-14
+  clang-format-14         # make format / make check-format (.clang-format)
   doxygen                 # make docs: the API reference
   python3 python3-torch   # interop tests: exported modules in plain PyTorch (same 1.13 release)
   python3-pytest          # runs tests/python

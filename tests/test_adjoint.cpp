@@ -25,7 +25,9 @@ Setup make_setup() {
   return s;
 }
 // Loss of the solution: a fixed nonlinear functional.
-torch::Tensor loss_of(const torch::Tensor& y1) { return (y1.pow(2).sum(1) + y1.select(1, 0)).sum(); }
+torch::Tensor loss_of(const torch::Tensor& y1) {
+  return (y1.pow(2).sum(1) + y1.select(1, 0)).sum();
+}
 
 std::vector<torch::Tensor> grads(const torch::Tensor& loss, const std::vector<torch::Tensor>& wrt) {
   return torch::autograd::grad({loss}, wrt);

@@ -50,8 +50,8 @@ TEST(CliTest, HelpForEveryVerb) {
     EXPECT_EQ(r.code, 0) << verb;
     EXPECT_TRUE(contains(r.output, "--")) << r.output;
   }
-  EXPECT_NE(run_cnf("").code, 0);        // a verb is required
-  EXPECT_NE(run_cnf("fly").code, 0);     // unknown verb
+  EXPECT_NE(run_cnf("").code, 0);     // a verb is required
+  EXPECT_NE(run_cnf("fly").code, 0);  // unknown verb
 }
 
 TEST(CliTest, UnknownNamesListValidOnes) {
@@ -179,7 +179,7 @@ TEST(CliTest, TrainSampleEvalRoundTrip) {
     EXPECT_TRUE(fs::exists(run + "/" + f)) << f;
   const auto samples = dir() + "/s.npy", js = dir() + "/s.json";
   auto r = run_cnf("sample --ckpt " + run + "/model.pt -n 123 --method rk4 --steps 10 --out " +
-               samples + " --json " + js);
+                   samples + " --json " + js);
   ASSERT_EQ(r.code, 0) << r.output;
   auto x = cnf::io::read_npy(samples);
   EXPECT_EQ(x.sizes(), (std::vector<int64_t>{123, 2}));
@@ -243,15 +243,19 @@ TEST(CliTest, NfeErrorExperimentWritesItsTable) {
 // The reflow, MLE and couplings studies at toy sizes: each writes its table, one row per
 // configuration, and refuses unknown names.
 TEST(CliTest, StudiesWriteTheirTables) {
-  auto r = run_cnf("experiment reflow --rounds 2 --steps 60 --distill-steps 20 --pairs 400 "
-                   "-n 100 --quiet --out " + dir() + "/reflow");
+  auto r = run_cnf(
+      "experiment reflow --rounds 2 --steps 60 --distill-steps 20 --pairs 400 "
+      "-n 100 --quiet --out " +
+      dir() + "/reflow");
   ASSERT_EQ(r.code, 0) << r.output;
   auto md = cnf::io::read_text(dir() + "/reflow/reflow.md");
   EXPECT_TRUE(contains(md, "| 1 |") && contains(md, "| 2 |")) << md;
   EXPECT_TRUE(fs::exists(dir() + "/reflow/round2/trajectories.png"));
 
-  r = run_cnf("experiment mle --data 8gaussians --methods mle,mle+reg,fm --mle-steps 3 "
-              "--fm-steps 30 -n 100 --quiet --out " + dir() + "/mle");
+  r = run_cnf(
+      "experiment mle --data 8gaussians --methods mle,mle+reg,fm --mle-steps 3 "
+      "--fm-steps 30 -n 100 --quiet --out " +
+      dir() + "/mle");
   ASSERT_EQ(r.code, 0) << r.output;
   md = cnf::io::read_text(dir() + "/mle/mle.md");
   EXPECT_TRUE(contains(md, "| 8gaussians | mle+reg |")) << md;
@@ -260,8 +264,10 @@ TEST(CliTest, StudiesWriteTheirTables) {
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(contains(r.output, "unknown method 'gan'")) << r.output;
 
-  r = run_cnf("experiment couplings --tasks normal:moons --couplings independent,exact "
-              "--seeds 0,1 --steps 20 -n 100 --quiet --out " + dir() + "/cpl");
+  r = run_cnf(
+      "experiment couplings --tasks normal:moons --couplings independent,exact "
+      "--seeds 0,1 --steps 20 -n 100 --quiet --out " +
+      dir() + "/cpl");
   ASSERT_EQ(r.code, 0) << r.output;
   md = cnf::io::read_text(dir() + "/cpl/couplings.md");
   EXPECT_TRUE(contains(md, "| normal -> moons | exact |")) << md;

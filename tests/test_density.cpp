@@ -174,8 +174,8 @@ TEST(DensityTest, FlowMatchingNllApproachesTheMixtureEntropy) {
   auto x = gmm->sample(400, g);
   density::LikelihoodOptions lo;
   lo.divergence.method = density::Divergence::analytic;
-  auto r = density::log_likelihood(*t.model(), *spec.make_schedule(), data::StandardNormal(2), x,
-                                   lo, g);
+  auto r =
+      density::log_likelihood(*t.model(), *spec.make_schedule(), data::StandardNormal(2), x, lo, g);
   // Paired difference log p - log q on the same points: its mean is the KL estimate.
   auto kl = density::mean_and_stderr(gmm->log_prob(x.to(f64)) - r.log_prob.to(f64));
   std::printf("[ measured ] KL(p || q) = %.4f +- %.4f nats, NFE %lld\n", kl.mean, kl.stderr,

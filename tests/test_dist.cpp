@@ -13,8 +13,8 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "cnf/io/files.h"
 #include "cnf/dist/dist.h"
+#include "cnf/io/files.h"
 #include "cnf/train/trainer.h"
 #include "tests/cli_util.h"
 
@@ -35,7 +35,6 @@ std::string dir() {
   }();
   return d;
 }
-
 
 // Every tensor under `ar`, by its path of keys.
 void tensors_of(torch::serialize::InputArchive& ar, const std::string& prefix,
@@ -145,9 +144,11 @@ TEST(DistTest, ResumesTwoRankCheckpointInOneProcessAndBack) {
 void expect_peer_failure_detected(const std::string& name, int stop) {
   const std::string out = dir() + "/" + name, log0 = out + "_rank0.log", log1 = out + "_rank1.log";
   const double timeout = 4;
-  const std::string args = kRun + " --steps 1000000 --checkpoint-every 20 --world-size 2 "
-                                  "--master-addr 127.0.0.1 --master-port " +
-                           std::to_string(cnf::dist::free_loopback_port()) + " --dist-timeout 4 --out " + out;
+  const std::string args = kRun +
+                           " --steps 1000000 --checkpoint-every 20 --world-size 2 "
+                           "--master-addr 127.0.0.1 --master-port " +
+                           std::to_string(cnf::dist::free_loopback_port()) +
+                           " --dist-timeout 4 --out " + out;
   const pid_t rank0 = spawn_cnf(args + " --rank 0", log0);
   const pid_t rank1 = spawn_cnf(args + " --rank 1", log1);
   // Training has started once a periodic checkpoint exists (step 20 or later).
@@ -212,7 +213,8 @@ int64_t wait_for_step(const std::string& ckpt, int64_t at_least) {
 }
 
 TEST(DistTest, LauncherNamesAKilledWorkerAndForwardsSigint) {
-  const std::string args = kRun + " --steps 1000000 --checkpoint-every 20 --nproc 2 --dist-timeout 4";
+  const std::string args =
+      kRun + " --steps 1000000 --checkpoint-every 20 --nproc 2 --dist-timeout 4";
   {
     const std::string out = dir() + "/launch_kill", log = out + ".log";
     const pid_t launcher = spawn_cnf(args + " --out " + out, log);
@@ -224,7 +226,8 @@ TEST(DistTest, LauncherNamesAKilledWorkerAndForwardsSigint) {
     const std::string said = cnf::io::read_text(log);
     EXPECT_TRUE(contains(said, "training with 2 processes failed: rank 1 was killed by signal 9"))
         << said;
-    for (pid_t w : workers) EXPECT_NE(::kill(w, 0), 0) << "worker " << w << " outlived the launcher";
+    for (pid_t w : workers)
+      EXPECT_NE(::kill(w, 0), 0) << "worker " << w << " outlived the launcher";
   }
   {
     const std::string out = dir() + "/launch_int", log = out + ".log";
@@ -264,7 +267,8 @@ TEST(DistTest, BadOptionsGiveClearErrors) {
   // Rank 1 of a group whose rank 0 never starts: gives up after the timeout.
   const auto t0 = std::chrono::steady_clock::now();
   r = run_cnf(kRun + " --steps 2 --rank 1 --world-size 2 --master-port " +
-              std::to_string(cnf::dist::free_loopback_port()) + " --dist-timeout 1 --out " + dir() + "/bad");
+              std::to_string(cnf::dist::free_loopback_port()) + " --dist-timeout 1 --out " + dir() +
+              "/bad");
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "cannot reach the store at 127.0.0.1:")) << r.output;
@@ -273,7 +277,8 @@ TEST(DistTest, BadOptionsGiveClearErrors) {
   {
     const std::string out = dir() + "/mismatch";
     const std::string args = kRun + " --steps 5 --world-size 2 --master-port " +
-                             std::to_string(cnf::dist::free_loopback_port()) + " --dist-timeout 10 --out " + out;
+                             std::to_string(cnf::dist::free_loopback_port()) +
+                             " --dist-timeout 10 --out " + out;
     const pid_t rank1 = spawn_cnf(args + " --rank 1 --batch-size 32", out + "_rank1.log");
     r = run_cnf(args + " --rank 0");
     wait_for(rank1);

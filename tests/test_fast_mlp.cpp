@@ -205,7 +205,8 @@ TEST(FastMlp, TrainingLossCurveMatchesReference) {
   // float32: per-step differences of ~1e-7 relative in the gradients pass through Adam,
   // whose update direction g / sqrt(v) is insensitive to them; after 40 steps the
   // losses still agree to ~1e-5 relative (1e-4 leaves a margin).
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-4 * std::abs(b[i])) << "step " << i;
+  for (size_t i = 0; i < a.size(); ++i)
+    EXPECT_NEAR(a[i], b[i], 1e-4 * std::abs(b[i])) << "step " << i;
 }
 
 #include "src/train/fused_adam.h"
@@ -221,10 +222,10 @@ TEST(FastMlp, FusedAdamMatchesLibTorchAdam) {
     auto target = torch::randn({7, 5}, torch::kDouble);
     std::unique_ptr<torch::optim::Optimizer> fused, ref;
     if (decoupled) {
-      fused = std::make_unique<train::FusedAdamW>(std::vector<torch::Tensor>{a},
-                                                  torch::optim::AdamWOptions(0.05).weight_decay(0.1));
-      ref = std::make_unique<torch::optim::AdamW>(std::vector<torch::Tensor>{b},
-                                                  torch::optim::AdamWOptions(0.05).weight_decay(0.1));
+      fused = std::make_unique<train::FusedAdamW>(
+          std::vector<torch::Tensor>{a}, torch::optim::AdamWOptions(0.05).weight_decay(0.1));
+      ref = std::make_unique<torch::optim::AdamW>(
+          std::vector<torch::Tensor>{b}, torch::optim::AdamWOptions(0.05).weight_decay(0.1));
     } else {
       fused = std::make_unique<train::FusedAdam>(std::vector<torch::Tensor>{a},
                                                  torch::optim::AdamOptions(0.05).weight_decay(0.1));

@@ -85,12 +85,15 @@ TEST(Hollow, CliTrainsAndMeasuresTheLikelihoodAnalytically) {
   using cnf_test::contains;
   using cnf_test::run_cnf;
   const std::string dir = ::testing::TempDir() + "/cnf_hollow_cli_" + std::to_string(::getpid());
-  auto r = run_cnf("train --arch hollow --width 8 --depth 2 --activation tanh --data 8gaussians --steps 30 "
-                   "--eval-n 100 --quiet --out " + dir);
+  auto r = run_cnf(
+      "train --arch hollow --width 8 --depth 2 --activation tanh --data 8gaussians --steps 30 "
+      "--eval-n 100 --quiet --out " +
+      dir);
   ASSERT_EQ(r.code, 0) << r.output;
   // The checkpoint rebuilds the hollow network, and nll takes the analytic route.
-  r = run_cnf("nll --ckpt " + dir + "/model.pt -n 100 --method rk4 --steps 4 --divergence analytic --json " +
-              dir + "/nll.json");
+  r = run_cnf("nll --ckpt " + dir +
+              "/model.pt -n 100 --method rk4 --steps 4 --divergence analytic --json " + dir +
+              "/nll.json");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "analytic")) << r.output;
   std::filesystem::remove_all(dir);

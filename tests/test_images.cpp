@@ -100,8 +100,9 @@ TEST(ImagesIdx, ParsesShapeAndValuesRawAndGzip) {
 
   const auto gz = tmp_dir() + "/ok-idx3-ubyte.gz", raw = tmp_dir() + "/ok-idx3-ubyte";
   write_gzip(gz, bytes);
-  std::ofstream(raw, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                             static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(raw, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
   EXPECT_TRUE(torch::equal(data::read_idx(gz), t));
   EXPECT_TRUE(torch::equal(data::read_idx(raw), t));
 }
@@ -139,11 +140,11 @@ TEST(ImagesIdx, CorruptOrTruncatedFilesGiveClearErrors) {
   const auto size = fs::file_size(gz);
   fs::resize_file(gz, size / 2);
   auto msg = error_of([&] { data::read_idx(gz); });
-  EXPECT_TRUE(contains(msg, gz) && (contains(msg, "corrupt or truncated gzip") ||
-                                    contains(msg, "is truncated")))
+  EXPECT_TRUE(contains(msg, gz) &&
+              (contains(msg, "corrupt or truncated gzip") || contains(msg, "is truncated")))
       << msg;
-  EXPECT_TRUE(contains(error_of([&] { data::read_idx(tmp_dir() + "/missing.gz"); }),
-                       "no such file"));
+  EXPECT_TRUE(
+      contains(error_of([&] { data::read_idx(tmp_dir() + "/missing.gz"); }), "no such file"));
   // Images and labels that disagree in count.
   const auto img = tmp_dir() + "/a-images.gz", lab = tmp_dir() + "/a-labels.gz";
   write_gzip(img, idx_bytes({2, 2, 3}, data));
@@ -199,7 +200,7 @@ TEST(ImagesDensity, TransformsAndBitsPerDimMatchHandComputation) {
     const double s = 0.05 + 0.9 * xi;
     expect += std::log(0.9 / (s * (1 - s)));
   }
-  EXPECT_NEAR(ldl.item<double>(), expect, 1e-12);  // float64 round-off
+  EXPECT_NEAR(ldl.item<double>(), expect, 1e-12);    // float64 round-off
   EXPECT_NEAR(yl[0][1].item<double>(), 0.0, 1e-12);  // logit(0.5) = 0
   EXPECT_TRUE(torch::allclose(logit.inverse(yl), x, 0, 1e-12));
   EXPECT_TRUE(torch::allclose(scale.inverse(ys), x, 0, 1e-12));
@@ -236,15 +237,16 @@ TEST(ImagesDensity, BitsPerDimOfTheIdentityFlowIsTheGaussianOnes) {
   lo.solve.method = "euler";
   lo.solve.steps = 2;
   auto gen = make_generator(3);
-  auto r = density::image_bits_per_dim(field, *schedule, prior, src, src.images().levels, 1, lo,
-                                       gen, 4);
+  auto r =
+      density::image_bits_per_dim(field, *schedule, prior, src, src.images().levels, 1, lo, gen, 4);
   // The first draw of a generator with the same seed reproduces the dequantization of the
   // first batch (4 images; exact divergence draws nothing).
   auto gen2 = make_generator(3);
   auto [y, log_det] = src.to_model(src.images().levels.slice(0, 0, 4), gen2);
   auto y64 = y.to(torch::kFloat64);
   auto log_p = -0.5 * y64.pow(2).sum(1) - 8 * std::log(2 * M_PI);
-  auto expect = -(log_p + log_det.to(torch::kFloat64) - 16 * std::log(256.0)) / (16 * std::log(2.0));
+  auto expect =
+      -(log_p + log_det.to(torch::kFloat64) - 16 * std::log(256.0)) / (16 * std::log(2.0));
   // float32 logit of values near 0 or 1 loses ~1e-6 relative; bits/dim are O(10).
   EXPECT_TRUE(torch::allclose(r.per_image.slice(0, 0, 4), expect, 1e-5, 1e-5))
       << r.per_image << expect;
@@ -255,7 +257,8 @@ TEST(ImagesDensity, BitsPerDimOfTheIdentityFlowIsTheGaussianOnes) {
 
 TEST(ImagesUNet, PreservesShapeAndDependsOnTimeAndLabel) {
   torch::manual_seed(0);
-  nn::UNetVelocity net(nn::UNetOptions(1, 7, 7).base(8).channel_mult({1, 2}).attention(true).classes(3));
+  nn::UNetVelocity net(
+      nn::UNetOptions(1, 7, 7).base(8).channel_mult({1, 2}).attention(true).classes(3));
   auto x = torch::randn({5, 49});
   auto t = torch::full({5}, 0.2);
   auto v = net->forward(x, t);
@@ -272,7 +275,9 @@ TEST(ImagesUNet, PreservesShapeAndDependsOnTimeAndLabel) {
   net->set_labels({});
   EXPECT_TRUE(contains(error_of([&] { net->set_labels(torch::tensor({5}, torch::kLong)); }),
                        "not one of the 3 classes"));
-  EXPECT_TRUE(contains(error_of([&] { net->forward(torch::randn({2, 50}), t.slice(0, 0, 2)); }),
+  EXPECT_TRUE(contains(error_of([&] {
+                         net->forward(torch::randn({2, 50}), t.slice(0, 0, 2));
+                       }),
                        "unet for 1x7x7"));
   // Guidance: w = 0 is the conditional model; otherwise (1 + w) cond - w uncond.
   auto labels = torch::tensor({2, 1, 0, 2, 1}, torch::kLong);
@@ -346,7 +351,8 @@ TEST(ImagesTrain, AFewStepsOnATinySubsetLowerTheLoss) {
 
 TEST(ImagesQuality, FrechetDistanceIsZeroForASetWithItselfAndGrowsWithNoise) {
   auto gen = make_generator(11);
-  auto a = torch::randn({400, 6}, gen, torch::kFloat64) * torch::linspace(0.5, 2, 6, torch::kFloat64);
+  auto a =
+      torch::randn({400, 6}, gen, torch::kFloat64) * torch::linspace(0.5, 2, 6, torch::kFloat64);
   // Identical sets: the eigendecomposition leaves ~1e-13 on a trace of ~10.
   EXPECT_NEAR(metrics::frechet_distance(a, a), 0.0, 1e-9);
   // A constant shift c keeps the covariance: FD = |c|^2 exactly.
@@ -393,11 +399,11 @@ TEST(ImagesIo, GridPngReadsBackAsAPngFolder) {
   auto set = data::read_png_folder(folder);
   // 2 columns x 2 rows of 4x4 cells with 1-pixel borders: 11 x 11.
   ASSERT_EQ(set.levels.sizes(), (std::vector<int64_t>{1, 1, 11, 11}));
-  EXPECT_EQ(set.levels[0][0][1][1].item<int64_t>(), 0);      // image 0
-  EXPECT_EQ(set.levels[0][0][1][6].item<int64_t>(), 255);    // image 1
-  EXPECT_EQ(set.levels[0][0][0][0].item<int64_t>(), 128);    // border
-  EXPECT_TRUE(contains(error_of([&] { data::read_png_folder(tmp_dir() + "/nothing"); }),
-                       "does not exist"));
+  EXPECT_EQ(set.levels[0][0][1][1].item<int64_t>(), 0);    // image 0
+  EXPECT_EQ(set.levels[0][0][1][6].item<int64_t>(), 255);  // image 1
+  EXPECT_EQ(set.levels[0][0][0][0].item<int64_t>(), 128);  // border
+  EXPECT_TRUE(
+      contains(error_of([&] { data::read_png_folder(tmp_dir() + "/nothing"); }), "does not exist"));
 }
 
 // ------------------------------------------------------------------------------- CLI
@@ -405,33 +411,43 @@ TEST(ImagesIo, GridPngReadsBackAsAPngFolder) {
 TEST(ImagesCli, TrainSampleNllAndTheStudyAtToySize) {
   const auto out = tmp_dir() + "/cli";
   const std::string data = "fashion-mnist:size=7:classes=0+1:n=200:test=60";
-  auto r = run_cnf("train --data " + data + " --arch unet --width 8 --channel-mult 1,2 "
+  auto r = run_cnf("train --data " + data +
+                   " --arch unet --width 8 --channel-mult 1,2 "
                    "--classes 10 --steps 5 --batch-size 16 --eval-n 20 --eval-steps 4 --quiet "
-                   "--out " + out + "/run");
+                   "--out " +
+                   out + "/run");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(fs::exists(out + "/run/samples.png"));
-  r = run_cnf("sample --ckpt " + out + "/run/model.pt -n 20 --steps 4 --label all --guidance 1 "
-              "--out " + out + "/s.npy");
+  r = run_cnf("sample --ckpt " + out +
+              "/run/model.pt -n 20 --steps 4 --label all --guidance 1 "
+              "--out " +
+              out + "/s.npy");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(fs::exists(out + "/s.png")) << r.output;
   r = run_cnf("sample --ckpt " + out + "/run/model.pt -n 4 --label 12 --out " + out + "/t.npy");
   EXPECT_TRUE(r.code == 1 && contains(r.output, "--label 12 is not a class")) << r.output;
-  r = run_cnf("nll --ckpt " + out + "/run/model.pt -n 8 --method rk4 --steps 4 --divergence "
-              "hutchinson --dequant-samples 2 --json " + out + "/nll.json");
+  r = run_cnf("nll --ckpt " + out +
+              "/run/model.pt -n 8 --method rk4 --steps 4 --divergence "
+              "hutchinson --dequant-samples 2 --json " +
+              out + "/nll.json");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "bits/dim = ") && contains(r.output, "2 uniform dequantization"))
       << r.output;
   r = run_cnf("train --data moons --arch unet --steps 2 --quiet --out " + out + "/bad");
   EXPECT_TRUE(r.code == 1 && contains(r.output, "--arch unet needs an image data set")) << r.output;
 
-  r = run_cnf("experiment images --data " + data + " --width 8 --steps 6 --batch-size 16 "
+  r = run_cnf("experiment images --data " + data +
+              " --width 8 --steps 6 --batch-size 16 "
               "--checkpoint-every 3 --classifier-steps 10 --bpd-n 8 --fd-n 10 --cond-n 4 "
-              "--rtol 1e-2 --atol 1e-2 --stage classifier --quiet --out " + out + "/study");
+              "--rtol 1e-2 --atol 1e-2 --stage classifier --quiet --out " +
+              out + "/study");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(fs::exists(out + "/study/classifier.pt"));
-  const std::string rest = " --data " + data + " --width 8 --steps 6 --batch-size 16 "
+  const std::string rest = " --data " + data +
+                           " --width 8 --steps 6 --batch-size 16 "
                            "--checkpoint-every 3 --bpd-n 8 --fd-n 10 --cond-n 4 --rtol 1e-2 "
-                           "--atol 1e-2 --quiet --out " + out + "/study";
+                           "--atol 1e-2 --quiet --out " +
+                           out + "/study";
   r = run_cnf("experiment images --stage train --chunk 3" + rest);  // half the budget
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "fm-ot: 3 / 6 steps")) << r.output;
@@ -451,7 +467,8 @@ TEST(ImagesUNet, UpPathBlocksAfterTheFirstDoNotExpectTheSkipChannels) {
   // skip connection's extra channels, which forward() adds to the first block only, so
   // the network failed on its first forward pass (GroupNorm's channel check).
   for (int64_t blocks : {2, 3}) {
-    nn::UNetVelocityImpl net(nn::UNetOptions(1, 8, 8).base(8).channel_mult({1, 2}).res_blocks(blocks));
+    nn::UNetVelocityImpl net(
+        nn::UNetOptions(1, 8, 8).base(8).channel_mult({1, 2}).res_blocks(blocks));
     auto x = torch::randn({2, 64});
     torch::NoGradGuard ng;
     EXPECT_EQ(net.forward(x, torch::full({2}, 0.3)).sizes(), x.sizes()) << blocks << " blocks";

@@ -9,11 +9,11 @@
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/data/sources.h"
+#include "cnf/io/files.h"
 #include "cnf/nn/fast_mlp.h"
 #include "cnf/nn/velocity.h"
 #include "cnf/objective/mle.h"
 #include "cnf/path/schedule.h"
-#include "cnf/io/files.h"
 #include "cnf/train/flow.h"
 #include "cnf/train/trainer.h"
 #include "tests/cli_util.h"
@@ -94,8 +94,8 @@ TEST(Mle, LossAndRegularizersMatchClosedFormsOnALinearFlow) {
   const int n = 2000;
   for (int i = 0; i <= n; ++i) {
     const double t = static_cast<double>(i) / n;
-    const double f = std::exp(2 * a * t) *
-                     (std::pow(a + 1 - std::exp(2 * a * (1 - t)), 2) + w * w) * r2;
+    const double f =
+        std::exp(2 * a * t) * (std::pow(a + 1 - std::exp(2 * a * (1 - t)), 2) + w * w) * r2;
     steepest += f * (i == 0 || i == n ? 1 : (i % 2 ? 4 : 2));
   }
   steepest /= 3.0 * n;
@@ -161,54 +161,55 @@ TEST(Mle, ForwardModeJvpAndItsBackwardMatchAutograd) {
   // to the largest entry) means the same formulas, not merely close ones. Both routes: the
   // fused kernels (nn/fast_mlp.h) and LibTorch's ops (`--fast-mlp off`).
   for (bool fused : {true, false}) {
-  for (const char* act : {"tanh", "relu", "silu", "selu", "gelu", "softplus"}) {
-    for (const char* emb : {"concat", "fourier"}) {
-      if (fused && !nn::fast::cpu_supported()) continue;
-      torch::manual_seed(11);
-      nn::MLPVelocity mlp(nn::MLPOptions(3).width(12).depth(3).activation(act).time_embedding(emb));
-      mlp->to(torch::kFloat64);
-      auto gen = make_generator(5);
-      const int64_t b = 7;
-      auto x = torch::randn({b, 3}, gen, torch::kFloat64).requires_grad_(true);
-      auto t = torch::rand({b}, gen, torch::kFloat64);
-      auto u = torch::randn({b, 3}, gen, torch::kFloat64);
-      auto gv = torch::randn({b, 3}, gen, torch::kFloat64);
-      auto gjv = torch::randn({b, 3}, gen, torch::kFloat64);
-      auto scale = [](const torch::Tensor& r) { return r.abs().max().item<double>() + 1e-300; };
-      auto close = [&](const torch::Tensor& a, const torch::Tensor& r, const std::string& what) {
-        const double err = (a - r).abs().max().item<double>() / scale(r);
-        EXPECT_LT(err, 1e-10) << (fused ? "fused " : "libtorch ") << act << " " << emb << " " << what
-                              << ": " << err;
-      };
+    for (const char* act : {"tanh", "relu", "silu", "selu", "gelu", "softplus"}) {
+      for (const char* emb : {"concat", "fourier"}) {
+        if (fused && !nn::fast::cpu_supported()) continue;
+        torch::manual_seed(11);
+        nn::MLPVelocity mlp(
+            nn::MLPOptions(3).width(12).depth(3).activation(act).time_embedding(emb));
+        mlp->to(torch::kFloat64);
+        auto gen = make_generator(5);
+        const int64_t b = 7;
+        auto x = torch::randn({b, 3}, gen, torch::kFloat64).requires_grad_(true);
+        auto t = torch::rand({b}, gen, torch::kFloat64);
+        auto u = torch::randn({b, 3}, gen, torch::kFloat64);
+        auto gv = torch::randn({b, 3}, gen, torch::kFloat64);
+        auto gjv = torch::randn({b, 3}, gen, torch::kFloat64);
+        auto scale = [](const torch::Tensor& r) { return r.abs().max().item<double>() + 1e-300; };
+        auto close = [&](const torch::Tensor& a, const torch::Tensor& r, const std::string& what) {
+          const double err = (a - r).abs().max().item<double>() / scale(r);
+          EXPECT_LT(err, 1e-10) << (fused ? "fused " : "libtorch ") << act << " " << emb << " "
+                                << what << ": " << err;
+        };
 
-      auto v_ref = mlp->reference_forward(x, t);
-      // J u by rows of the Jacobian: (J u)_i = sum_j (dv_i/dx_j) u_j.
-      std::vector<torch::Tensor> cols;
-      for (int64_t i = 0; i < 3; ++i) {
-        auto gi = torch::autograd::grad({v_ref.select(1, i).sum()}, {x}, {}, true, true)[0];
-        cols.push_back((gi * u).sum(1));
-      }
-      auto jv_ref = torch::stack(cols, 1);
-      auto loss_ref = (gv * v_ref).sum() + (gjv * jv_ref).sum();
-      std::vector<torch::Tensor> wrt{x};
-      for (auto& p : mlp->parameters()) wrt.push_back(p);
-      auto g_ref = torch::autograd::grad({loss_ref}, wrt, {}, false, false, true);
+        auto v_ref = mlp->reference_forward(x, t);
+        // J u by rows of the Jacobian: (J u)_i = sum_j (dv_i/dx_j) u_j.
+        std::vector<torch::Tensor> cols;
+        for (int64_t i = 0; i < 3; ++i) {
+          auto gi = torch::autograd::grad({v_ref.select(1, i).sum()}, {x}, {}, true, true)[0];
+          cols.push_back((gi * u).sum(1));
+        }
+        auto jv_ref = torch::stack(cols, 1);
+        auto loss_ref = (gv * v_ref).sum() + (gjv * jv_ref).sum();
+        std::vector<torch::Tensor> wrt{x};
+        for (auto& p : mlp->parameters()) wrt.push_back(p);
+        auto g_ref = torch::autograd::grad({loss_ref}, wrt, {}, false, false, true);
 
-      nn::fast::set_enabled(fused);
-      auto [v, jv] = mlp->forward_with_jvp(x, t, u);
-      close(v, v_ref, "v");
-      close(jv, jv_ref, "J u");
-      auto loss = (gv * v).sum() + (gjv * jv).sum();
-      auto g = torch::autograd::grad({loss}, wrt, {}, false, false, true);
-      nn::fast::set_enabled(true);
-      ASSERT_EQ(g.size(), g_ref.size());
-      for (size_t k = 0; k < g.size(); ++k) {
-        if (!g_ref[k].defined()) continue;  // the Fourier frequencies are a buffer
-        ASSERT_TRUE(g[k].defined()) << act << " " << emb << " gradient " << k;
-        close(g[k], g_ref[k], "gradient " + std::to_string(k));
+        nn::fast::set_enabled(fused);
+        auto [v, jv] = mlp->forward_with_jvp(x, t, u);
+        close(v, v_ref, "v");
+        close(jv, jv_ref, "J u");
+        auto loss = (gv * v).sum() + (gjv * jv).sum();
+        auto g = torch::autograd::grad({loss}, wrt, {}, false, false, true);
+        nn::fast::set_enabled(true);
+        ASSERT_EQ(g.size(), g_ref.size());
+        for (size_t k = 0; k < g.size(); ++k) {
+          if (!g_ref[k].defined()) continue;  // the Fourier frequencies are a buffer
+          ASSERT_TRUE(g[k].defined()) << act << " " << emb << " gradient " << k;
+          close(g[k], g_ref[k], "gradient " + std::to_string(k));
+        }
       }
     }
-  }
   }
 }
 
@@ -225,7 +226,8 @@ TEST(Mle, FusedJvpKernelsMatchLibTorchOnManyBlocksAndThreads) {
     // few units of float's 6e-8 per layer, so 1e-4 relative bounds four layers with room.
     const double tol = dtype == torch::kFloat64 ? 1e-10 : 1e-4;
     torch::manual_seed(3);
-    nn::MLPVelocity mlp(nn::MLPOptions(3).width(64).depth(3).activation("tanh").time_embedding("fourier"));
+    nn::MLPVelocity mlp(
+        nn::MLPOptions(3).width(64).depth(3).activation("tanh").time_embedding("fourier"));
     mlp->to(dtype);
     auto gen = make_generator(8);
     const int64_t b = 600;
@@ -239,7 +241,8 @@ TEST(Mle, FusedJvpKernelsMatchLibTorchOnManyBlocksAndThreads) {
     auto run = [&](bool fused) {
       nn::fast::set_enabled(fused);
       auto [v, jv] = mlp->forward_with_jvp(x, t, u);
-      auto g = torch::autograd::grad({(gv * v).sum() + (gjv * jv).sum()}, wrt, {}, false, false, true);
+      auto g =
+          torch::autograd::grad({(gv * v).sum() + (gjv * jv).sum()}, wrt, {}, false, false, true);
       nn::fast::set_enabled(true);
       g.insert(g.begin(), {v.detach(), jv.detach()});
       return g;
@@ -249,7 +252,8 @@ TEST(Mle, FusedJvpKernelsMatchLibTorchOnManyBlocksAndThreads) {
     for (size_t k = 0; k < ref.size(); ++k) {
       if (!ref[k].defined()) continue;  // the Fourier frequencies are a buffer
       ASSERT_TRUE(fused[k].defined()) << k;
-      const double err = ((fused[k] - ref[k]).abs().max() / (ref[k].abs().max() + 1e-300)).item<double>();
+      const double err =
+          ((fused[k] - ref[k]).abs().max() / (ref[k].abs().max() + 1e-300)).item<double>();
       EXPECT_LT(err, tol) << torch::toString(dtype) << " output/gradient " << k << ": " << err;
     }
   }
@@ -281,7 +285,8 @@ TEST(Mle, ForwardModeRouteGivesTheAutogradRoutesLossAndGradients) {
     nn::fast::set_enabled(true);
     std::vector<torch::Tensor> g;
     for (auto& p : mlp->parameters()) g.push_back(p.grad().clone().reshape({-1}));
-    return std::make_tuple(torch::cat(g), r.loss.item<double>(), r.diagnostics.at("nfe").item<double>());
+    return std::make_tuple(torch::cat(g), r.loss.item<double>(),
+                           r.diagnostics.at("nfe").item<double>());
   };
   for (bool adjoint : {false, true}) {
     auto [g_fm, loss_fm, nfe_fm] = run(true, adjoint);
@@ -323,8 +328,7 @@ TEST(Mle, RecoversAGaussiansMeanAndCovariance) {
   auto cov = torch::matmul(J, J.t());
   // The optimum's NLL equals the Gaussian entropy of the empirical covariance:
   // 0.5 log det(2 pi e C). Adam after 400 steps is within ~1e-3 of it (measured).
-  const double optimum =
-      0.5 * std::log(torch::det(2 * M_PI * M_E * emp_cov).item<double>());
+  const double optimum = 0.5 * std::log(torch::det(2 * M_PI * M_E * emp_cov).item<double>());
   EXPECT_NEAR(loss, optimum, 5e-3);
   EXPECT_LT((mean - emp_mean).abs().max().item<double>(), 0.02) << mean << emp_mean;
   EXPECT_LT((cov - emp_cov).abs().max().item<double>(), 0.03) << cov << emp_cov;
@@ -377,16 +381,20 @@ TEST(Mle, CliTrainsByMaximumLikelihoodAndKeepsTheLastGoodCheckpoint) {
   using cnf_test::contains;
   using cnf_test::run_cnf;
   const std::string dir = ::testing::TempDir() + "/cnf_mle_cli_" + std::to_string(::getpid());
-  auto r = run_cnf("train --objective mle --data 8gaussians --steps 20 --width 16 --depth 2 "
-                   "--activation tanh --batch-size 64 --eval-n 100 --quiet --kinetic 0.01 "
-                   "--out " + dir + "/ok");
+  auto r = run_cnf(
+      "train --objective mle --data 8gaussians --steps 20 --width 16 --depth 2 "
+      "--activation tanh --batch-size 64 --eval-n 100 --quiet --kinetic 0.01 "
+      "--out " +
+      dir + "/ok");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(std::filesystem::exists(dir + "/ok/nfe.png"));
   EXPECT_TRUE(contains(io::read_text(dir + "/ok/metrics.json"), "train_nfe_mean"));
   // A solver step limit that cannot be met stops training with the reason and the path of
   // the last good checkpoint (here the initial state, step 0).
-  r = run_cnf("train --objective mle --data 8gaussians --steps 20 --width 16 --depth 2 "
-              "--batch-size 64 --quiet --mle-max-steps 2 --out " + dir + "/fail");
+  r = run_cnf(
+      "train --objective mle --data 8gaussians --steps 20 --width 16 --depth 2 "
+      "--batch-size 64 --quiet --mle-max-steps 2 --out " +
+      dir + "/fail");
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(contains(r.output, "max")) << r.output;
   EXPECT_TRUE(contains(r.output, "last good state (step 0)")) << r.output;

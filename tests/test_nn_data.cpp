@@ -86,8 +86,8 @@ TEST(DataTest, GaussianMixtureDensityIntegratesToOne) {
     return std::exp(-0.5 * (x - m) * (x - m) / (s * s)) / (s * std::sqrt(2 * M_PI));
   };
   const double expect = 0.3 * pdf(0, -2, 0.5) + 0.7 * pdf(0, 1.5, 1.2);
-  EXPECT_NEAR(std::exp(gmm.log_prob(torch::zeros({1, 1}, torch::kFloat64)).item<double>()),
-              expect, 1e-12);
+  EXPECT_NEAR(std::exp(gmm.log_prob(torch::zeros({1, 1}, torch::kFloat64)).item<double>()), expect,
+              1e-12);
 }
 
 TEST(DataTest, GaussianMixtureSamplesHaveTheMixtureMean) {

@@ -85,8 +85,8 @@ TEST(OdeTest, TableauValidationRejectsInconsistentCoefficients) {
                Error);
   // Implicit rows are not explicit methods.
   EXPECT_THROW(ode::ButcherTableau("bad", {0.5}, {{0.5}}, {1.0}, 1), Error);
-  EXPECT_NO_THROW(ode::ButcherTableau("ok", {0.0, 1.0}, {{}, {1.0}}, {0.5, 0.5}, 2,
-                                      {0.5, -0.5}, 1));
+  EXPECT_NO_THROW(
+      ode::ButcherTableau("ok", {0.0, 1.0}, {{}, {1.0}}, {0.5, 0.5}, 2, {0.5, -0.5}, 1));
 }
 
 TEST(OdeTest, UnknownMethodListsValidNames) {
@@ -207,7 +207,7 @@ TEST(OdeTest, FixedStepSaveAtGridIsExact) {
   ASSERT_EQ(sol.ys.size(), 3u);
   ASSERT_EQ(seen.size(), 1u);
   EXPECT_TRUE(torch::equal(sol.ys[1][0], seen[0][0]));  // a grid time: no interpolation
-  EXPECT_EQ(sol.nfe, 40);                                // and no extra evaluation
+  EXPECT_EQ(sol.nfe, 40);                               // and no extra evaluation
 }
 
 TEST(OdeTest, BlowUpReportsWhereAndWhy) {

@@ -5,7 +5,6 @@
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <array>
@@ -14,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -86,9 +86,9 @@ TEST(OtExact, AssignmentSolverAgreesWithNetworkSimplex) {
   }
   // The automatic choice for equal uniform sets is the assignment solver's answer.
   const at::Tensor x = randn({40, 3}, 1), y = randn({40, 3}, 2);
-  EXPECT_TRUE(torch::equal(ot::emd(x, y).assignment,
-                           ot::emd(x, y, ot::Cost::sqeuclidean, ot::ExactSolver::assignment)
-                               .assignment));
+  EXPECT_TRUE(
+      torch::equal(ot::emd(x, y).assignment,
+                   ot::emd(x, y, ot::Cost::sqeuclidean, ot::ExactSolver::assignment).assignment));
 }
 
 TEST(OtExact, AssignmentHandlesTiesAndNegativeCosts) {
@@ -96,8 +96,7 @@ TEST(OtExact, AssignmentHandlesTiesAndNegativeCosts) {
   const at::Tensor perm = ot::assignment(torch::ones({5, 5}, kF64));
   EXPECT_TRUE(torch::equal(std::get<0>(perm.sort()), torch::arange(5, torch::kInt64)));
   // A hand case with negative entries: the anti-diagonal costs -3 in total, the diagonal 0.
-  const at::Tensor c = torch::tensor({{0.0, 1.0, -1.0}, {1.0, 0.0, -1.0}, {-1.0, -1.0, 0.0}},
-                                     kF64);
+  const at::Tensor c = torch::tensor({{0.0, 1.0, -1.0}, {1.0, 0.0, -1.0}, {-1.0, -1.0, 0.0}}, kF64);
   const at::Tensor p = ot::assignment(c);
   EXPECT_DOUBLE_EQ(c.gather(1, p.unsqueeze(1)).sum().item<double>(), -2.0);  // exact small ints
 }
@@ -177,8 +176,8 @@ TEST(OtSinkhorn, WeightedMarginalsAreSatisfied) {
   // KL(P* | a b^T) <= log(n m)).
   const at::Tensor c = torch::tensor({{0.0, 1.0}, {1.0, 0.0}}, kF64);
   o.epsilon = 0.01;
-  const auto h = ot::sinkhorn_weighted(torch::tensor({0.3, 0.7}, kF64),
-                                       torch::tensor({0.6, 0.4}, kF64), c, o);
+  const auto h =
+      ot::sinkhorn_weighted(torch::tensor({0.3, 0.7}, kF64), torch::tensor({0.6, 0.4}, kF64), c, o);
   EXPECT_NEAR(h.cost, 0.3, 0.01 * std::log(4.0));
   EXPECT_GE(h.cost, 0.3 - 1e-9);
 }
@@ -283,16 +282,25 @@ TEST(OtSinkhorn, SolveDispatchesAndRejectsBadInput) {
   expect_error([] { ot::parse_method("greenkhorn"); }, "emd, sinkhorn");
 
   ot::SinkhornOptions o;
-  expect_error([&] { ot::sinkhorn(torch::zeros({0, 2}, kF64), y, ot::Cost::sqeuclidean, o); },
-               "empty");
-  expect_error([&] { ot::sinkhorn(x, randn({5, 3}, 17), ot::Cost::sqeuclidean, o); },
-               "same number of features");
+  expect_error(
+      [&] {
+        ot::sinkhorn(torch::zeros({0, 2}, kF64), y, ot::Cost::sqeuclidean, o);
+      },
+      "empty");
+  expect_error(
+      [&] {
+        ot::sinkhorn(x, randn({5, 3}, 17), ot::Cost::sqeuclidean, o);
+      },
+      "same number of features");
   at::Tensor bad = x.clone();
   bad[2][0] = NAN;
   expect_error([&] { ot::sinkhorn(bad, y, ot::Cost::sqeuclidean, o); }, "non-finite");
   const at::Tensor c = torch::ones({2, 2}, kF64);
-  expect_error([&] { ot::sinkhorn_weighted(torch::tensor({1.2, -0.2}, kF64), uniform(2), c, o); },
-               "negative");
+  expect_error(
+      [&] {
+        ot::sinkhorn_weighted(torch::tensor({1.2, -0.2}, kF64), uniform(2), c, o);
+      },
+      "negative");
   for (double eps : {0.0, -1.0, double(NAN)}) {
     o.epsilon = eps;
     expect_error([&] { ot::sinkhorn(x, y, ot::Cost::sqeuclidean, o); }, "epsilon must be");
@@ -301,9 +309,11 @@ TEST(OtSinkhorn, SolveDispatchesAndRejectsBadInput) {
   o.f_init = torch::zeros({4}, kF64);
   expect_error([&] { ot::sinkhorn(x, y, ot::Cost::sqeuclidean, o); }, "one per point");
   expect_error([] { ot::assignment(torch::ones({2, 3}, kF64)); }, "square");
-  expect_error([&] { ot::emd(x, randn({4, 2}, 18), ot::Cost::sqeuclidean,
-                             ot::ExactSolver::assignment); },
-               "as many points");
+  expect_error(
+      [&] {
+        ot::emd(x, randn({4, 2}, 18), ot::Cost::sqeuclidean, ot::ExactSolver::assignment);
+      },
+      "as many points");
 }
 
 // ---------------------------------------------------------------------- neural OT
@@ -316,14 +326,14 @@ TEST(OtNeural, IcnnMapBetweenGaussiansApproachesTheAffineMap) {
   const at::Tensor m = torch::tensor({1.0, -0.5}, kF64);
   const at::Tensor x = randn({2000, 2}, 19);
   const at::Tensor y = m + torch::matmul(randn({2000, 2}, 20), s_half);
-  const double w2_true =
-      metrics::gaussian_w2(torch::zeros({2}, kF64), torch::eye(2, kF64), m,
-                           torch::matmul(s_half, s_half));
+  const double w2_true = metrics::gaussian_w2(torch::zeros({2}, kF64), torch::eye(2, kF64), m,
+                                              torch::matmul(s_half, s_half));
   ot::NeuralW2Options o;
   const auto r = ot::neural_w2(x, y, o);
   const at::Tensor x_test = randn({1000, 2}, 21);
   const at::Tensor t_true = m + torch::matmul(x_test, s_half);
-  const double err = (r.map(x_test).to(torch::kFloat64) - t_true).pow(2).sum(1).mean().item<double>();
+  const double err =
+      (r.map(x_test).to(torch::kFloat64) - t_true).pow(2).sum(1).mean().item<double>();
   const double scale = (t_true - x_test).pow(2).sum(1).mean().item<double>();  // ~ W2^2
   std::printf("ICNN: map error %.4g relative to %.4g; W2 %.4f vs %.4f\n", err, scale, r.w2,
               w2_true);
@@ -429,7 +439,8 @@ TEST(OtCoupling, BridgeNoiseTargetHasTheBrownianBridgeVelocity) {
   at::Generator gen = make_generator(27);
   const int64_t n = 200000;
   const at::Tensor zeros = torch::zeros({n, 2}, kF64);
-  const double loss = objective::flow_matching_loss(field, {zeros, zeros}, o, gen).loss.item<double>();
+  const double loss =
+      objective::flow_matching_loss(field, {zeros, zeros}, o, gen).loss.item<double>();
   // Midpoint rule with 10^5 cells for the time average (error ~1e-10).
   double integral = 0;
   const int cells = 100000;
@@ -500,15 +511,19 @@ TEST(OtCli, OtCommandEndToEnd) {
   EXPECT_EQ(io::read_npy(d + "/p.npy").sizes(), (std::vector<int64_t>{64, 64}));
   EXPECT_TRUE(contains(io::read_text(d + "/ot.json"), "\"cost\": 25"));
 
-  r = run_cnf("ot --a " + d + "/a.npy --b " + d + "/b.npy --method sinkhorn --eps 0.01 "
-              "--cost euclidean --json " + d + "/sk.json");
+  r = run_cnf("ot --a " + d + "/a.npy --b " + d +
+              "/b.npy --method sinkhorn --eps 0.01 "
+              "--cost euclidean --json " +
+              d + "/sk.json");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "Sinkhorn converged")) << r.output;
   EXPECT_TRUE(contains(io::read_text(d + "/sk.json"), "\"converged\": true"));
   // --log-domain runs the same half-steps by log-sum-exp: same iterations, same cost (to
   // rounding: 1e-9 relative).
-  r = run_cnf("ot --a " + d + "/a.npy --b " + d + "/b.npy --method sinkhorn --eps 0.01 "
-              "--cost euclidean --log-domain --json " + d + "/sk_log.json");
+  r = run_cnf("ot --a " + d + "/a.npy --b " + d +
+              "/b.npy --method sinkhorn --eps 0.01 "
+              "--cost euclidean --log-domain --json " +
+              d + "/sk_log.json");
   ASSERT_EQ(r.code, 0) << r.output;
   {
     const auto kernel = nlohmann::json::parse(io::read_text(d + "/sk.json"));
@@ -526,7 +541,8 @@ TEST(OtCli, OtCommandEndToEnd) {
   EXPECT_TRUE(r.code == 1 && contains(r.output, "emd, sinkhorn")) << r.output;
   r = run_cnf("ot --a " + d + "/a.npy --b " + d + "/b.npy --method sinkhorn --eps 0");
   EXPECT_TRUE(r.code == 1 && contains(r.output, "epsilon must be")) << r.output;
-  r = run_cnf("ot --a " + d + "/a.npy --b " + d + "/b.npy --method sinkhorn --eps 1e-4 "
+  r = run_cnf("ot --a " + d + "/a.npy --b " + d +
+              "/b.npy --method sinkhorn --eps 1e-4 "
               "--max-iter 2");
   EXPECT_TRUE(r.code == 1 && contains(r.output, "did not converge")) << r.output;
 }

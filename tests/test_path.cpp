@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cctype>
+
 #include "cnf/core/error.h"
+#include "cnf/core/spec.h"
 #include "cnf/path/affine.h"
 #include "cnf/path/schedule.h"
 
@@ -17,14 +20,14 @@ torch::Tensor times(double lo, double hi, int n) {
 class ScheduleTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ScheduleTest, BoundaryValues) {
-  auto s = path::schedules().get(GetParam())();
+  auto s = path::make_schedule(GetParam());
   auto v0 = s->at_time(0.0);
   // alpha_0 = 1 exactly for every schedule (double arithmetic, formulas exact at 0).
   EXPECT_NEAR(v0.alpha_t.item<double>(), 1.0, 1e-12) << s->describe();
   // sigma_0 is 0 or a small sigma_min (VE: 0.01 by construction).
   EXPECT_LE(v0.sigma_t.item<double>(), 0.01 + 1e-12) << s->describe();
   auto v1 = s->at_time(1.0);
-  if (GetParam() == "ve") {
+  if (path::schedule_name(GetParam()) == "ve") {
     EXPECT_NEAR(v1.alpha_t.item<double>(), 1.0, 1e-12);  // VE never shrinks the data
   } else {
     // VP/sub-VP reach alpha_1 = exp(-(0.1 + 9.95)/2) = 6.6e-3, not exactly 0.
@@ -34,7 +37,7 @@ TEST_P(ScheduleTest, BoundaryValues) {
 }
 
 TEST_P(ScheduleTest, DerivativesMatchFiniteDifferences) {
-  auto s = path::schedules().get(GetParam())();
+  auto s = path::make_schedule(GetParam());
   const double h = 1e-6;
   auto t = times(std::max(0.02, s->t_min()), 0.98, 25);
   auto v = (*s)(t);
@@ -48,7 +51,7 @@ TEST_P(ScheduleTest, DerivativesMatchFiniteDifferences) {
 }
 
 TEST_P(ScheduleTest, SnrIsMonotoneAndRoundTrips) {
-  auto s = path::schedules().get(GetParam())();
+  auto s = path::make_schedule(GetParam());
   auto t = times(std::max(0.01, s->t_min()), 0.99, 50);
   auto lam = path::log_snr(*s, t);
   // The path must move from signal to noise: lambda strictly decreasing.
@@ -59,7 +62,7 @@ TEST_P(ScheduleTest, SnrIsMonotoneAndRoundTrips) {
 }
 
 TEST_P(ScheduleTest, ConversionsRoundTrip) {
-  auto s = path::schedules().get(GetParam())();
+  auto s = path::make_schedule(GetParam());
   torch::manual_seed(0);
   auto t = times(std::max(0.05, s->t_min()), 0.95, 16);
   auto x0 = torch::randn({16, 3}, torch::kFloat64), x1 = torch::randn({16, 3}, torch::kFloat64);
@@ -85,7 +88,7 @@ TEST_P(ScheduleTest, ConversionsRoundTrip) {
 
 TEST_P(ScheduleTest, SdeCoefficientsMatchMarginalVariance) {
   // d sigma^2/dt = 2 f sigma^2 + g^2 is the variance ODE of dx = f x dt + g dw.
-  auto s = path::schedules().get(GetParam())();
+  auto s = path::make_schedule(GetParam());
   auto t = times(std::max(0.05, s->t_min()), 0.95, 20);
   auto v = (*s)(t);
   auto c = path::sde_coefficients(*s, t);
@@ -96,9 +99,81 @@ TEST_P(ScheduleTest, SdeCoefficientsMatchMarginalVariance) {
   EXPECT_TRUE(torch::allclose(v.d_alpha_t, c.f * v.alpha_t, 1e-9, 1e-9)) << s->describe();
 }
 
-INSTANTIATE_TEST_SUITE_P(AllSchedules, ScheduleTest,
-                         ::testing::ValuesIn(path::schedules().names()),
-                         [](const auto& info) { return info.param; });
+namespace {
+// Every registered schedule with its defaults, and each one that has parameters once more
+// with all of them set away from the defaults (within the ranges the checks above assume:
+// sigma_0 <= 0.01, alpha_1 < 7e-3 off VE).
+std::vector<std::string> schedule_specs() {
+  std::vector<std::string> specs = path::schedules().names();
+  for (const auto& [name, kind] : path::schedules().entries()) {
+    if (kind.params.empty()) continue;
+    std::string spec = name + ":";
+    for (size_t i = 0; i < kind.params.size(); ++i) {
+      const auto& p = kind.params[i];
+      // condot/ve sigma_min: halved (0 -> 0.005); beta_min doubled, beta_max and
+      // sigma_max raised by a quarter.
+      const double v = p.fallback == 0.0      ? 0.005
+                       : p.key == "sigma_min" ? p.fallback / 2
+                       : p.key == "beta_min"  ? 2 * p.fallback
+                                              : 1.25 * p.fallback;
+      spec += (i ? "," : "") + p.key + "=" + shortest_number(v);
+    }
+    specs.push_back(spec);
+  }
+  return specs;
+}
+std::string test_name(const std::string& spec) {
+  std::string s;
+  for (char c : spec) s += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return s;
+}
+}  // namespace
+
+INSTANTIATE_TEST_SUITE_P(AllSchedules, ScheduleTest, ::testing::ValuesIn(schedule_specs()),
+                         [](const auto& info) { return test_name(info.param); });
+
+// Spec text round-trips: a schedule built from a spec describes itself by the canonical
+// spec, which builds an equal schedule (same coefficients); defaults give the bare name.
+TEST(ScheduleSpec, CanonicalTextRoundTrips) {
+  for (const auto& spec : schedule_specs()) {
+    auto s = path::make_schedule(spec);
+    EXPECT_EQ(path::make_schedule(s->describe())->describe(), s->describe()) << spec;
+    auto t = times(std::max(0.01, s->t_min()), 1.0, 11);
+    auto a = (*s)(t), b = (*path::make_schedule(s->describe()))(t);
+    EXPECT_TRUE(torch::equal(a.sigma_t, b.sigma_t) && torch::equal(a.alpha_t, b.alpha_t)) << spec;
+  }
+  for (const auto& name : path::schedules().names())
+    EXPECT_EQ(path::make_schedule(name)->describe(), name);  // what checkpoints store
+  EXPECT_EQ(path::make_schedule("vp:beta_max=20,beta_min=0.1")->describe(), "vp");
+  EXPECT_EQ(path::make_schedule("vp:beta_max=10")->describe(), "vp:beta_max=10");
+  // condot's --sigma-min (kept apart in checkpoints) is the same parameter.
+  EXPECT_EQ(path::make_schedule("condot", 0.1)->describe(), "condot:sigma_min=0.1");
+  EXPECT_EQ(path::make_schedule("condot:sigma_min=0.2", 0.0)->describe(), "condot:sigma_min=0.2");
+  EXPECT_THROW(path::make_schedule("condot:sigma_min=0.2", 0.1), Error);  // given twice
+  // The parameters reach the schedule: VE's sigma_1 is its sigma_max.
+  EXPECT_NEAR(path::make_schedule("ve:sigma_max=50")->sigma_1(), 50.0, 1e-9);
+}
+
+TEST(ScheduleSpec, BadSpecsSayWhatIsWrong) {
+  auto message = [](const std::string& spec) {
+    try {
+      path::make_schedule(spec);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_NE(message("vp:beta=3").find("valid keys: beta_min, beta_max"), std::string::npos);
+  EXPECT_NE(message("vp:beta_max=lots").find("beta_max=lots is not a finite number"),
+            std::string::npos);
+  EXPECT_NE(message("vp:beta_max").find("is not key=value"), std::string::npos);
+  EXPECT_NE(message("vp:beta_max=3,beta_max=4").find("twice"), std::string::npos);
+  EXPECT_NE(message("cosine:k=1").find("takes no parameters"), std::string::npos);
+  EXPECT_NE(message("vq:beta_max=3").find("valid names: condot, vp"), std::string::npos);
+  // The constructors' own range checks still apply.
+  EXPECT_NE(message("ve:sigma_min=5,sigma_max=1").find("0 < sigma_min < sigma_max"),
+            std::string::npos);
+}
 
 TEST(PathTest, CondOTTargetIsDifference) {
   // On the OT path with sigma_min = 0, u_t = x_1 - x_0 for every t.
@@ -128,4 +203,17 @@ TEST(PathTest, UnknownNamesListValidOnes) {
   }
   EXPECT_THROW(path::parse_param("eps"), Error);
   EXPECT_THROW(path::VP(-1.0, 20.0), Error);
+}
+
+// Numbers in spec text: the shortest decimal that reads back exactly, plain for ordinary
+// magnitudes.
+TEST(ScheduleSpec, NumbersAreShortAndExact) {
+  EXPECT_EQ(shortest_number(10.0), "10");
+  EXPECT_EQ(shortest_number(20.0), "20");
+  EXPECT_EQ(shortest_number(0.1), "0.1");
+  EXPECT_EQ(shortest_number(12.5), "12.5");
+  EXPECT_EQ(shortest_number(1e-05), "1e-05");
+  EXPECT_EQ(shortest_number(-2.5e20), "-2.5e+20");
+  for (double v : {0.1, 1.0 / 3.0, 20.0, 1e-5, 123456.789, 0.005, 1e300})
+    EXPECT_EQ(std::strtod(shortest_number(v).c_str(), nullptr), v) << v;
 }

@@ -105,9 +105,8 @@ TEST(Rectify, PairsAreResumableAndRefuseOtherOptions) {
   // X_0 is X_1 turned back by w = 1 radian.
   auto x1 = first.x_1().to(torch::kFloat64), x0 = first.x_0().to(torch::kFloat64);
   const double c = std::cos(1.0), s = std::sin(1.0);
-  auto expect = torch::stack({c * x1.select(1, 0) + s * x1.select(1, 1),
-                              -s * x1.select(1, 0) + c * x1.select(1, 1)},
-                             1);
+  auto expect = torch::stack(
+      {c * x1.select(1, 0) + s * x1.select(1, 1), -s * x1.select(1, 0) + c * x1.select(1, 1)}, 1);
   // float32 state and dopri5 at 1e-5: errors ~1e-5 for |x| ~ 3.
   EXPECT_LT((x0 - expect).abs().max().item<double>(), 1e-3);
 
@@ -164,9 +163,9 @@ TEST(Rectify, TimeGridDrawsTheEulerTimes) {
 // them is straight (Liu et al. 2023, sec. 3: one reflow suffices for this coupling).
 TEST(Rectify, ReflowStraightensAGaussianFlowAndKeepsItsMarginals) {
   torch::manual_seed(0);
-  auto data = std::make_shared<data::GaussianMixture>(
-      torch::ones({1}, torch::kFloat64), torch::tensor({{1.0, -1.0}}, torch::kFloat64),
-      torch::tensor({{0.3, 2.0}}, torch::kFloat64));
+  auto data = std::make_shared<data::GaussianMixture>(torch::ones({1}, torch::kFloat64),
+                                                      torch::tensor({{1.0, -1.0}}, torch::kFloat64),
+                                                      torch::tensor({{0.3, 2.0}}, torch::kFloat64));
   auto prior = std::make_shared<data::StandardNormal>(2);
   train::FlowSpec spec;
   spec.model.width = 64;
@@ -224,22 +223,26 @@ TEST(Rectify, ReflowStraightensAGaussianFlowAndKeepsItsMarginals) {
   auto w2_1_euler = metrics::w2(train::generate(*flow1, *schedule, x_1, so).y[0], truth);
   auto w2_2_euler = metrics::w2(train::generate(*flow2, *schedule, x_1, so).y[0], truth);
   EXPECT_LT(w2_2_euler, w2_2 + 0.05);
-  EXPECT_LT(w2_2_euler, 0.5 * w2_1_euler) << "one-step W2 before " << w2_1_euler << ", after "
-                                    << w2_2_euler;
+  EXPECT_LT(w2_2_euler, 0.5 * w2_1_euler)
+      << "one-step W2 before " << w2_1_euler << ", after " << w2_2_euler;
   std::printf("S %.4f -> %.4f, cost %.4f -> %.4f, W2 %.4f -> %.4f, 1-step W2 %.4f -> %.4f\n",
-              s1.straightness, s2.straightness, s1.transport_cost, s2.transport_cost, w2_1,
-              w2_2, w2_1_euler, w2_2_euler);
+              s1.straightness, s2.straightness, s1.transport_cost, s2.transport_cost, w2_1, w2_2,
+              w2_1_euler, w2_2_euler);
 }
 
 TEST(Rectify, CliReflowDistillAndResume) {
   using cnf_test::contains;
   using cnf_test::run_cnf;
   const auto dir = temp_dir("cnf_reflow_cli");
-  auto r = run_cnf("train --data 8gaussians --steps 300 --width 32 --depth 2 --eval-n 200 --quiet "
-                   "--out " + dir + "/base");
+  auto r = run_cnf(
+      "train --data 8gaussians --steps 300 --width 32 --depth 2 --eval-n 200 --quiet "
+      "--out " +
+      dir + "/base");
   ASSERT_EQ(r.code, 0) << r.output;
-  const std::string reflow = "reflow --ckpt " + dir + "/base/model.pt --pairs 1000 --chunk 400 "
-                             "--steps 200 --eval-n 200 --quiet --out " + dir + "/r2";
+  const std::string reflow = "reflow --ckpt " + dir +
+                             "/base/model.pt --pairs 1000 --chunk 400 "
+                             "--steps 200 --eval-n 200 --quiet --out " +
+                             dir + "/r2";
   r = run_cnf(reflow + " --json " + dir + "/r2.json");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "round 2: straightness")) << r.output;
@@ -261,12 +264,16 @@ TEST(Rectify, CliReflowDistillAndResume) {
   EXPECT_TRUE(contains(r.output, "seed")) << r.output;
 
   // Round 3 from round 2, then a 2-step distillation of round 3.
-  r = run_cnf("reflow --ckpt " + dir + "/r2/model.pt --pairs 500 --steps 100 --eval-n 100 "
-              "--quiet --out " + dir + "/r3 --json " + dir + "/r3.json");
+  r = run_cnf("reflow --ckpt " + dir +
+              "/r2/model.pt --pairs 500 --steps 100 --eval-n 100 "
+              "--quiet --out " +
+              dir + "/r3 --json " + dir + "/r3.json");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(io::read_text(dir + "/r3.json"), "\"round\": 3"));
-  r = run_cnf("distill --ckpt " + dir + "/r3/model.pt --steps 2 --iters 100 --pairs 500 "
-              "--eval-n 100 --quiet --out " + dir + "/d");
+  r = run_cnf("distill --ckpt " + dir +
+              "/r3/model.pt --steps 2 --iters 100 --pairs 500 "
+              "--eval-n 100 --quiet --out " +
+              dir + "/d");
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "2-step generator")) << r.output;
   // A distilled generator is not a flow to rectify.

@@ -345,8 +345,8 @@ TEST(ReliabilityTest, DamagedDeflatedEntryIsReportedNotLoaded) {
   size_t at = bytes.find(name, header);
   ASSERT_NE(at, std::string::npos);
   ASSERT_EQ(bytes[at - 30 + 8], 8) << "the entry is expected to be deflated";
-  const size_t extra = static_cast<unsigned char>(bytes[at - 2]) |
-                       static_cast<unsigned char>(bytes[at - 1]) << 8;
+  const size_t extra =
+      static_cast<unsigned char>(bytes[at - 2]) | static_cast<unsigned char>(bytes[at - 1]) << 8;
   bytes[at + name.size() + extra + 5] ^= 0x10;
   const std::string path = dir + "/deflated.pt";
   cnf::io::write_text_atomic(path, bytes);

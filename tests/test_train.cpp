@@ -77,8 +77,8 @@ TEST(TrainTest, LearningRateSchedules) {
   o.steps = 110;
   o.warmup_steps = 10;
   o.lr_schedule = train::LrSchedule::cosine;
-  EXPECT_DOUBLE_EQ(train::learning_rate(o, 0), 0.1);   // warm-up: (step + 1) / warmup
-  EXPECT_DOUBLE_EQ(train::learning_rate(o, 10), 1.0);  // cosine starts at lr
+  EXPECT_DOUBLE_EQ(train::learning_rate(o, 0), 0.1);     // warm-up: (step + 1) / warmup
+  EXPECT_DOUBLE_EQ(train::learning_rate(o, 10), 1.0);    // cosine starts at lr
   EXPECT_NEAR(train::learning_rate(o, 60), 0.5, 1e-12);  // halfway through the cosine
   EXPECT_NEAR(train::learning_rate(o, 110), 0.0, 1e-12);
   o.lr_schedule = train::LrSchedule::linear;
@@ -178,7 +178,8 @@ TEST(TrainTest, SchrodingerBridgeCouplingIsRefusedOffTheStraightPath) {
       ADD_FAILURE() << schedule << " accepted sb";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("Schrodinger bridge only on the straight path"),
-                std::string::npos) << e.what();
+                std::string::npos)
+          << e.what();
       EXPECT_NE(std::string(e.what()).find(schedule), std::string::npos) << e.what();
     }
   }

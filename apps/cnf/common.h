@@ -15,6 +15,7 @@
 #include "cnf/core/error.h"
 #include "cnf/core/registry.h"
 #include "cnf/core/runtime.h"
+#include "cnf/core/streams.h"
 #include "cnf/io/files.h"
 #include "cnf/nn/fast_mlp.h"
 #include "cnf/sde/samplers.h"

@@ -89,7 +89,7 @@ int run_couplings(const CouplingsArgs& a) {
         e.n = h.a.size(0);
         e.method = "dopri5";
         auto ev = evaluate(*model, path::Param::velocity, *schedule, *prior, h, e, seed, device);
-        auto gen = make_generator(seed + 17);
+        auto gen = stream_generator(seed, Stream::couplings_eval);
         auto s = rectify::straightness(*model, *schedule, prior->sample(a.n, gen).to(device));
         w2.v.push_back(ev.w2);
         floor = ev.w2_floor;

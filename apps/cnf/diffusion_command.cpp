@@ -130,7 +130,7 @@ int run_samplers(const SamplersArgs& a) {
   auto split = data::split_source(c.spec.data, c.spec.model.dim, 2 * a.n, 0.1, a.common.seed);
   auto held_a = split.holdout.slice(0, 0, a.n), held_b = split.holdout.slice(0, a.n, 2 * a.n);
   const double floor = metrics::w2(held_b, held_a);
-  auto prior_gen = make_generator(a.common.seed + 1);
+  auto prior_gen = stream_generator(a.common.seed, Stream::evaluation);
   auto x_1 = torch::randn({a.n, c.spec.model.dim}, prior_gen).to(device);
 
   struct Row {
@@ -154,7 +154,7 @@ int run_samplers(const SamplersArgs& a) {
       auto opt = sampler_options(sa, k, so);
       const int64_t per_step = name == "dpm2" ? 2 : name == "dpm3" ? 3 : name == "pc" ? 2 : 1;
       if (k * per_step > a.max_nfe) continue;
-      auto gen = make_generator(a.common.seed + 2);
+      auto gen = stream_generator(a.common.seed, Stream::sampler_noise);
       auto t0 = std::chrono::steady_clock::now();
       sde::SampleResult r;
       try {

@@ -94,7 +94,7 @@ inline Evaluation evaluate(nn::VelocityFieldImpl& net, path::Param param,
                            const path::Schedule& schedule, const data::Source& prior,
                            const Holdout& h, const EvalArgs& e, uint64_t seed, torch::Device device,
                            const ode::Observer& observer = {}) {
-  auto gen = make_generator(seed + 1);
+  auto gen = stream_generator(seed, Stream::evaluation);
   auto x_1 = prior.sample(h.a.size(0), gen).to(device);
   auto so = e.sampler_options();
   so.ode.observer = observer;

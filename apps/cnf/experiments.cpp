@@ -65,7 +65,7 @@ int run_nfe_error(const NfeErrorArgs& a) {
     model->eval();
     auto schedule = spec.make_schedule();
 
-    auto gen = make_generator(a.common.seed + 7);
+    auto gen = stream_generator(a.common.seed, Stream::nfe_study);
     auto x_1 = torch::randn({a.n, data_source->dim()}, gen, torch::kFloat32).to(device);
     ode::SolveOptions ref;
     ref.method = "dopri5";

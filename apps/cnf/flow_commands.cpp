@@ -18,7 +18,6 @@
 #include "cnf/density/density.h"
 #include "cnf/density/image_density.h"
 #include "cnf/io/files.h"
-#include "cnf/nn/hollow.h"
 #include "cnf/ode/solve.h"
 #include "cnf/train/flow.h"
 #include "cnf/train/trainer.h"
@@ -54,9 +53,7 @@ density::LikelihoodOptions likelihood_options(const EvalArgs& e, const DensityAr
   o.divergence.method = density::parse_divergence(d.divergence);
   // The analytic route exists for the MLP and the hollow network; others fall back to
   // autograd.
-  if (o.divergence.method == density::Divergence::analytic &&
-      dynamic_cast<const nn::MLPVelocityImpl*>(&model) == nullptr &&
-      dynamic_cast<const nn::HollowVelocityImpl*>(&model) == nullptr)
+  if (o.divergence.method == density::Divergence::analytic && !model.has_analytic_divergence())
     o.divergence.method = density::Divergence::exact;
   o.divergence.probes = d.probes;
   o.divergence.gaussian = d.gaussian_probes;
@@ -82,7 +79,7 @@ int run_sample(const SampleArgs& a) {
             "--out must name a .npy file, got '", a.out, "'");
   auto c = load_flow(a.source, device);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
-  auto gen = make_generator(a.common.seed);
+  auto gen = stream_generator(a.common.seed, Stream::sampling);
   torch::Tensor x_1;
   if (a.noise.empty()) {
     x_1 = prior->sample(a.eval.n, gen).to(device);
@@ -199,7 +196,7 @@ int run_image_nll(const NllArgs& a, const train::Checkpoint& c, const std::strin
   const int64_t n = std::min(a.eval.n, split.test.levels.size(0));
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto o = likelihood_options(a.eval, a.density, *c.model);
-  auto gen = make_generator(a.common.seed + 3);
+  auto gen = stream_generator(a.common.seed, Stream::likelihood);
   auto t0 = std::chrono::steady_clock::now();
   auto r = density::image_bits_per_dim(*c.model, *c.spec.make_schedule(), *prior, *split.train,
                                        split.test.levels.slice(0, 0, n), a.dequant_samples, o, gen);
@@ -239,7 +236,7 @@ density::LikelihoodResult log_likelihood_sharded(const train::Checkpoint& c,
   const int64_t lo = std::min(n, rank * m), hi = std::min(n, lo + m);
   CNF_CHECK(hi > lo, "-n ", n, " held-out points leave rank ", rank, " of ", world,
             " without rows; use -n >= ", world);
-  auto gen_k = rank == 0 ? gen : make_generator(seed + 3 + 1000003ull * rank);
+  auto gen_k = rank == 0 ? gen : stream_generator(seed, Stream::likelihood, rank);
   auto mine = density::log_likelihood(*c.model, *c.spec.make_schedule(), prior, x.slice(0, lo, hi),
                                       o, gen_k);
   auto pad = [&](const at::Tensor& t) {
@@ -299,7 +296,7 @@ int run_nll(const NllArgs& a) {
     return run_image_nll(a, c, spec, device);
   }
   auto x = checkpoint_holdout(c, a.source.name(), spec, a.dim, a.eval.n, a.common.seed).a;
-  auto gen = make_generator(a.common.seed + 3);
+  auto gen = stream_generator(a.common.seed, Stream::likelihood);
   if (a.bins > 0) x = density::dequantize(x, a.bins, gen);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto o = likelihood_options(a.eval, a.density, *c.model);

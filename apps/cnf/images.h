@@ -2,9 +2,9 @@
 // and classifier-free guidance at sampling time, and `cnf experiment images`.
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <CLI/CLI.hpp>
 #include <functional>
 #include <string>
 

@@ -2,8 +2,6 @@
 // diffusion (VP) path, flow matching on the same path and flow matching on the OT path,
 // one network and one training budget, compared by bits/dim, a classifier-feature Fréchet
 // distance and dopri5 NFE. Runs in stages (classifier, train, eval), each resumable.
-#include "apps/cnf/images.h"
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -12,6 +10,7 @@
 
 #include "apps/cnf/common.h"
 #include "apps/cnf/evaluation.h"
+#include "apps/cnf/images.h"
 #include "cnf/data/images.h"
 #include "cnf/density/image_density.h"
 #include "cnf/io/image_grid.h"
@@ -47,8 +46,7 @@ torch::Tensor sample_labels(const std::string& label, int64_t n, int64_t classes
   return torch::full({n}, k, torch::kLong);
 }
 
-nn::VelocityField with_labels(nn::VelocityField net, const torch::Tensor& labels,
-                              double guidance) {
+nn::VelocityField with_labels(nn::VelocityField net, const torch::Tensor& labels, double guidance) {
   if (!labels.defined()) return net;
   return std::make_shared<nn::GuidedFieldImpl>(std::move(net), labels, guidance);
 }
@@ -110,8 +108,9 @@ std::string classifier_path(const ImagesArgs& a) { return a.out + "/classifier.p
 
 void stage_classifier(const ImagesArgs& a) {
   if (fs::exists(classifier_path(a))) {
-    if (!a.quiet) std::fprintf(stderr, "images: %s exists, skipping the classifier stage\n",
-                               classifier_path(a).c_str());
+    if (!a.quiet)
+      std::fprintf(stderr, "images: %s exists, skipping the classifier stage\n",
+                   classifier_path(a).c_str());
     return;
   }
   auto split = data::load_image_spec(a.data);
@@ -128,8 +127,11 @@ void stage_classifier(const ImagesArgs& a) {
   auto px = split.test.levels.to(torch::kFloat32).add(0.5).div(256.0);
   const double acc = metrics::classifier_accuracy(*net, px, split.test.labels);
   metrics::save_classifier(*net, classifier_path(a));
-  json j = {{"test_accuracy", acc}, {"test_images", px.size(0)}, {"steps", co.steps},
-            {"train_seconds", secs}, {"data", a.data}};
+  json j = {{"test_accuracy", acc},
+            {"test_images", px.size(0)},
+            {"steps", co.steps},
+            {"train_seconds", secs},
+            {"data", a.data}};
   io::write_text_atomic(a.out + "/classifier.json", j.dump(2) + "\n");
   std::printf("classifier: test accuracy %.4f on %lld images (%lld steps, %.0f s)\n", acc,
               static_cast<long long>(px.size(0)), static_cast<long long>(co.steps), secs);
@@ -223,7 +225,7 @@ json stage_eval(const ImagesArgs& a, const Method& m, torch::Device device) {
   density::LikelihoodOptions lo;
   lo.solve = so;
   lo.divergence.method = density::Divergence::hutchinson;
-  auto gen = make_generator(a.common.seed + 101);
+  auto gen = stream_generator(a.common.seed, Stream::images_bpd);
   auto t0 = std::chrono::steady_clock::now();
   auto bpd = density::image_bits_per_dim(*c.model, *schedule, *prior, *split.train,
                                          split.test.levels.slice(0, 0, n_bpd), a.dequant_samples,
@@ -233,7 +235,7 @@ json stage_eval(const ImagesArgs& a, const Method& m, torch::Device device) {
 
   // Unconditional samples: Fréchet distance to as many test images; the same noise for
   // every method (seeded generator).
-  auto noise_gen = make_generator(a.common.seed + 202);
+  auto noise_gen = stream_generator(a.common.seed, Stream::images_samples);
   const int64_t n_fd = std::min(a.fd_n, split.test.levels.size(0));
   auto x_1 = prior->sample(n_fd, noise_gen).to(device);
   t0 = std::chrono::steady_clock::now();
@@ -255,23 +257,24 @@ json stage_eval(const ImagesArgs& a, const Method& m, torch::Device device) {
   }
   io::image_grid_png(dir + "/samples.png", px.slice(0, 0, std::min<int64_t>(100, n_fd)), 10, 3);
 
-  json j = {{"method", m.name},
-            {"label", m.label},
-            {"bits_per_dim", bpd.bpd.mean},
-            {"bits_per_dim_stderr", bpd.bpd.stderr},
-            {"bpd_images", n_bpd},
-            {"dequantization_samples", a.dequant_samples},
-            {"bpd_divergence", "hutchinson, 1 Rademacher probe"},
-            {"bpd_nfe_per_solve", static_cast<double>(bpd.nfe) /
-                                      static_cast<double>(a.dequant_samples * ((n_bpd + 99) / 100))},
-            {"bpd_seconds", bpd_secs},
-            {"fd", fd},
-            {"fd_floor", fd_floor},
-            {"fd_samples", n_fd},
-            {"nfe", sol.nfe},
-            {"sample_seconds", sample_secs},
-            {"rtol", a.rtol},
-            {"steps", c.step}};
+  json j = {
+      {"method", m.name},
+      {"label", m.label},
+      {"bits_per_dim", bpd.bpd.mean},
+      {"bits_per_dim_stderr", bpd.bpd.stderr},
+      {"bpd_images", n_bpd},
+      {"dequantization_samples", a.dequant_samples},
+      {"bpd_divergence", "hutchinson, 1 Rademacher probe"},
+      {"bpd_nfe_per_solve", static_cast<double>(bpd.nfe) /
+                                static_cast<double>(a.dequant_samples * ((n_bpd + 99) / 100))},
+      {"bpd_seconds", bpd_secs},
+      {"fd", fd},
+      {"fd_floor", fd_floor},
+      {"fd_samples", n_fd},
+      {"nfe", sol.nfe},
+      {"sample_seconds", sample_secs},
+      {"rtol", a.rtol},
+      {"steps", c.step}};
   // Class-conditional samples, guided, scored by the classifier's accuracy.
   if (c.spec.model.classes > 0 && a.cond_n > 0) {
     auto labels = sample_labels("all", a.cond_n, c.spec.model.classes);
@@ -305,13 +308,14 @@ std::string table_of(const ImagesArgs& a, const std::vector<std::string>& names)
     if (!fs::exists(path)) continue;
     auto j = json::parse(io::read_text(path));
     char row[512];
-    std::snprintf(row, sizeof row, "| %s | %.3f ± %.3f | %.2f (floor %.2f) | %lld | %s | %.0f s |\n",
+    std::snprintf(row, sizeof row,
+                  "| %s | %.3f ± %.3f | %.2f (floor %.2f) | %lld | %s | %.0f s |\n",
                   j.value("label", name).c_str(), j.value("bits_per_dim", 0.0),
                   j.value("bits_per_dim_stderr", 0.0), j.value("fd", 0.0),
                   j.value("fd_floor", -1.0), static_cast<long long>(j.value("nfe", 0)),
                   j.contains("cond_accuracy")
-                      ? (std::to_string(j.value("cond_accuracy", 0.0)).substr(0, 5) + " (w = " +
-                         std::to_string(j.value("guidance", 0.0)).substr(0, 4) + ")")
+                      ? (std::to_string(j.value("cond_accuracy", 0.0)).substr(0, 5) +
+                         " (w = " + std::to_string(j.value("guidance", 0.0)).substr(0, 4) + ")")
                             .c_str()
                       : "–",
                   j.value("train_seconds", 0.0));
@@ -322,8 +326,7 @@ std::string table_of(const ImagesArgs& a, const std::vector<std::string>& names)
 
 int run_images(const ImagesArgs& a) {
   auto device = setup(a.common);
-  CNF_CHECK(a.stage == "all" || a.stage == "classifier" || a.stage == "train" ||
-                a.stage == "eval",
+  CNF_CHECK(a.stage == "all" || a.stage == "classifier" || a.stage == "train" || a.stage == "eval",
             "--stage must be all, classifier, train or eval, got '", a.stage, "'");
   CNF_CHECK(a.steps >= 1 && a.batch_size >= 1 && a.checkpoint_every >= 1 && a.chunk >= 0,
             "--steps, --batch-size and --checkpoint-every must be >= 1, --chunk >= 0");
@@ -348,9 +351,10 @@ int run_images(const ImagesArgs& a) {
     io::write_text_atomic(a.out + "/images.md", table);
     write_json(a.common.json, results);
     std::printf("%s", table.c_str());
-    std::printf("wrote %s/{images.md, classifier.json, */eval.json, */samples.png, "
-                "*/samples_by_class.png}\n",
-                a.out.c_str());
+    std::printf(
+        "wrote %s/{images.md, classifier.json, */eval.json, */samples.png, "
+        "*/samples_by_class.png}\n",
+        a.out.c_str());
   } else if (!trained) {
     std::printf("training not finished; run the same command again to continue\n");
   }
@@ -362,12 +366,14 @@ int run_images(const ImagesArgs& a) {
 std::function<int()> add_images_experiment(CLI::App* experiment) {
   auto a = std::make_shared<ImagesArgs>();
   auto* cmd = experiment->add_subcommand(
-      "images", "Score matching vs flow matching on a diffusion path vs flow matching on the OT "
-                "path, on images: bits/dim, classifier Fréchet distance, dopri5 NFE (Lipman et "
-                "al. 2023, table 1)");
+      "images",
+      "Score matching vs flow matching on a diffusion path vs flow matching on the OT "
+      "path, on images: bits/dim, classifier Fréchet distance, dopri5 NFE (Lipman et "
+      "al. 2023, table 1)");
   add_common(cmd, a->common);
-  cmd->add_option("--data", a->data, "Image data spec (fashion-mnist[:size=S:classes=..:n=..] "
-                                     "or png:FOLDER)")
+  cmd->add_option("--data", a->data,
+                  "Image data spec (fashion-mnist[:size=S:classes=..:n=..] "
+                  "or png:FOLDER)")
       ->capture_default_str();
   cmd->add_option("--methods", a->methods, "Comma-separated: sm-diffusion, fm-diffusion, fm-ot")
       ->capture_default_str()

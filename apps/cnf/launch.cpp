@@ -52,7 +52,8 @@ bool launched_worker() {
 int launch_local(int nproc, char** argv, double grace_seconds) {
   CNF_CHECK(nproc >= 1, "--nproc must be >= 1, got ", nproc);
   const int port = dist::free_loopback_port();
-  struct sigaction sa {}, old_int {}, old_term {};
+  struct sigaction sa {
+  }, old_int{}, old_term{};
   sa.sa_handler = record_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
@@ -112,8 +113,8 @@ int launch_local(int nproc, char** argv, double grace_seconds) {
                        how_it_ended(st).c_str());
           signal_all(SIGTERM);
           stopping = true;
-          kill_at = clock::now() + std::chrono::milliseconds(
-                                       static_cast<int64_t>(grace_seconds * 1000));
+          kill_at =
+              clock::now() + std::chrono::milliseconds(static_cast<int64_t>(grace_seconds * 1000));
         }
       }
       continue;

@@ -80,7 +80,7 @@ int run_mle_experiment(const MleExperimentArgs& a) {
       // Test NLL with the exact divergence, dopri5 at 1e-5.
       density::LikelihoodOptions lo;
       lo.divergence.method = density::Divergence::exact;
-      auto gen = make_generator(a.common.seed + 3);
+      auto gen = stream_generator(a.common.seed, Stream::likelihood);
       auto ll =
           density::log_likelihood(*model, *schedule, *prior, split.holdout.to(device), lo, gen);
       auto nll = density::mean_and_stderr(-ll.log_prob);

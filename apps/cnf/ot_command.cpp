@@ -28,7 +28,9 @@ struct OtArgs {
   std::string plan, assignment, map;
 };
 
-bool ends_with_npy(const std::string& p) { return p.size() > 4 && p.substr(p.size() - 4) == ".npy"; }
+bool ends_with_npy(const std::string& p) {
+  return p.size() > 4 && p.substr(p.size() - 4) == ".npy";
+}
 
 int run_ot(const OtArgs& o) {
   auto device = setup(o.common);
@@ -51,8 +53,8 @@ int run_ot(const OtArgs& o) {
     CNF_CHECK(o.plan.empty() && o.assignment.empty() && !wa.defined() && !wb.defined(),
               "--plan, --assignment, --wa and --wb apply to emd and sinkhorn, not to ", o.method);
     if (o.method == "icnn") {
-      CNF_CHECK(o.cost == "sqeuclidean", "--method icnn estimates W2 (sqeuclidean cost), got --cost ",
-                o.cost);
+      CNF_CHECK(o.cost == "sqeuclidean",
+                "--method icnn estimates W2 (sqeuclidean cost), got --cost ", o.cost);
       ot::NeuralW2Options no;
       no.seed = o.common.seed;
       if (o.steps > 0) no.steps = o.steps;
@@ -76,8 +78,8 @@ int run_ot(const OtArgs& o) {
       j["critic_gap"] = r.gap;
       j["critic_slope"] = r.slope;
       j["seconds"] = seconds();
-      std::printf("W1 (critic estimate) = %.6g   raw gap %.6g, mean slope %.4g   (%.2f s)\n",
-                  r.w1, r.gap, r.slope, seconds());
+      std::printf("W1 (critic estimate) = %.6g   raw gap %.6g, mean slope %.4g   (%.2f s)\n", r.w1,
+                  r.gap, r.slope, seconds());
     }
     write_json(o.common.json, j);
     return 0;
@@ -93,10 +95,11 @@ int run_ot(const OtArgs& o) {
   so.sinkhorn.log_domain = o.log_domain;
   so.sinkhorn.validate();
   if (!o.assignment.empty())
-    CNF_CHECK(so.method == ot::Method::emd && a.size(0) == b.size(0) && !wa.defined() &&
-                  !wb.defined(),
-              "--assignment needs --method emd and two sets of equal size with uniform weights, "
-              "got ", o.method, " with ", a.size(0), " and ", b.size(0), " points");
+    CNF_CHECK(
+        so.method == ot::Method::emd && a.size(0) == b.size(0) && !wa.defined() && !wb.defined(),
+        "--assignment needs --method emd and two sets of equal size with uniform weights, "
+        "got ",
+        o.method, " with ", a.size(0), " and ", b.size(0), " points");
   const ot::Solution s = ot::solve(a, b, so, wa, wb);
   const double secs = seconds();
   j["cost"] = s.cost;
@@ -132,8 +135,9 @@ int run_ot(const OtArgs& o) {
 std::function<int()> add_ot_command(CLI::App& app) {
   auto args = std::make_shared<OtArgs>();
   auto* sub = app.add_subcommand(
-      "ot", "Optimal transport between two point sets: prints the cost (W2^2 for sqeuclidean, "
-            "W1 for euclidean); saves the plan or assignment");
+      "ot",
+      "Optimal transport between two point sets: prints the cost (W2^2 for sqeuclidean, "
+      "W1 for euclidean); saves the plan or assignment");
   add_common(sub, args->common);
   sub->add_option("--a", args->a, "Source points (.npy or .csv, [n, d])")->required();
   sub->add_option("--b", args->b, "Target points (.npy or .csv, [m, d])")->required();

@@ -84,7 +84,7 @@ double w2_with(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
 // One model's report: straightness and W2 of one-step Euler and of dopri5 to held-out data.
 json report(nn::VelocityFieldImpl& model, const path::Schedule& schedule, const data::Source& prior,
             const Holdout& h, int64_t euler_steps, uint64_t seed, torch::Device device) {
-  auto gen = make_generator(seed + 11);
+  auto gen = stream_generator(seed, Stream::rectify_report);
   auto x_1 = prior.sample(h.a.size(0), gen).to(device);
   auto s = rectify::straightness(model, schedule, x_1);
   json j = straightness_json(s);
@@ -98,7 +98,7 @@ void plot_trajectories(const std::string& file, nn::VelocityFieldImpl& model,
                        const path::Schedule& schedule, const data::Source& prior, uint64_t seed,
                        torch::Device device, const std::string& title) {
   if (prior.dim() < 2) return;
-  auto gen = make_generator(seed + 13);
+  auto gen = stream_generator(seed, Stream::rectify_plot);
   auto x_1 = prior.sample(300, gen).to(device);
   ode::SolveOptions so;
   so.method = "rk4";

@@ -305,6 +305,11 @@ TrainRun train_with_checkpoints(train::Trainer& trainer, const TrainArgs& a, boo
           trainer.save(ckpt, config);
         } catch (const Error& e) {
           save_failed = true;
+          // With a group the save gathers every shard's generator, so a peer that died or
+          // hung fails it; alone, only the file system can (room, permission).
+          if (grouped)
+            fail(e.what(), "\nthe last good state (step ", saved_step, ") is saved in ", ckpt,
+                 rank0 ? "" : " on rank 0's host", "; resume from it with --resume");
           fail(e.what(), "\nthe checkpoint of step ", saved_step, " in ", ckpt,
                " is intact; resume from it with --resume ", ckpt, " once the folder has room");
         }
@@ -360,7 +365,8 @@ Evaluation evaluate_sharded(nn::VelocityFieldImpl& model, path::Param param,
   const int world = group.world_size();
   const bool rank0 = group.rank() == 0;
   const int64_t n = h.a.size(0), per = (n + world - 1) / world;
-  auto gen = make_generator(a.common.seed + 1 + 1000003ull * static_cast<uint64_t>(group.rank()));
+  auto gen =
+      stream_generator(a.common.seed, Stream::evaluation, static_cast<uint64_t>(group.rank()));
   auto x_1 = prior.sample(per, gen).to(device);
   auto so = a.eval.sampler_options();
   if (rank0) so.ode.observer = observer;

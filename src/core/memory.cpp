@@ -30,7 +30,8 @@ at::Tensor mapped(at::IntArrayRef sizes, at::ScalarType dtype, int64_t bytes, bo
   const size_t len = static_cast<size_t>(bytes) + kHugePage;
   void* base = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (base == MAP_FAILED) return {};
-  const auto start = (reinterpret_cast<uintptr_t>(base) + kHugePage - 1) & ~(uintptr_t{kHugePage} - 1);
+  const auto start =
+      (reinterpret_cast<uintptr_t>(base) + kHugePage - 1) & ~(uintptr_t{kHugePage} - 1);
   void* data = reinterpret_cast<void*>(start);
   // Advice only: without THP the pages come 4 KB at a time, as from malloc.
   if (huge) madvise(data, static_cast<size_t>(bytes), MADV_HUGEPAGE);

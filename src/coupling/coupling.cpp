@@ -104,7 +104,9 @@ std::pair<at::Tensor, at::Tensor> EntropicOT::pair(const at::Tensor& x_0, const 
   return sample_rows(r.plan.to(torch::kCPU), x_0, x_1, gen);
 }
 
-std::string EntropicOT::describe() const { return "sinkhorn(epsilon=" + format(options_.epsilon) + ")"; }
+std::string EntropicOT::describe() const {
+  return "sinkhorn(epsilon=" + format(options_.epsilon) + ")";
+}
 
 namespace {
 CouplingOptions sb_options(CouplingOptions o) {

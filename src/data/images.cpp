@@ -145,8 +145,8 @@ at::Tensor read_png(const fs::path& file, int& channels_out) {
   const int want = c <= 2 ? 1 : 3;  // gray (+alpha) -> 1 channel, RGB(A) -> 3
   unsigned char* px =
       stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &w, &h, &c, want);
-  CNF_CHECK(px != nullptr, "image '", file.string(), "' is a corrupt PNG (",
-            stbi_failure_reason(), ")");
+  CNF_CHECK(px != nullptr, "image '", file.string(), "' is a corrupt PNG (", stbi_failure_reason(),
+            ")");
   auto t = torch::from_blob(px, {h, w, want}, torch::kUInt8).permute({2, 0, 1}).clone();
   stbi_image_free(px);
   channels_out = want;
@@ -209,8 +209,8 @@ ImageSet read_png_folder(const std::string& folder) {
 ImageSet downsample(const ImageSet& set, int64_t size) {
   const int64_t h = set.levels.size(2), w = set.levels.size(3);
   CNF_CHECK(size >= 1 && h % size == 0 && w % size == 0 && h / size == w / size,
-            "cannot down-sample ", h, "x", w, " images of '", set.origin, "' to ", size, "x",
-            size, ": the size must divide both sides by the same factor (e.g. 14 or 7 for 28x28)");
+            "cannot down-sample ", h, "x", w, " images of '", set.origin, "' to ", size, "x", size,
+            ": the size must divide both sides by the same factor (e.g. 14 or 7 for 28x28)");
   if (size == h) return set;
   ImageSet out = set;
   auto f = set.levels.to(torch::kFloat32);
@@ -221,8 +221,8 @@ ImageSet downsample(const ImageSet& set, int64_t size) {
 ImageSet select_classes(const ImageSet& set, const std::vector<int64_t>& classes) {
   CNF_CHECK(set.classes > 0, "'", set.origin, "' has no labels; a class subset needs them");
   for (auto c : classes)
-    CNF_CHECK(c >= 0 && c < set.classes, "class ", c, " is not a class of '", set.origin,
-              "' (0..", set.classes - 1, ")");
+    CNF_CHECK(c >= 0 && c < set.classes, "class ", c, " is not a class of '", set.origin, "' (0..",
+              set.classes - 1, ")");
   auto keep = torch::zeros({set.labels.size(0)}, torch::kBool);
   for (auto c : classes) keep |= set.labels == c;
   auto idx = keep.nonzero().squeeze(1);
@@ -237,11 +237,11 @@ ImageSet select_classes(const ImageSet& set, const std::vector<int64_t>& classes
 std::pair<at::Tensor, at::Tensor> ImageTransform::forward(const at::Tensor& x) const {
   const int64_t n = x.size(0);
   const double d = static_cast<double>(x.numel() / std::max<int64_t>(n, 1));
-  if (kind == Kind::scale)
-    return {2 * x - 1, torch::full({n}, d * std::log(2.0), x.options())};
+  if (kind == Kind::scale) return {2 * x - 1, torch::full({n}, d * std::log(2.0), x.options())};
   auto s = lambda + (1 - 2 * lambda) * x;
   auto y = torch::log(s) - torch::log1p(-s);
-  auto log_det = (std::log(1 - 2 * lambda) - torch::log(s) - torch::log1p(-s)).reshape({n, -1}).sum(1);
+  auto log_det =
+      (std::log(1 - 2 * lambda) - torch::log(s) - torch::log1p(-s)).reshape({n, -1}).sum(1);
   return {y, log_det};
 }
 
@@ -332,7 +332,8 @@ bool is_image_spec(const std::string& spec) {
 }
 
 ImageSplit load_image_spec(const std::string& spec) {
-  CNF_CHECK(is_image_spec(spec), "'", spec, "' is not an image data spec (fashion-mnist or png:DIR)");
+  CNF_CHECK(is_image_spec(spec), "'", spec,
+            "' is not an image data spec (fashion-mnist or png:DIR)");
   // Split on ':'; for png the folder is the second field.
   std::vector<std::string> fields;
   {
@@ -415,7 +416,8 @@ ImageSplit load_image_spec(const std::string& spec) {
   } else {
     const char* env = std::getenv("CNF_FASHION_MNIST_DIR");
     const std::string dir = env && *env ? env : "/usr/share/datasets/fashion-mnist";
-    train = read_idx_images(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz");
+    train =
+        read_idx_images(dir + "/train-images-idx3-ubyte.gz", dir + "/train-labels-idx1-ubyte.gz");
     test = read_idx_images(dir + "/t10k-images-idx3-ubyte.gz", dir + "/t10k-labels-idx1-ubyte.gz");
     test.classes = train.classes = std::max(train.classes, test.classes);
   }

@@ -1,6 +1,4 @@
 #include "cnf/data/sources.h"
-#include "cnf/data/pairs.h"
-#include "cnf/data/images.h"
 
 #include <torch/torch.h>
 
@@ -8,6 +6,8 @@
 
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
+#include "cnf/data/images.h"
+#include "cnf/data/pairs.h"
 #include "cnf/io/files.h"
 
 namespace cnf::data {
@@ -17,7 +17,8 @@ const auto kF32 = torch::TensorOptions().dtype(torch::kFloat32);
 const double kLog2Pi = std::log(2.0 * M_PI);
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 }  // namespace
 
@@ -36,7 +37,7 @@ at::Tensor StandardNormal::log_prob(const at::Tensor& x) const {
 }
 
 const std::vector<std::string>& toy_names() {
-  static const std::vector<std::string> names{"8gaussians", "moons",     "circles",   "checkerboard",
+  static const std::vector<std::string> names{"8gaussians", "moons",    "circles",   "checkerboard",
                                               "pinwheel",   "2spirals", "swissroll", "rings"};
   return names;
 }
@@ -218,8 +219,8 @@ DataSplit split_source(const std::string& spec, int64_t dim, int64_t n_holdout,
     auto gen = make_generator(seed ^ 0x5bd1e995ULL);
     return {source, source->sample(n_holdout, gen)};
   }
-  CNF_CHECK(holdout_fraction > 0 && holdout_fraction < 1, "holdout fraction must be in (0, 1), got ",
-            holdout_fraction);
+  CNF_CHECK(holdout_fraction > 0 && holdout_fraction < 1,
+            "holdout fraction must be in (0, 1), got ", holdout_fraction);
   const int64_t n = table->rows().size(0);
   const int64_t n_hold = std::max<int64_t>(1, static_cast<int64_t>(n * holdout_fraction));
   CNF_CHECK(n - n_hold >= 1, "table '", spec, "' has ", n,

@@ -6,7 +6,6 @@
 
 #include "cnf/core/error.h"
 #include "cnf/core/registry.h"
-#include "cnf/nn/hollow.h"
 #include "cnf/path/affine.h"
 
 namespace cnf::density {
@@ -34,20 +33,16 @@ at::Tensor draw_probes(int64_t k, const at::Tensor& like, bool gaussian, at::Gen
 }
 
 std::pair<at::Tensor, at::Tensor> velocity_and_divergence(nn::VelocityFieldImpl& field,
-                                                          const at::Tensor& x,
-                                                          const at::Tensor& t,
+                                                          const at::Tensor& x, const at::Tensor& t,
                                                           const DivergenceOptions& o,
                                                           const at::Tensor& probes,
                                                           bool create_graph) {
   if (o.method == Divergence::analytic) {
-    if (auto* hollow = dynamic_cast<nn::HollowVelocityImpl*>(&field)) {
-      auto [v, div] = hollow->forward_with_divergence(x, t);
-      return {create_graph ? v : v.detach(), create_graph ? div : div.detach()};
-    }
-    auto* mlp = dynamic_cast<nn::MLPVelocityImpl*>(&field);
-    CNF_CHECK(mlp != nullptr, "the analytic divergence exists for the mlp and hollow networks only; use ",
+    CNF_CHECK(field.has_analytic_divergence(),
+              "the analytic divergence exists for the mlp and hollow networks only; use ",
               "--divergence exact or hutchinson");
-    return mlp->forward_with_divergence(x, t);
+    auto [v, div] = field.forward_with_divergence(x, t);
+    return {create_graph ? v : v.detach(), create_graph ? div : div.detach()};
   }
   torch::AutoGradMode enable(true);
   auto x_req = x.requires_grad() ? x : x.detach().requires_grad_(true);
@@ -95,8 +90,8 @@ ode::Solution integrate_with_divergence(nn::VelocityFieldImpl& field, const at::
   at::Tensor probes;
   if (hutch) probes = draw_probes(o.divergence.probes, x, o.divergence.gaussian, gen);
   const int64_t b = x.size(0);
-  auto l0 = hutch ? torch::zeros({o.divergence.probes, b}, x.options())
-                  : torch::zeros({b}, x.options());
+  auto l0 =
+      hutch ? torch::zeros({o.divergence.probes, b}, x.options()) : torch::zeros({b}, x.options());
   ode::Rhs rhs = [&](double t, const ode::State& s) {
     auto tt = torch::full({b}, t, x.options());
     auto [v, div] = velocity_and_divergence(field, s[0], tt, o.divergence, probes);

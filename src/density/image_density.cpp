@@ -18,8 +18,8 @@ ImageBitsPerDim image_bits_per_dim(nn::VelocityFieldImpl& field, const path::Sch
   const int64_t n = levels.size(0), d = images.dim();
   CNF_CHECK(levels[0].numel() == d, "images of ", levels[0].numel(), " pixels do not fit the ",
             "model's ", d, " dimensions");
-  auto device = field.parameters().empty() ? torch::Device(torch::kCPU)
-                                           : field.parameters().front().device();
+  auto device =
+      field.parameters().empty() ? torch::Device(torch::kCPU) : field.parameters().front().device();
   ImageBitsPerDim out;
   out.dequant_samples = dequant_samples;
   auto log_p_x = torch::zeros({n}, torch::kFloat64);

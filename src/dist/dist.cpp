@@ -1,18 +1,17 @@
 #include "cnf/dist/dist.h"
 
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#include <torch/torch.h>
-
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <torch/torch.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "cnf/core/error.h"
 
@@ -25,8 +24,7 @@ void GroupOptions::validate() const {
   CNF_CHECK(!master_addr.empty(), "master address is empty; pass --master-addr (rank 0's host)");
   CNF_CHECK(master_port > 0 && master_port < 65536, "master port must be in [1, 65535], got ",
             master_port);
-  CNF_CHECK(timeout_seconds > 0, "distributed timeout must be > 0 seconds, got ",
-            timeout_seconds);
+  CNF_CHECK(timeout_seconds > 0, "distributed timeout must be > 0 seconds, got ", timeout_seconds);
   CNF_CHECK(bucket_bytes >= 1024, "bucket_bytes must be >= 1024, got ", bucket_bytes);
 }
 
@@ -83,8 +81,8 @@ Group::Group(GroupOptions options) : impl_(std::make_unique<Impl>()) {
   options.validate();
   auto& m = *impl_;
   m.o = options;
-  const auto timeout = std::chrono::milliseconds(
-      static_cast<int64_t>(options.timeout_seconds * 1000.0));
+  const auto timeout =
+      std::chrono::milliseconds(static_cast<int64_t>(options.timeout_seconds * 1000.0));
   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<std::uint16_t>(options.master_port);
@@ -101,8 +99,9 @@ Group::Group(GroupOptions options) : impl_(std::make_unique<Impl>()) {
            "); start every rank with the same --world-size, --master-addr and --master-port, "
            "and pick a free port");
     fail("rank ", options.rank, " of ", options.world_size, ": cannot reach the store at ",
-         options.master_addr, ":", options.master_port, " within ", options.timeout_seconds,
-         " s (", first_line(e.what()), "); check that rank 0 runs there, --master-addr/"
+         options.master_addr, ":", options.master_port, " within ", options.timeout_seconds, " s (",
+         first_line(e.what()),
+         "); check that rank 0 runs there, --master-addr/"
          "--master-port, and the firewall");
   }
   try {
@@ -117,12 +116,12 @@ Group::Group(GroupOptions options) : impl_(std::make_unique<Impl>()) {
     else
       pgo->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
     pgo->threads = 1;
-    m.pg = c10::make_intrusive<c10d::ProcessGroupGloo>(m.store, options.rank,
-                                                       options.world_size, pgo);
+    m.pg =
+        c10::make_intrusive<c10d::ProcessGroupGloo>(m.store, options.rank, options.world_size, pgo);
   } catch (const std::exception& e) {
     fail("rank ", options.rank, " of ", options.world_size,
-         ": cannot connect the Gloo group through ", options.master_addr, ":",
-         options.master_port, " within ", options.timeout_seconds, " s (", first_line(e.what()),
+         ": cannot connect the Gloo group through ", options.master_addr, ":", options.master_port,
+         " within ", options.timeout_seconds, " s (", first_line(e.what()),
          "); every rank must start, and reach every other (set GLOO_SOCKET_IFNAME to pick "
          "the network interface)");
   }

@@ -21,14 +21,17 @@ void flatten(const toml::table& table, const std::string& path, std::vector<Conf
       continue;
     }
     std::string value;
-    if (const auto* s = node.as_string()) value = s->get();
-    else if (const auto* i = node.as_integer()) value = std::to_string(i->get());
+    if (const auto* s = node.as_string())
+      value = s->get();
+    else if (const auto* i = node.as_integer())
+      value = std::to_string(i->get());
     else if (const auto* d = node.as_floating_point()) {
       std::ostringstream os;
       os.precision(17);
       os << d->get();
       value = os.str();
-    } else if (const auto* b = node.as_boolean()) value = b->get() ? "true" : "false";
+    } else if (const auto* b = node.as_boolean())
+      value = b->get() ? "true" : "false";
     else
       fail("config file '", path, "' line ", line, ": key '", key,
            "' must be a string, number or boolean (arrays, dates and inline tables are not "

@@ -16,9 +16,8 @@ namespace cnf::io {
 
 void image_grid_png(const std::string& path, const at::Tensor& pixels, int64_t columns,
                     int64_t scale, int64_t pad) {
-  CNF_CHECK(pixels.dim() == 4 && (pixels.size(1) == 1 || pixels.size(1) == 3),
-            "image grid '", path, "' needs images [N, C, H, W] with C = 1 or 3, got ",
-            pixels.sizes());
+  CNF_CHECK(pixels.dim() == 4 && (pixels.size(1) == 1 || pixels.size(1) == 3), "image grid '", path,
+            "' needs images [N, C, H, W] with C = 1 or 3, got ", pixels.sizes());
   const int64_t n = pixels.size(0), c = pixels.size(1), h = pixels.size(2), w = pixels.size(3);
   CNF_CHECK(n >= 1, "image grid '", path, "' has no images");
   CNF_CHECK(columns >= 1 && scale >= 1 && pad >= 0, "image grid '", path,

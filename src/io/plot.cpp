@@ -533,10 +533,9 @@ void panels_png(const std::string& path, const std::vector<std::vector<Series>>&
 }
 
 at::Tensor histogram_2d(const at::Tensor& xy, int64_t bins, double lo, double hi) {
-  CNF_CHECK(xy.dim() == 2 && xy.size(1) == 2, "histogram_2d needs points [N, 2], got ",
-            xy.sizes());
-  CNF_CHECK(bins >= 1 && hi > lo, "histogram_2d needs bins >= 1 and hi > lo, got ", bins, ", [",
-            lo, ", ", hi, "]");
+  CNF_CHECK(xy.dim() == 2 && xy.size(1) == 2, "histogram_2d needs points [N, 2], got ", xy.sizes());
+  CNF_CHECK(bins >= 1 && hi > lo, "histogram_2d needs bins >= 1 and hi > lo, got ", bins, ", [", lo,
+            ", ", hi, "]");
   auto idx = ((xy.to(torch::kFloat64) - lo) / (hi - lo) * static_cast<double>(bins))
                  .floor()
                  .to(torch::kLong)

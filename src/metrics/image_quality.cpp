@@ -33,8 +33,8 @@ double frechet_distance(const at::Tensor& a_in, const at::Tensor& b_in) {
   auto s_a = covariance(a, mu_a), s_b = covariance(b, mu_b);
   auto root_a = sqrt_psd(s_a);
   auto cross = sqrt_psd(torch::matmul(torch::matmul(root_a, s_b), root_a));
-  const double fd = (mu_a - mu_b).pow(2).sum().item<double>() +
-                    (s_a + s_b - 2 * cross).trace().item<double>();
+  const double fd =
+      (mu_a - mu_b).pow(2).sum().item<double>() + (s_a + s_b - 2 * cross).trace().item<double>();
   return std::max(fd, 0.0);  // round-off can leave -1e-12 for identical sets
 }
 
@@ -46,7 +46,8 @@ ImageClassifierImpl::ImageClassifierImpl(int64_t c, int64_t h, int64_t w, int64_
             "x", h, "x", w, ", ", k, " classes");
   using torch::nn::Conv2dOptions;
   conv1 = register_module("conv1", torch::nn::Conv2d(Conv2dOptions(c, cw, 3).padding(1)));
-  conv2 = register_module("conv2", torch::nn::Conv2d(Conv2dOptions(cw, 2 * cw, 3).padding(1).stride(2)));
+  conv2 = register_module("conv2",
+                          torch::nn::Conv2d(Conv2dOptions(cw, 2 * cw, 3).padding(1).stride(2)));
   conv3 = register_module("conv3",
                           torch::nn::Conv2d(Conv2dOptions(2 * cw, 2 * cw, 3).padding(1).stride(2)));
   fc = register_module("fc", torch::nn::Linear(2 * cw, f));
@@ -119,8 +120,8 @@ double classifier_accuracy(ImageClassifierImpl& c, const at::Tensor& pixels,
 void save_classifier(ImageClassifierImpl& c, const std::string& path) {
   torch::serialize::OutputArchive ar, weights;
   ar.write("format", c10::IValue(std::string("cnf-classifier-1")));
-  ar.write("shape", torch::tensor({c.channels, c.height, c.width, c.classes, c.conv_width,
-                                   c.n_features}));
+  ar.write("shape",
+           torch::tensor({c.channels, c.height, c.width, c.classes, c.conv_width, c.n_features}));
   c.save(weights);
   ar.write("weights", weights);
   io::write_atomic(path, [&](std::ostream& os) { ar.save_to(os); });

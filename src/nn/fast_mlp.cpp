@@ -56,7 +56,8 @@ kernel::Net<T> make_net(const Shape& s, const torch::Tensor& freq, torch::Tensor
 }
 
 template <class T>
-kernel::Rows<T> rows_of(const torch::Tensor& x, const torch::Tensor& t, int64_t begin, int64_t end) {
+kernel::Rows<T> rows_of(const torch::Tensor& x, const torch::Tensor& t, int64_t begin,
+                        int64_t end) {
   kernel::Rows<T> r;
   r.rows = end - begin;
   r.x = x.data_ptr<T>() + begin * x.size(1);
@@ -140,7 +141,8 @@ void hand_out(torch::autograd::AutogradContext* ctx, const torch::Tensor& sum,
   for (size_t i = 0; i < params.size(); ++i) {
     const int64_t n = params[i].numel();
     if (ctx->needs_input_grad(first_in + i))
-      out[first_out + i] = sum.slice(0, off, off + n).view(params[i].sizes()).to(params[i].scalar_type());
+      out[first_out + i] =
+          sum.slice(0, off, off + n).view(params[i].sizes()).to(params[i].scalar_type());
     off += n;
   }
 }
@@ -217,12 +219,13 @@ struct FusedMLP : public torch::autograd::Function<FusedMLP> {
     AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "fast_mlp_backward", [&] {
       const auto net = make_net<scalar_t>(s, freq, p);
       const int64_t ld = 2 * (s.layers - 1) * s.width;
-      auto sum = parameter_gradients<scalar_t>(s, p, xc.size(0), [&](scalar_t* const* gw, scalar_t* const* gb,
-                                                                     int64_t b, int64_t e) {
-        kernel::backward(net, rows_of<scalar_t>(xc, t, b, e), saved.data_ptr<scalar_t>() + b * ld,
-                         go.data_ptr<scalar_t>() + b * s.dim, gw, gb,
-                         want_x ? gx.data_ptr<scalar_t>() + b * s.dim : nullptr);
-      });
+      auto sum = parameter_gradients<scalar_t>(
+          s, p, xc.size(0), [&](scalar_t* const* gw, scalar_t* const* gb, int64_t b, int64_t e) {
+            kernel::backward(net, rows_of<scalar_t>(xc, t, b, e),
+                             saved.data_ptr<scalar_t>() + b * ld,
+                             go.data_ptr<scalar_t>() + b * s.dim, gw, gb,
+                             want_x ? gx.data_ptr<scalar_t>() + b * s.dim : nullptr);
+          });
       hand_out(ctx, sum, params, 3, out, 4);
     });
     if (want_x) out[0] = gx;
@@ -234,13 +237,15 @@ struct FusedMLP : public torch::autograd::Function<FusedMLP> {
 // (weight, bias) of every layer. Outputs v and (dv/dx) u, each [B, dim]. First order
 // only: the backward pass is not itself differentiable.
 struct FusedJvp : public torch::autograd::Function<FusedJvp> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
-                                                const torch::Tensor& t, const torch::Tensor& freq,
-                                                const torch::Tensor& u, Shape s, torch::TensorList params) {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const torch::Tensor& x, const torch::Tensor& t,
+                                                const torch::Tensor& freq, const torch::Tensor& u,
+                                                Shape s, torch::TensorList params) {
     auto xc = x.contiguous();
     auto uc = u.detach().to(x.scalar_type()).contiguous();
     auto p = kernel_params(params, xc);
-    auto saved = torch::empty({x.size(0) * kernel::jvp_saved_per_row(s.layers, s.width)}, x.options());
+    auto saved =
+        torch::empty({x.size(0) * kernel::jvp_saved_per_row(s.layers, s.width)}, x.options());
     auto [v, jv] = run_jvp(s, xc, t, freq, uc, p, saved);
     save_shape(ctx, s);
     std::vector<torch::Tensor> keep{x, t, freq, uc, saved};
@@ -267,20 +272,25 @@ struct FusedJvp : public torch::autograd::Function<FusedJvp> {
     torch::autograd::variable_list out(5 + params.size());
     const bool want_x = ctx->needs_input_grad(0);
     auto xc = x.detach().contiguous();
-    auto prep = [&](const torch::Tensor& g) { return g.defined() ? g.to(x.scalar_type()).contiguous() : g; };
+    auto prep = [&](const torch::Tensor& g) {
+      return g.defined() ? g.to(x.scalar_type()).contiguous() : g;
+    };
     auto gv = prep(grads[0]), gjv = prep(grads[1]);
     auto p = kernel_params(params, xc);
     auto gx = want_x ? torch::empty_like(xc) : torch::Tensor();
     AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "fast_mlp_jvp_backward", [&] {
       const auto net = make_net<scalar_t>(s, freq, p);
       const int64_t ld = kernel::jvp_saved_per_row(s.layers, s.width), d = s.dim;
-      auto rows = [&](const torch::Tensor& g, int64_t b) { return g.defined() ? g.data_ptr<scalar_t>() + b * d : nullptr; };
-      auto sum = parameter_gradients<scalar_t>(s, p, xc.size(0), [&](scalar_t* const* gw, scalar_t* const* gb,
-                                                                     int64_t b, int64_t e) {
-        kernel::jvp_backward(net, rows_of<scalar_t>(xc, t, b, e), u.data_ptr<scalar_t>() + b * d,
-                             saved.data_ptr<scalar_t>() + b * ld, rows(gv, b), rows(gjv, b), gw, gb,
-                             want_x ? gx.data_ptr<scalar_t>() + b * d : nullptr);
-      });
+      auto rows = [&](const torch::Tensor& g, int64_t b) {
+        return g.defined() ? g.data_ptr<scalar_t>() + b * d : nullptr;
+      };
+      auto sum = parameter_gradients<scalar_t>(
+          s, p, xc.size(0), [&](scalar_t* const* gw, scalar_t* const* gb, int64_t b, int64_t e) {
+            kernel::jvp_backward(net, rows_of<scalar_t>(xc, t, b, e),
+                                 u.data_ptr<scalar_t>() + b * d,
+                                 saved.data_ptr<scalar_t>() + b * ld, rows(gv, b), rows(gjv, b), gw,
+                                 gb, want_x ? gx.data_ptr<scalar_t>() + b * d : nullptr);
+          });
       hand_out(ctx, sum, params, 4, out, 5);
     });
     if (want_x) out[0] = gx;
@@ -288,10 +298,9 @@ struct FusedJvp : public torch::autograd::Function<FusedJvp> {
   }
 
   // v and J u through the kernels, `saved` filled when defined.
-  static std::pair<torch::Tensor, torch::Tensor> run_jvp(const Shape& s, const torch::Tensor& x,
-                                                         const torch::Tensor& t, const torch::Tensor& freq,
-                                                         const torch::Tensor& u, torch::TensorList params,
-                                                         const torch::Tensor& saved) {
+  static std::pair<torch::Tensor, torch::Tensor> run_jvp(
+      const Shape& s, const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& freq,
+      const torch::Tensor& u, torch::TensorList params, const torch::Tensor& saved) {
     auto v = torch::empty({x.size(0), s.dim}, x.options());
     auto jv = torch::empty_like(v);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fast_mlp_jvp", [&] {
@@ -343,7 +352,8 @@ torch::Tensor forward(const MLPVelocityImpl& mlp, const torch::Tensor& x, const 
   bool needs_grad = x.requires_grad();
   for (const auto& p : params) needs_grad = needs_grad || p.requires_grad();
   // As a TensorList (not a vector) so that autograd sees every parameter as an input.
-  if (torch::GradMode::is_enabled() && needs_grad) return FusedMLP::apply(x, tc, freq, s, torch::TensorList(params));
+  if (torch::GradMode::is_enabled() && needs_grad)
+    return FusedMLP::apply(x, tc, freq, s, torch::TensorList(params));
   auto xc = x.contiguous();
   return run_forward(s, xc, tc, freq, kernel_params(params, xc), torch::Tensor());
 }
@@ -375,12 +385,14 @@ std::pair<torch::Tensor, torch::Tensor> forward_with_divergence(const MLPVelocit
 
 namespace cnf::nn::fast {
 
-std::pair<torch::Tensor, torch::Tensor> forward_with_jvp(const MLPVelocityImpl& mlp, const torch::Tensor& x,
-                                                         const torch::Tensor& t, const torch::Tensor& u) {
+std::pair<torch::Tensor, torch::Tensor> forward_with_jvp(const MLPVelocityImpl& mlp,
+                                                         const torch::Tensor& x,
+                                                         const torch::Tensor& t,
+                                                         const torch::Tensor& u) {
   const auto why = unsupported_reason(mlp, x, t);
   CNF_CHECK(why.empty(), "the fast MLP path does not apply: ", why);
-  CNF_CHECK(u.sizes() == x.sizes(), "forward_with_jvp: the direction must have the shape of x ", x.sizes(),
-            ", got ", u.sizes());
+  CNF_CHECK(u.sizes() == x.sizes(), "forward_with_jvp: the direction must have the shape of x ",
+            x.sizes(), ", got ", u.sizes());
   const Shape s = shape_of(mlp);
   auto tc = time_column(t, x);
   auto freq = frequencies_of(mlp, x);

@@ -9,11 +9,10 @@
 #include <dnnl.h>
 #include <immintrin.h>
 
+#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
-
-#include <Eigen/Core>
 #include <unsupported/Eigen/SpecialFunctions>
 
 namespace cnf::nn::fast::kernel {
@@ -76,14 +75,16 @@ bool bias_act_avx2(Act act, float* z, const float* b, float* d, int64_t n) {
   namespace ei = Eigen::internal;
   if (act != Act::selu && act != Act::tanh) return false;
   const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.f);
-  const __m256 scale = _mm256_set1_ps(float(kSeluScale)), sa = _mm256_set1_ps(float(kSeluScale * kSeluAlpha));
+  const __m256 scale = _mm256_set1_ps(float(kSeluScale)),
+               sa = _mm256_set1_ps(float(kSeluScale * kSeluAlpha));
   int64_t i = 0;
   if (act == Act::selu) {
     for (; i + 8 <= n; i += 8) {
       const __m256 x = _mm256_add_ps(_mm256_loadu_ps(z + i), _mm256_loadu_ps(b + i));
       const __m256 e = ei::pexp<ei::Packet8f>(_mm256_min_ps(x, zero));
       const __m256 pos = _mm256_cmp_ps(x, zero, _CMP_GT_OQ);
-      _mm256_storeu_ps(z + i, _mm256_blendv_ps(_mm256_mul_ps(sa, _mm256_sub_ps(e, one)), _mm256_mul_ps(scale, x), pos));
+      _mm256_storeu_ps(z + i, _mm256_blendv_ps(_mm256_mul_ps(sa, _mm256_sub_ps(e, one)),
+                                               _mm256_mul_ps(scale, x), pos));
       if (d) _mm256_storeu_ps(d + i, _mm256_blendv_ps(_mm256_mul_ps(sa, e), scale, pos));
     }
     for (; i < n; ++i) {
@@ -94,7 +95,8 @@ bool bias_act_avx2(Act act, float* z, const float* b, float* d, int64_t n) {
     return true;
   }
   for (; i + 8 <= n; i += 8) {
-    const __m256 a = ei::ptanh<ei::Packet8f>(_mm256_add_ps(_mm256_loadu_ps(z + i), _mm256_loadu_ps(b + i)));
+    const __m256 a =
+        ei::ptanh<ei::Packet8f>(_mm256_add_ps(_mm256_loadu_ps(z + i), _mm256_loadu_ps(b + i)));
     _mm256_storeu_ps(z + i, a);
     if (d) _mm256_storeu_ps(d + i, _mm256_fnmadd_ps(a, a, one));
   }
@@ -176,12 +178,13 @@ void embed(const Net<T>& net, const Rows<T>& rows, int64_t i0, int64_t r, T* a) 
 // z[r, n] (leading dimension ldz) += bias, then the activation (and derivative into
 // d with leading dimension ldd) when `hidden`.
 template <class T>
-void bias_act(const Net<T>& net, const T* bias, int64_t r, int64_t n, T* z, int64_t ldz, bool hidden,
-              T* d, int64_t ldd) {
+void bias_act(const Net<T>& net, const T* bias, int64_t r, int64_t n, T* z, int64_t ldz,
+              bool hidden, T* d, int64_t ldd) {
   CMapV<T> b(bias, n);
   if constexpr (std::is_same_v<T, float>) {
     if (hidden && bias_act_avx2(net.act, z, bias, d, n)) {
-      for (int64_t i = 1; i < r; ++i) bias_act_avx2(net.act, z + i * ldz, bias, d ? d + i * ldd : nullptr, n);
+      for (int64_t i = 1; i < r; ++i)
+        bias_act_avx2(net.act, z + i * ldz, bias, d ? d + i * ldd : nullptr, n);
       return;
     }
   }
@@ -319,7 +322,9 @@ namespace {
 
 // Activations whose act'' needs the pre-activation z (tanh, relu and SELU get it from
 // act and act').
-bool second_derivative_needs_z(Act act) { return act == Act::silu || act == Act::gelu || act == Act::softplus; }
+bool second_derivative_needs_z(Act act) {
+  return act == Act::silu || act == Act::gelu || act == Act::softplus;
+}
 
 // One hidden row of the JVP: given z (pre-activation, with bias; read only when
 // second_derivative_needs_z), h = act(z), s1 = act'(z) and the pre-activation tangent zd,
@@ -329,9 +334,15 @@ void jvp_tangent_row(Act act, const T* zp, const T* hp, const T* s1p, T* zdp, T*
   CMapV<T> h(hp, n), s1(s1p, n);
   MapV<T> zd(zdp, n), q(qp, n);
   switch (act) {
-    case Act::tanh: q = T(-2) * h * s1 * zd; break;  // tanh'' = -2 tanh tanh'
-    case Act::relu: q.setZero(); break;
-    case Act::selu: q = (h > T(0)).select(T(0), s1 * zd); break;  // z <= 0: selu'' = selu'
+    case Act::tanh:
+      q = T(-2) * h * s1 * zd;
+      break;  // tanh'' = -2 tanh tanh'
+    case Act::relu:
+      q.setZero();
+      break;
+    case Act::selu:
+      q = (h > T(0)).select(T(0), s1 * zd);
+      break;  // z <= 0: selu'' = selu'
     case Act::silu: {
       CMapV<T> z(zp, n);
       const Vec<T> sg = (T(1) + (-z).exp()).inverse();
@@ -378,21 +389,24 @@ void jvp_forward(const Net<T>& net, const Rows<T>& rows, const T* u, T* v, T* jv
   // Scratch only where needed: pre-activation copies for act'' (silu, gelu, softplus),
   // and two alternating layers' worth when nothing is saved for backward.
   const bool need_z = second_derivative_needs_z(net.act);
-  Mat<T> xs(2 * big, in0), out(2 * big, d), zcopy(need_z ? big : 0, w), work(saved ? 0 : 2, 4 * big * w);
+  Mat<T> xs(2 * big, in0), out(2 * big, d), zcopy(need_z ? big : 0, w),
+      work(saved ? 0 : 2, 4 * big * w);
   for (int64_t i0 = 0; i0 < rows.rows; i0 += big) {
     const int64_t r = lo(big, rows.rows - i0);
     jvp_input(net, rows, u, i0, r, xs.data());
     const T* x = xs.data();
     int64_t ldx = in0;
     for (int k = 0; k + 1 < L; ++k) {
-      T* layer = saved ? saved + i0 * ld_saved + k * 4 * r * w : work.data() + (k % 2) * 4 * big * w;
-      T* z = layer;              // [2r, w]: z then zd; after the activation h then hd
+      T* layer =
+          saved ? saved + i0 * ld_saved + k * 4 * r * w : work.data() + (k % 2) * 4 * big * w;
+      T* z = layer;               // [2r, w]: z then zd; after the activation h then hd
       T* s1 = layer + 2 * r * w;  // [r, w]
       T* q = layer + 3 * r * w;   // [r, w]
       gemm(false, true, 2 * r, w, net.in(k), T(1), x, ldx, net.w[k], net.in(k), T(0), z, w);
       if (need_z) {
         CMapV<T> b(net.b[k], w);
-        for (int64_t i = 0; i < r; ++i) MapV<T>(zcopy.data() + i * w, w) = CMapV<T>(z + i * w, w) + b;
+        for (int64_t i = 0; i < r; ++i)
+          MapV<T>(zcopy.data() + i * w, w) = CMapV<T>(z + i * w, w) + b;
       }
       bias_act(net, net.b[k], r, w, z, w, true, s1, w);
       for (int64_t i = 0; i < r; ++i)
@@ -401,7 +415,8 @@ void jvp_forward(const Net<T>& net, const Rows<T>& rows, const T* u, T* v, T* jv
       x = z;
       ldx = w;
     }
-    gemm(false, true, 2 * r, d, net.in(L - 1), T(1), x, ldx, net.w[L - 1], net.in(L - 1), T(0), out.data(), d);
+    gemm(false, true, 2 * r, d, net.in(L - 1), T(1), x, ldx, net.w[L - 1], net.in(L - 1), T(0),
+         out.data(), d);
     for (int64_t i = 0; i < r; ++i)
       for (int64_t j = 0; j < d; ++j) {
         v[(i0 + i) * d + j] = out(i, j) + net.b[L - 1][j];
@@ -444,7 +459,8 @@ void jvp_backward(const Net<T>& net, const Rows<T>& rows, const T* u, const T* s
       for (int64_t i = 0; i < r; ++i) gb += CMapV<T>(a + i * lda, n_out);
       if (k == 0) {
         // Only the x-columns of W_0: dL/dx = a W_0[:, :dim].
-        if (grad_x) gemm(false, false, r, d, n_out, T(1), a, lda, net.w[0], n_in, T(0), grad_x + i0 * d, d);
+        if (grad_x)
+          gemm(false, false, r, d, n_out, T(1), a, lda, net.w[0], n_in, T(0), grad_x + i0 * d, d);
         break;
       }
       T* an = a == a0.data() ? a1.data() : a0.data();
@@ -485,12 +501,14 @@ template void backward<double>(const Net<double>&, const Rows<double>&, const do
                                const double*, double* const*, double* const*, double*);
 template void divergence<float>(const Net<float>&, const Rows<float>&, float*, float*);
 template void divergence<double>(const Net<double>&, const Rows<double>&, double*, double*);
-template void jvp_forward<float>(const Net<float>&, const Rows<float>&, const float*, float*, float*, float*);
-template void jvp_forward<double>(const Net<double>&, const Rows<double>&, const double*, double*, double*,
-                                  double*);
+template void jvp_forward<float>(const Net<float>&, const Rows<float>&, const float*, float*,
+                                 float*, float*);
+template void jvp_forward<double>(const Net<double>&, const Rows<double>&, const double*, double*,
+                                  double*, double*);
 template void jvp_backward<float>(const Net<float>&, const Rows<float>&, const float*, const float*,
                                   const float*, const float*, float* const*, float* const*, float*);
-template void jvp_backward<double>(const Net<double>&, const Rows<double>&, const double*, const double*,
-                                   const double*, const double*, double* const*, double* const*, double*);
+template void jvp_backward<double>(const Net<double>&, const Rows<double>&, const double*,
+                                   const double*, const double*, const double*, double* const*,
+                                   double* const*, double*);
 
 }  // namespace cnf::nn::fast::kernel

@@ -16,8 +16,8 @@ constexpr int kMaxLayers = 9;  // depth up to 8 hidden layers, plus the output l
 /// ([out, in], row-major), biases [out].
 template <class T>
 struct Net {
-  int64_t dim = 0;        // x features
-  int64_t fourier = 0;    // 0: time appended as one input; F: sin/cos of F frequencies
+  int64_t dim = 0;          // x features
+  int64_t fourier = 0;      // 0: time appended as one input; F: sin/cos of F frequencies
   const T* freq = nullptr;  // [F] (fourier only)
   int layers = 0;           // linear maps (hidden layers + 1)
   int64_t width = 0;        // hidden units (all hidden layers have this width)

@@ -12,10 +12,12 @@ namespace cnf::nn {
 HollowVelocityImpl::HollowVelocityImpl(const HollowOptions& o)
     : options(o), activation(parse_activation(o.activation())) {
   const int64_t d = o.dim(), w = o.width();
-  CNF_CHECK(d >= 2, "the hollow network needs dim >= 2 (each dimension is conditioned on the others), got ",
+  CNF_CHECK(d >= 2,
+            "the hollow network needs dim >= 2 (each dimension is conditioned on the others), got ",
             d);
   CNF_CHECK(w >= 1, "hollow network width must be >= 1 (units per dimension), got ", w);
-  CNF_CHECK(o.depth() >= 1, "hollow network depth must be >= 1 (conditioner layers), got ", o.depth());
+  CNF_CHECK(o.depth() >= 1, "hollow network depth must be >= 1 (conditioner layers), got ",
+            o.depth());
   // LibTorch's Linear initialization: uniform in +-1/sqrt(fan_in) for weights and biases.
   auto uniform = [](std::vector<int64_t> shape, int64_t fan_in) {
     const double s = 1.0 / std::sqrt(static_cast<double>(fan_in));
@@ -38,21 +40,25 @@ HollowVelocityImpl::HollowVelocityImpl(const HollowOptions& o)
   t_e = register_parameter("t_e", uniform({d}, w));
 }
 
-torch::Tensor HollowVelocityImpl::run(const torch::Tensor& x, const torch::Tensor& t, torch::Tensor* div) {
+torch::Tensor HollowVelocityImpl::run(const torch::Tensor& x, const torch::Tensor& t,
+                                      torch::Tensor* div) {
   const int64_t d = options.dim(), w = options.width();
-  CNF_CHECK(x.dim() == 2 && x.size(1) == d, "the hollow network takes x [B, ", d, "], got ", x.sizes());
+  CNF_CHECK(x.dim() == 2 && x.size(1) == d, "the hollow network takes x [B, ", d, "], got ",
+            x.sizes());
   const int64_t b = x.size(0);
   auto tt = t.to(x.scalar_type()).reshape({-1, 1});
   if (tt.size(0) == 1 && b != 1) tt = tt.expand({b, 1});
   CNF_CHECK(tt.size(0) == b, "t must hold one time or one per row (", b, "), got ", t.sizes());
   // Conditioner, kept as [dim, B, width] (one batched product per block-diagonal layer).
   auto w0 = (w_in * mask).to(x.scalar_type()).reshape({d * w, d + 1});
-  auto h = torch::addmm(b_in.to(x.scalar_type()).reshape({d * w}), torch::cat({x, tt}, 1), w0.t());  // [B, d w]
-  h = activate(activation, h.view({b, d, w}).transpose(0, 1));                                     // [d, B, w]
+  auto h = torch::addmm(b_in.to(x.scalar_type()).reshape({d * w}), torch::cat({x, tt}, 1),
+                        w0.t());                                // [B, d w]
+  h = activate(activation, h.view({b, d, w}).transpose(0, 1));  // [d, B, w]
   for (size_t k = 0; k < w_block.size(); ++k)
-    h = activate(activation, torch::baddbmm(b_block[k].unsqueeze(1), h, w_block[k].transpose(1, 2)));
+    h = activate(activation,
+                 torch::baddbmm(b_block[k].unsqueeze(1), h, w_block[k].transpose(1, 2)));
   // Transformer: z_i = A_i h_i + a_i x_i + c_i t + b_i.
-  auto xd = x.t().unsqueeze(2);                   // [d, B, 1]
+  auto xd = x.t().unsqueeze(2);  // [d, B, 1]
   auto z = torch::baddbmm(t_b.unsqueeze(1), h, t_h.transpose(1, 2)) + xd * t_x.unsqueeze(1) +
            tt.t().unsqueeze(2) * t_t.unsqueeze(1);  // [d, B, w]
   auto s = activate(activation, z);
@@ -80,8 +86,10 @@ std::string HollowVelocityImpl::torchscript(const std::string& method,
   s += "    h = " + act("h.view(b, " + d + ", " + w + ").transpose(0, 1)") + "\n";
   for (size_t k = 0; k < w_block.size(); ++k) {
     const std::string i = std::to_string(k + 1);
-    s += "    h = " + act("torch.baddbmm(" + p("b_block" + i) + ".unsqueeze(1), h, " +
-                          p("w_block" + i) + ".transpose(1, 2))") + "\n";
+    s += "    h = " +
+         act("torch.baddbmm(" + p("b_block" + i) + ".unsqueeze(1), h, " + p("w_block" + i) +
+             ".transpose(1, 2))") +
+         "\n";
   }
   s += "    z = torch.baddbmm(" + p("t_b") + ".unsqueeze(1), h, " + p("t_h") +
        ".transpose(1, 2)) + x.t().unsqueeze(2) * " + p("t_x") + ".unsqueeze(1) + " +
@@ -95,8 +103,8 @@ torch::Tensor HollowVelocityImpl::forward(const torch::Tensor& x, const torch::T
   return run(x, t, nullptr);
 }
 
-std::pair<torch::Tensor, torch::Tensor> HollowVelocityImpl::forward_with_divergence(const torch::Tensor& x,
-                                                                                   const torch::Tensor& t) {
+std::pair<torch::Tensor, torch::Tensor> HollowVelocityImpl::forward_with_divergence(
+    const torch::Tensor& x, const torch::Tensor& t) {
   torch::Tensor div;
   auto v = run(x, t, &div);
   return {v, div};

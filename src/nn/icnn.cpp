@@ -13,12 +13,12 @@ ICNNImpl::ICNNImpl(const ICNNOptions& o) : options(o) {
   CNF_CHECK(o.width() >= 1, "ICNN width must be >= 1, got ", o.width());
   CNF_CHECK(o.depth() >= 1, "ICNN depth must be >= 1, got ", o.depth());
   for (int64_t k = 0; k < o.depth(); ++k) {
-    input_layers.push_back(register_module("input" + std::to_string(k),
-                                           torch::nn::Linear(o.dim(), o.width())));
+    input_layers.push_back(
+        register_module("input" + std::to_string(k), torch::nn::Linear(o.dim(), o.width())));
     if (k > 0) {
-      auto w = register_module("hidden" + std::to_string(k),
-                               torch::nn::Linear(torch::nn::LinearOptions(o.width(), o.width())
-                                                     .bias(false)));
+      auto w = register_module(
+          "hidden" + std::to_string(k),
+          torch::nn::Linear(torch::nn::LinearOptions(o.width(), o.width()).bias(false)));
       hidden_layers.push_back(w);
     }
   }
@@ -57,8 +57,8 @@ void ICNNImpl::clamp_weights() {
 }
 
 CriticImpl::CriticImpl(int64_t dim, int64_t width, int64_t depth) {
-  CNF_CHECK(dim >= 1 && width >= 1 && depth >= 1, "critic needs dim, width, depth >= 1, got ",
-            dim, ", ", width, ", ", depth);
+  CNF_CHECK(dim >= 1 && width >= 1 && depth >= 1, "critic needs dim, width, depth >= 1, got ", dim,
+            ", ", width, ", ", depth);
   int64_t in = dim;
   for (int64_t k = 0; k <= depth; ++k) {
     const int64_t out = k == depth ? 1 : width;

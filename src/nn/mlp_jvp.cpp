@@ -27,14 +27,17 @@ torch::Tensor activation_second_derivative(Activation a, const torch::Tensor& z)
       auto h = torch::tanh(z);
       return -2 * h * (1 - h * h);
     }
-    case Activation::relu: return torch::zeros_like(z);
+    case Activation::relu:
+      return torch::zeros_like(z);
     case Activation::silu: {
       auto s = torch::sigmoid(z);
       return s * (1 - s) * (2 + z * (1 - 2 * s));
     }
     case Activation::selu: {
-      const double scale = 1.0507009873554804934193349852946, alpha = 1.6732632423543772848170429916717;
-      return torch::where(z > 0, torch::zeros_like(z), scale * alpha * torch::exp(torch::clamp_max(z, 0)));
+      const double scale = 1.0507009873554804934193349852946,
+                   alpha = 1.6732632423543772848170429916717;
+      return torch::where(z > 0, torch::zeros_like(z),
+                          scale * alpha * torch::exp(torch::clamp_max(z, 0)));
     }
     case Activation::gelu: {
       auto pdf = torch::exp(-0.5 * z * z) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
@@ -50,14 +53,16 @@ torch::Tensor activation_second_derivative(Activation a, const torch::Tensor& z)
 
 // act(z) and act'(z): by the fused kernels' vectorized activations on a CPU with AVX2
 // (LibTorch's tanh costs ~10x more per value), else by LibTorch.
-std::pair<torch::Tensor, torch::Tensor> activate_with_derivative(Activation a, const torch::Tensor& z) {
+std::pair<torch::Tensor, torch::Tensor> activate_with_derivative(Activation a,
+                                                                 const torch::Tensor& z) {
   if (z.device().is_cpu() && z.is_contiguous() && fast::cpu_supported() &&
       (z.scalar_type() == torch::kFloat || z.scalar_type() == torch::kDouble)) {
     auto h = z.clone();
     auto s1 = torch::empty_like(z);
     AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "activate_with_derivative", [&] {
       fast::kernel::activate_array<scalar_t>(static_cast<fast::kernel::Act>(static_cast<int>(a)),
-                                             h.data_ptr<scalar_t>(), s1.data_ptr<scalar_t>(), z.numel());
+                                             h.data_ptr<scalar_t>(), s1.data_ptr<scalar_t>(),
+                                             z.numel());
     });
     return {h, s1};
   }
@@ -103,7 +108,9 @@ struct MlpJvp : public torch::autograd::Function<MlpJvp> {
     // Layout: params (2 per layer), then per layer H (and Z, act'(z) below the last one).
     const size_t layers = (saved.size() + 2) / 5;
     std::vector<torch::Tensor> params(saved.begin(), saved.begin() + 2 * layers);
-    auto at = [&](size_t k, size_t i) -> const torch::Tensor& { return saved[2 * layers + 3 * k + i]; };
+    auto at = [&](size_t k, size_t i) -> const torch::Tensor& {
+      return saved[2 * layers + 3 * k + i];
+    };
     const int64_t b = at(0, 0).size(0) / 2, out_dim = params[2 * (layers - 1)].size(0);
     const auto opts = at(0, 0).options();
     // A = [a; ad], the adjoints of [z; zd] of the current layer.
@@ -151,8 +158,10 @@ std::pair<torch::Tensor, torch::Tensor> MLPVelocityImpl::forward_with_jvp(const 
   auto h0 = embed_input(x, t);
   const int64_t extra = h0.size(1) - x.size(1);
   // The direction moves x only: the time features get a zero tangent.
-  auto u0 = extra > 0 ? torch::cat({u.to(h0.scalar_type()), torch::zeros({x.size(0), extra}, h0.options())}, 1)
-                      : u.to(h0.scalar_type());
+  auto u0 =
+      extra > 0
+          ? torch::cat({u.to(h0.scalar_type()), torch::zeros({x.size(0), extra}, h0.options())}, 1)
+          : u.to(h0.scalar_type());
   const auto params = layer_parameters();
   // As a TensorList (not the vector) so that autograd sees the parameters as inputs.
   auto out = MlpJvp::apply(h0, u0, static_cast<int64_t>(activation), torch::TensorList(params));

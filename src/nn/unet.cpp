@@ -49,9 +49,9 @@ torch::Tensor AttentionBlockImpl::forward(const torch::Tensor& x) {
   const int64_t b = x.size(0), c = x.size(1), hw = x.size(2) * x.size(3);
   auto parts = qkv(norm(x)).reshape({b, 3, c, hw}).unbind(1);
   // Single-head dot-product attention over positions (Vaswani et al. 2017).
-  auto weights = torch::softmax(torch::bmm(parts[0].transpose(1, 2), parts[1]) /
-                                    std::sqrt(static_cast<double>(c)),
-                                -1);                                    // [b, hw, hw]
+  auto weights = torch::softmax(
+      torch::bmm(parts[0].transpose(1, 2), parts[1]) / std::sqrt(static_cast<double>(c)),
+      -1);                                                                    // [b, hw, hw]
   auto h = torch::bmm(parts[2], weights.transpose(1, 2)).reshape(x.sizes());  // [b, c, h, w]
   return x + proj(h);
 }
@@ -72,7 +72,8 @@ UNetVelocityImpl::UNetVelocityImpl(const UNetOptions& o) : options(o) {
   time1 = register_module("time1", torch::nn::Linear(o.base(), emb));
   time2 = register_module("time2", torch::nn::Linear(emb, emb));
   if (o.classes() > 0)
-    label_embedding = register_module("label_embedding", torch::nn::Embedding(o.classes() + 1, emb));
+    label_embedding =
+        register_module("label_embedding", torch::nn::Embedding(o.classes() + 1, emb));
   conv_in = register_module("conv_in", conv(o.channels(), o.base(), 3));
   int64_t ch = o.base();
   std::vector<int64_t> level_ch;
@@ -86,7 +87,8 @@ UNetVelocityImpl::UNetVelocityImpl(const UNetOptions& o) : options(o) {
     if (i + 1 < levels) down_sample->push_back(conv(ch, ch, 3, 2));
   }
   mid1 = register_module("mid1", ResBlock(ch, ch, emb, o.groups()));
-  if (o.attention()) mid_attention = register_module("mid_attention", AttentionBlock(ch, o.groups()));
+  if (o.attention())
+    mid_attention = register_module("mid_attention", AttentionBlock(ch, o.groups()));
   mid2 = register_module("mid2", ResBlock(ch, ch, emb, o.groups()));
   for (int64_t i = levels - 1; i >= 0; --i) {
     const int64_t out = level_ch[i];
@@ -140,10 +142,11 @@ torch::Tensor UNetVelocityImpl::forward(const torch::Tensor& x, const torch::Ten
     if (labels_.defined()) {
       CNF_CHECK(labels_.size(0) == b, "unet has ", labels_.size(0), " labels for a batch of ", b,
                 "; set_labels() must match the batch");
-      lab = torch::where(labels_ < 0, torch::full_like(labels_, o.classes()), labels_)
-                .to(x.device());
+      lab =
+          torch::where(labels_ < 0, torch::full_like(labels_, o.classes()), labels_).to(x.device());
     } else {
-      lab = torch::full({b}, o.classes(), torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+      lab = torch::full({b}, o.classes(),
+                        torch::TensorOptions().dtype(torch::kLong).device(x.device()));
     }
     emb = emb + label_embedding(lab);
   }
@@ -186,7 +189,8 @@ std::string UNetVelocityImpl::torchscript(const std::string& method,
   auto p = [&](const std::string& name) { return "self." + torchscript_name(prefix + name); };
   auto gn = [&](const std::string& in, const std::string& name, const torch::nn::GroupNorm& n) {
     return "torch.group_norm(" + in + ", " + std::to_string(n->options.num_groups()) + ", " +
-           p(name + ".weight") + ", " + p(name + ".bias") + ", " + float_literal(n->options.eps()) + ")";
+           p(name + ".weight") + ", " + p(name + ".bias") + ", " + float_literal(n->options.eps()) +
+           ")";
   };
   auto cv = [&](const std::string& in, const std::string& name, const torch::nn::Conv2d& c) {
     const auto& co = c->options;
@@ -205,11 +209,13 @@ std::string UNetVelocityImpl::torchscript(const std::string& method,
     return "torch.addmm(" + p(name + ".bias") + ", " + in + ", " + p(name + ".weight") + ".t())";
   };
   auto res = [&](const std::string& in, const std::string& name, const ResBlockImpl& r) {
-    std::string s = "    hr = " + cv("torch.silu(" + gn(in, name + ".norm1", r.norm1) + ")",
-                                      name + ".conv1", r.conv1) + "\n";
+    std::string s =
+        "    hr = " +
+        cv("torch.silu(" + gn(in, name + ".norm1", r.norm1) + ")", name + ".conv1", r.conv1) + "\n";
     s += "    hr = hr + " + lin("emb", name + ".emb_proj") + ".unsqueeze(-1).unsqueeze(-1)\n";
-    s += "    hr = " + cv("torch.silu(" + gn("hr", name + ".norm2", r.norm2) + ")", name + ".conv2",
-                         r.conv2) + "\n";
+    s += "    hr = " +
+         cv("torch.silu(" + gn("hr", name + ".norm2", r.norm2) + ")", name + ".conv2", r.conv2) +
+         "\n";
     s += "    h = " + (r.skip ? cv(in, name + ".skip", r.skip) : in) + " + hr\n";
     return s;
   };
@@ -232,8 +238,8 @@ std::string UNetVelocityImpl::torchscript(const std::string& method,
          "], dtype=x.dtype, device=x.device)], 1)\n";
   s += "    emb = " + lin("torch.silu(" + lin("temb", "time1") + ")", "time2") + "\n";
   if (o.classes() > 0) {
-    s += "    lab = torch.where(labels < 0, torch.full_like(labels, " + std::to_string(o.classes()) +
-         "), labels).to(x.device)\n";
+    s += "    lab = torch.where(labels < 0, torch.full_like(labels, " +
+         std::to_string(o.classes()) + "), labels).to(x.device)\n";
     s += "    emb = emb + torch.embedding(" + p("label_embedding.weight") + ", lab)\n";
   }
   s += "    emb = torch.silu(emb)\n";
@@ -251,10 +257,13 @@ std::string UNetVelocityImpl::torchscript(const std::string& method,
   if (mid_attention) {
     const int64_t c = mid_attention->qkv->options.in_channels();
     s += "    c = h.size(1)\n    hw = h.size(2) * h.size(3)\n";
-    s += "    qkv = " + cv(gn("h", "mid_attention.norm", mid_attention->norm), "mid_attention.qkv",
-                           mid_attention->qkv) + ".reshape(b, 3, c, hw)\n";
+    s += "    qkv = " +
+         cv(gn("h", "mid_attention.norm", mid_attention->norm), "mid_attention.qkv",
+            mid_attention->qkv) +
+         ".reshape(b, 3, c, hw)\n";
     s += "    q = qkv[:, 0]\n    k = qkv[:, 1]\n    v = qkv[:, 2]\n";
-    s += "    att = torch.softmax(torch.bmm(q.transpose(1, 2), k) / " + float_literal(std::sqrt(static_cast<double>(c))) + ", -1)\n";
+    s += "    att = torch.softmax(torch.bmm(q.transpose(1, 2), k) / " +
+         float_literal(std::sqrt(static_cast<double>(c))) + ", -1)\n";
     s += "    ha = torch.bmm(v, att.transpose(1, 2)).reshape(h.size())\n";
     s += "    h = h + " + cv("ha", "mid_attention.proj", mid_attention->proj) + "\n";
   }
@@ -278,12 +287,13 @@ std::string UNetVelocityImpl::torchscript(const std::string& method,
       s += res(r == 0 ? "torch.cat([h, " + skip + "], 1)" : "h", "up." + std::to_string(block),
                res_at(up, block));
   }
-  s += "    h = " + cv("torch.silu(" + gn("h", "norm_out", norm_out) + ")", "conv_out", conv_out) + "\n";
+  s += "    h = " + cv("torch.silu(" + gn("h", "norm_out", norm_out) + ")", "conv_out", conv_out) +
+       "\n";
   s += "    return h.reshape(x.size())\n";
   if (o.classes() > 0)
     s += "\ndef " + method + "(self, x: Tensor, t: Tensor) -> Tensor:\n    return self." + labeled +
-         "(x, t, torch.full([x.size(0)], -1, dtype=" + std::to_string(static_cast<int>(c10::ScalarType::Long)) +
-         ", device=x.device))\n";
+         "(x, t, torch.full([x.size(0)], -1, dtype=" +
+         std::to_string(static_cast<int>(c10::ScalarType::Long)) + ", device=x.device))\n";
   return s;
 }
 
@@ -291,7 +301,8 @@ std::string UNetVelocityImpl::torchscript(const std::string& method,
 
 GuidedFieldImpl::GuidedFieldImpl(VelocityField n, torch::Tensor l, double w)
     : net(std::move(n)), labels(std::move(l)), guidance(w) {
-  CNF_CHECK(net && net->classes() > 0, "classifier-free guidance needs a class-conditional network");
+  CNF_CHECK(net && net->classes() > 0,
+            "classifier-free guidance needs a class-conditional network");
   CNF_CHECK(std::isfinite(guidance), "guidance weight must be finite, got ", guidance);
   register_module("net", net);
 }

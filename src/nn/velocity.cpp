@@ -28,21 +28,31 @@ const Registry<TimeEmbedding>& time_embeddings() {
 
 Activation parse_activation(const std::string& name) { return activations().get(name); }
 std::string activation_name(Activation a) { return activations().name_of(a); }
-TimeEmbedding parse_time_embedding(const std::string& name) {
-  return time_embeddings().get(name);
-}
+TimeEmbedding parse_time_embedding(const std::string& name) { return time_embeddings().get(name); }
 std::string time_embedding_name(TimeEmbedding e) { return time_embeddings().name_of(e); }
 
 torch::Tensor activate(Activation a, const torch::Tensor& x) {
   switch (a) {
-    case Activation::tanh: return torch::tanh(x);
-    case Activation::relu: return torch::relu(x);
-    case Activation::silu: return torch::silu(x);
-    case Activation::selu: return torch::selu(x);
-    case Activation::gelu: return torch::gelu(x);
-    case Activation::softplus: return torch::softplus(x);
+    case Activation::tanh:
+      return torch::tanh(x);
+    case Activation::relu:
+      return torch::relu(x);
+    case Activation::silu:
+      return torch::silu(x);
+    case Activation::selu:
+      return torch::selu(x);
+    case Activation::gelu:
+      return torch::gelu(x);
+    case Activation::softplus:
+      return torch::softplus(x);
   }
   return x;
+}
+
+std::pair<torch::Tensor, torch::Tensor> VelocityFieldImpl::forward_with_divergence(
+    const torch::Tensor&, const torch::Tensor&) {
+  fail("this network has no analytic divergence (the mlp and hollow networks have one); use ",
+       "the exact or hutchinson divergence");
 }
 
 std::string activation_torchscript(Activation a, const std::string& expr) {
@@ -58,15 +68,18 @@ std::string torchscript_name(const std::string& dotted) {
 
 torch::Tensor activate_derivative(Activation a, const torch::Tensor& z) {
   switch (a) {
-    case Activation::tanh: return 1 - torch::tanh(z).pow(2);
-    case Activation::relu: return (z > 0).to(z.scalar_type());
+    case Activation::tanh:
+      return 1 - torch::tanh(z).pow(2);
+    case Activation::relu:
+      return (z > 0).to(z.scalar_type());
     case Activation::silu: {
       auto s = torch::sigmoid(z);
       return s * (1 + z * (1 - s));
     }
     case Activation::selu: {
       // SELU constants (Klambauer et al. 2017), as LibTorch uses them.
-      const double scale = 1.0507009873554804934193349852946, alpha = 1.6732632423543772848170429916717;
+      const double scale = 1.0507009873554804934193349852946,
+                   alpha = 1.6732632423543772848170429916717;
       return scale * torch::where(z > 0, torch::ones_like(z), alpha * torch::exp(z));
     }
     case Activation::gelu: {
@@ -75,7 +88,8 @@ torch::Tensor activate_derivative(Activation a, const torch::Tensor& z) {
       auto pdf = torch::exp(-0.5 * z * z) * (0.5 * M_2_SQRTPI * M_SQRT1_2);
       return cdf + z * pdf;
     }
-    case Activation::softplus: return torch::sigmoid(z);
+    case Activation::softplus:
+      return torch::sigmoid(z);
   }
   return torch::ones_like(z);
 }
@@ -139,7 +153,8 @@ torch::Tensor MLPVelocityImpl::forward(const torch::Tensor& x, const torch::Tens
   // The fused path computes no input gradients inside a graph (higher derivatives, as in
   // divergence by autograd, would be recomputed); such callers get the reference path.
   const bool input_grad = torch::GradMode::is_enabled() && (x.requires_grad() || t.requires_grad());
-  if (fast::enabled() && !input_grad && x.dim() == 2 && fast::unsupported_reason(*this, x, t).empty())
+  if (fast::enabled() && !input_grad && x.dim() == 2 &&
+      fast::unsupported_reason(*this, x, t).empty())
     return fast::forward(*this, x, t);
   return reference_forward(x, t);
 }
@@ -149,7 +164,8 @@ torch::Tensor MLPVelocityImpl::reference_forward(const torch::Tensor& x, const t
   return mlp_layers(h, layer_parameters(), activation).view(x.sizes());
 }
 
-std::string MLPVelocityImpl::torchscript(const std::string& method, const std::string& prefix) const {
+std::string MLPVelocityImpl::torchscript(const std::string& method,
+                                         const std::string& prefix) const {
   // reference_forward and embed_time, statement for statement.
   auto p = [&](const std::string& name) { return "self." + torchscript_name(prefix + name); };
   std::string s = "def " + method + "(self, x: Tensor, t: Tensor) -> Tensor:\n";
@@ -257,8 +273,8 @@ std::string StackedVelocityImpl::torchscript(const std::string& method,
   s += "    out = torch.zeros_like(x)\n";
   for (int64_t k = 0; k < n; ++k) {
     s += "    rows = (idx == " + std::to_string(k) + ").nonzero().reshape(-1)\n";
-    s += "    if rows.numel() > 0:\n        out = out.index_copy(0, rows, self." + method + "_block" +
-         std::to_string(k) + "(x.index_select(0, rows), local.index_select(0, rows)))\n";
+    s += "    if rows.numel() > 0:\n        out = out.index_copy(0, rows, self." + method +
+         "_block" + std::to_string(k) + "(x.index_select(0, rows), local.index_select(0, rows)))\n";
   }
   return s + "    return out\n";
 }
@@ -306,12 +322,13 @@ VelocityField make_model(const ModelSpec& spec) {
               "unet needs an image data set (its shape C x H x W must give dim ", spec.dim,
               ", got ", spec.channels, "x", spec.height, "x", spec.width_px,
               "); use --data fashion-mnist or png:FOLDER");
-    return std::make_shared<UNetVelocityImpl>(UNetOptions(spec.channels, spec.height, spec.width_px)
-                                                  .base(spec.width)
-                                                  .channel_mult(parse_channel_mult(spec.channel_mult))
-                                                  .res_blocks(spec.res_blocks)
-                                                  .attention(spec.attention)
-                                                  .classes(spec.classes));
+    return std::make_shared<UNetVelocityImpl>(
+        UNetOptions(spec.channels, spec.height, spec.width_px)
+            .base(spec.width)
+            .channel_mult(parse_channel_mult(spec.channel_mult))
+            .res_blocks(spec.res_blocks)
+            .attention(spec.attention)
+            .classes(spec.classes));
   }
   if (spec.arch == "mlp")
     return std::make_shared<MLPVelocityImpl>(MLPOptions(spec.dim)
@@ -321,7 +338,8 @@ VelocityField make_model(const ModelSpec& spec) {
                                                  .time_embedding(spec.time_embedding)
                                                  .fourier_features(spec.fourier_features));
   if (spec.arch == "hollow") {
-    CNF_CHECK(spec.time_embedding == "concat", "the hollow network takes time as one input; drop --time-embedding ",
+    CNF_CHECK(spec.time_embedding == "concat",
+              "the hollow network takes time as one input; drop --time-embedding ",
               spec.time_embedding, " (or use --arch mlp)");
     return std::make_shared<HollowVelocityImpl>(
         HollowOptions(spec.dim).width(spec.width).depth(spec.depth).activation(spec.activation));

@@ -175,9 +175,9 @@ LossResult mle_loss(nn::VelocityFieldImpl& field, const path::Schedule& schedule
       }
       auto g = torch::autograd::grad(outs, {x}, seeds, /*retain_graph=*/true,
                                      /*create_graph=*/true)[0];
-      auto prior_score = torch::autograd::grad(
-          {density::prior_log_prob(prior, x, s1).sum()}, {x}, {}, /*retain_graph=*/true,
-          /*create_graph=*/true)[0];
+      auto prior_score = torch::autograd::grad({density::prior_log_prob(prior, x, s1).sum()}, {x},
+                                               {}, /*retain_graph=*/true,
+                                               /*create_graph=*/true)[0];
       auto q = row_sum((v - (prior_score - y[1])).pow(2));
       ode::State out{v, -g, q};
       if (!keep)

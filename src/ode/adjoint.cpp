@@ -41,8 +41,8 @@ struct AdjointFunction : torch::autograd::Function<AdjointFunction> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_y1) {
-    auto problem = c10::static_intrusive_pointer_cast<Problem>(
-        ctx->saved_data["problem"].toCapsule());
+    auto problem =
+        c10::static_intrusive_pointer_cast<Problem>(ctx->saved_data["problem"].toCapsule());
     const auto& p = *problem;
     auto params = ctx->saved_data["params"].toTensorVector();
     auto y1 = ctx->saved_data["y1"].toTensorVector();
@@ -106,8 +106,8 @@ struct AdjointFunction : torch::autograd::Function<AdjointFunction> {
 };
 }  // namespace
 
-State solve_adjoint(const Rhs& f, const State& y0, const std::vector<at::Tensor>& params,
-                    double t0, double t1, const SolveOptions& options, Solution* stats,
+State solve_adjoint(const Rhs& f, const State& y0, const std::vector<at::Tensor>& params, double t0,
+                    double t1, const SolveOptions& options, Solution* stats,
                     int64_t* backward_nfe) {
   CNF_CHECK(!y0.empty(), "ODE initial state is empty");
   for (size_t i = 0; i < params.size(); ++i)

@@ -33,8 +33,8 @@ ButcherTableau::ButcherTableau(std::string name_, std::vector<double> c_,
               " entries (explicit method), got ", a[i].size());
     double row = 0;
     for (double v : a[i]) row += v;
-    CNF_CHECK(std::abs(row - c[i]) < kTableauTol, "tableau '", name, "': row ", i,
-              " of a sums to ", row, " but c[", i, "] = ", c[i]);
+    CNF_CHECK(std::abs(row - c[i]) < kTableauTol, "tableau '", name, "': row ", i, " of a sums to ",
+              row, " but c[", i, "] = ", c[i]);
   }
   double sb = 0;
   for (double v : b) sb += v;
@@ -61,8 +61,9 @@ const Registry<ButcherTableau>& tableaus() {
           {"euler", ButcherTableau("euler", {0.0}, {{}}, {1.0}, 1)},
           {"midpoint", ButcherTableau("midpoint", {0.0, 0.5}, {{}, {0.5}}, {0.0, 1.0}, 2)},
           {"heun", ButcherTableau("heun", {0.0, 1.0}, {{}, {1.0}}, {0.5, 0.5}, 2)},
-          {"rk4", ButcherTableau("rk4", {0.0, 0.5, 0.5, 1.0}, {{}, {0.5}, {0.0, 0.5}, {0.0, 0.0, 1.0}},
-                                 {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6}, 4)},
+          {"rk4",
+           ButcherTableau("rk4", {0.0, 0.5, 0.5, 1.0}, {{}, {0.5}, {0.0, 0.5}, {0.0, 0.0, 1.0}},
+                          {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6}, 4)},
           // Bogacki & Shampine, Appl. Math. Lett. 2(4), 1989.
           {"bosh3",
            ButcherTableau("bosh3", {0.0, 0.5, 0.75, 1.0},
@@ -93,8 +94,7 @@ const Registry<ButcherTableau>& tableaus() {
                 {0.161},
                 {-0.008480655492356989, 0.335480655492357},
                 {2.897153057105493, -6.359448489975075, 4.3622954328695815},
-                {5.325864828439257, -11.748883564062828, 7.4955393428898365,
-                 -0.09249506636175525},
+                {5.325864828439257, -11.748883564062828, 7.4955393428898365, -0.09249506636175525},
                 {5.86145544294642, -12.92096931784711, 8.159367898576159, -0.071584973281401,
                  -0.028269050394068383},
                 {0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742,
@@ -262,8 +262,8 @@ bool AdaptiveController::accept(const State& y, const StepResult& step, double t
   double factor = std::max(o_.min_factor, o_.safety * std::pow(err, -1.0 / k));
   dt_ = h * std::min(1.0, factor);
   CNF_CHECK(dt_ >= min_step_, "ODE step size underflow at t = ", t, ": step ", dt_,
-            " < min_step = ", min_step_, " while the error norm is ", err,
-            " (rtol = ", o_.rtol, ", atol = ", o_.atol,
+            " < min_step = ", min_step_, " while the error norm is ", err, " (rtol = ", o_.rtol,
+            ", atol = ", o_.atol,
             "); loosen rtol/atol, lower min_step, or check the field for stiffness");
   return false;
 }
@@ -286,8 +286,8 @@ Solution solve(const Rhs& f, const State& y0, double t0, double t1, const Butche
                StepController& controller, const Observer& observer,
                const std::vector<double>& save_at) {
   CNF_CHECK(!y0.empty(), "ODE initial state is empty");
-  CNF_CHECK(std::isfinite(t0) && std::isfinite(t1), "ODE time span must be finite, got [", t0,
-            ", ", t1, "]");
+  CNF_CHECK(std::isfinite(t0) && std::isfinite(t1), "ODE time span must be finite, got [", t0, ", ",
+            t1, "]");
   const double dir = t1 >= t0 ? 1.0 : -1.0;
   for (size_t i = 0; i < save_at.size(); ++i) {
     CNF_CHECK(dir * (save_at[i] - t0) >= 0 && dir * (t1 - save_at[i]) >= 0, "save_at time ",

@@ -18,11 +18,10 @@
 
 #include "cnf/ot/emd.h"
 
+#include <immintrin.h>
 #include <lemon/network_simplex.h>
 #include <lemon/static_graph.h>
 #include <torch/torch.h>
-
-#include <immintrin.h>
 
 #include <algorithm>
 #include <atomic>
@@ -200,20 +199,23 @@ __attribute__((target("avx2"))) double relax_row_avx2(const double* ci, double b
   __m256d vbest = _mm256_set1_pd(std::numeric_limits<double>::infinity());
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) {
-    const __m256d r = _mm256_sub_pd(_mm256_add_pd(vbase, _mm256_loadu_pd(ci + j)), _mm256_loadu_pd(v + j));
+    const __m256d r =
+        _mm256_sub_pd(_mm256_add_pd(vbase, _mm256_loadu_pd(ci + j)), _mm256_loadu_pd(v + j));
     const __m256d d = _mm256_loadu_pd(dist + j);
     const __m256d better = _mm256_cmp_pd(r, d, _CMP_LT_OQ);
     const __m256d nd = _mm256_blendv_pd(d, r, better);
     _mm256_storeu_pd(dist + j, nd);
     __m256i* pj = reinterpret_cast<__m256i*>(pred + j);
-    _mm256_storeu_si256(pj, _mm256_castpd_si256(_mm256_blendv_pd(
-                                _mm256_castsi256_pd(_mm256_loadu_si256(pj)), _mm256_castsi256_pd(vi), better)));
+    _mm256_storeu_si256(
+        pj, _mm256_castpd_si256(_mm256_blendv_pd(_mm256_castsi256_pd(_mm256_loadu_si256(pj)),
+                                                 _mm256_castsi256_pd(vi), better)));
     vbest = _mm256_min_pd(vbest, nd);
   }
   alignas(32) double lanes[4];
   _mm256_store_pd(lanes, vbest);
   double best = std::min(std::min(lanes[0], lanes[1]), std::min(lanes[2], lanes[3]));
-  if (j < n) best = std::min(best, relax_row_scalar(ci + j, base, i, n - j, v + j, dist + j, pred + j));
+  if (j < n)
+    best = std::min(best, relax_row_scalar(ci + j, base, i, n - j, v + j, dist + j, pred + j));
   return best;
 }
 
@@ -235,7 +237,8 @@ __attribute__((target("avx2"))) int64_t next_column(double best, int64_t n, cons
   if (avx2) {
     const __m256d vbest = _mm256_set1_pd(best);
     for (; k + 4 <= n; k += 4) {
-      if (int bits = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(dist + k), vbest, _CMP_EQ_OQ)))
+      if (int bits =
+              _mm256_movemask_pd(_mm256_cmp_pd(_mm256_loadu_pd(dist + k), vbest, _CMP_EQ_OQ)))
         for (int lane = 0; lane < 4; ++lane)
           if ((bits >> lane & 1) && visit(k + lane)) return found;
     }
@@ -308,7 +311,8 @@ std::vector<int64_t> shortest_augmenting_paths(const double* c, int64_t n) {
     int64_t i = row, sink = -1;
     while (sink < 0) {
       rows_seen.push_back(i);
-      const double best = relax_row(c + i * n, d_min - u[i], i, n, v.data(), dist.data(), pred.data());
+      const double best =
+          relax_row(c + i * n, d_min - u[i], i, n, v.data(), dist.data(), pred.data());
       CNF_CHECK(std::isfinite(best), "assignment: no augmenting path from row ", row,
                 "; the cost matrix must be finite");
       const int64_t j = next_column(best, n, dist.data(), row4col.data(), avx2);
@@ -319,8 +323,10 @@ std::vector<int64_t> shortest_augmenting_paths(const double* c, int64_t n) {
       settled_v.push_back(v[j]);
       dist[j] = inf;
       v[j] = -inf;
-      if (row4col[j] < 0) sink = j;
-      else i = row4col[j];
+      if (row4col[j] < 0)
+        sink = j;
+      else
+        i = row4col[j];
     }
     for (size_t k = 0; k < cols_done.size(); ++k) {
       dist[cols_done[k]] = settled_dist[k];

@@ -72,8 +72,7 @@ at::Tensor NeuralW2Result::inverse_map(const at::Tensor& y) const {
   return f.ptr()->gradient(y.to(torch::kFloat32), false).detach();
 }
 
-NeuralW2Result neural_w2(const at::Tensor& x_in, const at::Tensor& y_in,
-                         const NeuralW2Options& o) {
+NeuralW2Result neural_w2(const at::Tensor& x_in, const at::Tensor& y_in, const NeuralW2Options& o) {
   o.validate();
   auto [x, y] = check_samples(x_in, y_in);
   at::Generator gen = make_generator(o.seed);
@@ -122,8 +121,7 @@ NeuralW2Result neural_w2(const at::Tensor& x_in, const at::Tensor& y_in,
   return r;
 }
 
-CriticW1Result critic_w1(const at::Tensor& x_in, const at::Tensor& y_in,
-                         const CriticW1Options& o) {
+CriticW1Result critic_w1(const at::Tensor& x_in, const at::Tensor& y_in, const CriticW1Options& o) {
   o.validate();
   auto [x, y] = check_samples(x_in, y_in);
   at::Generator gen = make_generator(o.seed);
@@ -141,9 +139,8 @@ CriticW1Result critic_w1(const at::Tensor& x_in, const at::Tensor& y_in,
     const at::Tensor u = torch::rand({o.batch_size, 1}, gen, x.options());
     const at::Tensor x_hat = (u * xb + (1 - u) * yb).detach().requires_grad_(true);
     const at::Tensor h_hat = r.critic->forward(x_hat);
-    const at::Tensor grad =
-        torch::autograd::grad({h_hat.sum()}, {x_hat}, {}, /*retain_graph=*/true,
-                              /*create_graph=*/true)[0];
+    const at::Tensor grad = torch::autograd::grad({h_hat.sum()}, {x_hat}, {}, /*retain_graph=*/true,
+                                                  /*create_graph=*/true)[0];
     const at::Tensor penalty = (grad.norm(2, 1) - 1).pow(2).mean();
     const at::Tensor gap = r.critic->forward(xb).mean() - r.critic->forward(yb).mean();
     const at::Tensor loss = -gap + o.gp_weight * penalty;

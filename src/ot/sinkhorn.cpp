@@ -21,8 +21,8 @@ namespace {
 at::Tensor check_potential(const at::Tensor& p, const char* name, int64_t expected,
                            const at::TensorOptions& like) {
   CNF_CHECK(p.dim() == 1 && p.size(0) == expected, "warm-start potential ", name,
-            " must be a 1-D tensor of ", expected, " values (one per point), got shape ",
-            p.sizes(), "; pass the ", name, " of a previous solve on sets of the same sizes");
+            " must be a 1-D tensor of ", expected, " values (one per point), got shape ", p.sizes(),
+            "; pass the ", name, " of a previous solve on sets of the same sizes");
   check_finite(p, std::string("warm-start potential ") + name);
   return p.to(like);
 }
@@ -52,8 +52,8 @@ std::string SinkhornResult::report() const {
   std::ostringstream os;
   os.precision(4);
   if (converged) {
-    os << "Sinkhorn converged in " << iterations << " iterations (marginal error "
-       << marginal_error << " <= tol " << tol << ", epsilon " << epsilon << ")";
+    os << "Sinkhorn converged in " << iterations << " iterations (marginal error " << marginal_error
+       << " <= tol " << tol << ", epsilon " << epsilon << ")";
   } else {
     os << "Sinkhorn did not converge in " << iterations << " iterations: marginal error "
        << marginal_error << " > tol " << tol << " at epsilon " << epsilon
@@ -150,8 +150,9 @@ SinkhornResult sinkhorn_weighted(const at::Tensor& a, const at::Tensor& b, const
   // Row marginal error of the current plan (columns are exact after a v-update).
   auto marginal_error = [&] {
     const at::Tensor row =
-        log_domain ? lse((f / e + log_a).unsqueeze(1) + (g / e + log_b).unsqueeze(0) - c / e, 1).exp()
-                   : u * torch::mv(K, v);
+        log_domain
+            ? lse((f / e + log_a).unsqueeze(1) + (g / e + log_b).unsqueeze(0) - c / e, 1).exp()
+            : u * torch::mv(K, v);
     return (row - w_a).abs().sum().item<double>();
   };
 
@@ -182,13 +183,19 @@ SinkhornResult sinkhorn_weighted(const at::Tensor& a, const at::Tensor& b, const
       }
     }
   }
-  CNF_CHECK(std::isfinite(r.marginal_error), "Sinkhorn produced a non-finite marginal error at "
-            "epsilon ", eps, "; the cost or weights are degenerate (e.g. all weights on points "
+  CNF_CHECK(std::isfinite(r.marginal_error),
+            "Sinkhorn produced a non-finite marginal error at "
+            "epsilon ",
+            eps,
+            "; the cost or weights are degenerate (e.g. all weights on points "
             "with infinite cost)");
   // One [n, m] buffer, filled in place.
   r.plan = large_empty(c.sizes(), c.scalar_type(), c.device());
   if (log_domain) {
-    at::mul_out(r.plan, c, -1.0 / eps).add_((f / eps + log_a).unsqueeze(1)).add_((g / eps + log_b).unsqueeze(0)).exp_();
+    at::mul_out(r.plan, c, -1.0 / eps)
+        .add_((f / eps + log_a).unsqueeze(1))
+        .add_((g / eps + log_b).unsqueeze(0))
+        .exp_();
   } else {
     at::mul_out(r.plan, K, u.unsqueeze(1)).mul_(v.unsqueeze(0));
     absorb();

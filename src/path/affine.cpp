@@ -16,10 +16,10 @@ at::Tensor expand_as_batch(const at::Tensor& a, const at::Tensor& like) {
 
 PathSample sample_path(const Schedule& schedule, const at::Tensor& x_0, const at::Tensor& x_1,
                        const at::Tensor& t) {
-  CNF_CHECK(x_0.sizes() == x_1.sizes(), "x_0 and x_1 must have the same shape, got ",
-            x_0.sizes(), " and ", x_1.sizes());
-  CNF_CHECK(t.dim() == 1 && t.size(0) == x_0.size(0), "t must have shape [", x_0.size(0),
-            "], got ", t.sizes());
+  CNF_CHECK(x_0.sizes() == x_1.sizes(), "x_0 and x_1 must have the same shape, got ", x_0.sizes(),
+            " and ", x_1.sizes());
+  CNF_CHECK(t.dim() == 1 && t.size(0) == x_0.size(0), "t must have shape [", x_0.size(0), "], got ",
+            t.sizes());
   auto s = schedule(t.to(x_0.scalar_type()));
   auto b = [&](const at::Tensor& a) { return expand_as_batch(a, x_0); };
   return {t, b(s.alpha_t) * x_0 + b(s.sigma_t) * x_1, b(s.d_alpha_t) * x_0 + b(s.d_sigma_t) * x_1};
@@ -67,10 +67,14 @@ at::Tensor convert(const Schedule& schedule, const at::Tensor& pred, Param from,
     }
   }
   switch (to) {
-    case Param::data: return x0;
-    case Param::noise: return x1;
-    case Param::score: return -x1 / sigma;
-    case Param::velocity: return d_alpha * x0 + d_sigma * x1;
+    case Param::data:
+      return x0;
+    case Param::noise:
+      return x1;
+    case Param::score:
+      return -x1 / sigma;
+    case Param::velocity:
+      return d_alpha * x0 + d_sigma * x1;
   }
   return pred;
 }
@@ -117,8 +121,9 @@ TimeRange conversion_range(const Schedule& schedule, double floor) {
   if (sigma(r.lo) < floor) r.lo = bisect(sigma, floor, r.lo, 1.0, true);
   r.hi = 1.0;
   if (alpha(1.0) < floor) r.hi = bisect(alpha, floor, r.lo, 1.0, false);
-  CNF_CHECK(r.lo < r.hi, schedule.describe(), " has no time where both alpha_t and sigma_t are >= ",
-            floor, "; choose a schedule whose signal and noise both reach ", floor);
+  CNF_CHECK(r.lo < r.hi, schedule.describe(),
+            " has no time where both alpha_t and sigma_t are >= ", floor,
+            "; choose a schedule whose signal and noise both reach ", floor);
   return r;
 }
 
@@ -131,8 +136,8 @@ double time_at_log_snr(const Schedule& schedule, double lambda, TimeRange range)
   double a = range.lo, b = range.hi;  // lambda(a) >= lambda >= lambda(b)
   const double l_a = log_snr_at(schedule, a), l_b = log_snr_at(schedule, b);
   const double tol = 1e-12 * (1.0 + std::abs(lambda));
-  CNF_CHECK(lambda <= l_a + tol && lambda >= l_b - tol, "log-SNR ", lambda, " is outside [",
-            l_b, ", ", l_a, "], the range of ", schedule.describe(), " on [", a, ", ", b, "]");
+  CNF_CHECK(lambda <= l_a + tol && lambda >= l_b - tol, "log-SNR ", lambda, " is outside [", l_b,
+            ", ", l_a, "], the range of ", schedule.describe(), " on [", a, ", ", b, "]");
   if (std::abs(l_a - lambda) <= tol) return a;
   if (std::abs(l_b - lambda) <= tol) return b;
   double t = 0.5 * (a + b);

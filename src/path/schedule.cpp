@@ -24,11 +24,12 @@ ScheduleValues CondOT::operator()(const at::Tensor& t) const {
           torch::full_like(t, 1.0 - sigma_min_)};
 }
 std::string CondOT::describe() const {
-  return "condot(sigma_min=" + std::to_string(sigma_min_) + ")";
+  return canonical_spec("condot", schedules().get("condot").params, {sigma_min_});
 }
 
 std::string CondOT::torchscript() const {
-  return "alpha = 1.0 - t\nsigma = " + float_literal(sigma_min_) + " + " + float_literal(1.0 - sigma_min_) +
+  return "alpha = 1.0 - t\nsigma = " + float_literal(sigma_min_) + " + " +
+         float_literal(1.0 - sigma_min_) +
          " * t\nd_alpha = -torch.ones_like(t)\nd_sigma = torch.full_like(t, " +
          float_literal(1.0 - sigma_min_) + ")\n";
 }
@@ -59,15 +60,15 @@ ScheduleValues VP::operator()(const at::Tensor& t) const {
   return {alpha, sigma, d_alpha, d_sigma};
 }
 std::string VP::describe() const {
-  return "vp(beta_min=" + std::to_string(beta_min_) + ", beta_max=" + std::to_string(beta_max_) +
-         ")";
+  return canonical_spec("vp", schedules().get("vp").params, {beta_min_, beta_max_});
 }
 
 namespace {
 // log alpha_t and its derivative of the VP family, as TorchScript (see vp_log_alpha).
 std::string vp_log_alpha_torchscript(double b0, double b1) {
-  return "log_alpha = -0.5 * (" + float_literal(b0) + " * t + " + float_literal(0.5 * (b1 - b0)) + " * t * t)\n" +
-         "d_log_alpha = -0.5 * (" + float_literal(b0) + " + " + float_literal(b1 - b0) + " * t)\n" +
+  return "log_alpha = -0.5 * (" + float_literal(b0) + " * t + " + float_literal(0.5 * (b1 - b0)) +
+         " * t * t)\n" + "d_log_alpha = -0.5 * (" + float_literal(b0) + " + " +
+         float_literal(b1 - b0) + " * t)\n" +
          "alpha = torch.exp(log_alpha)\nd_alpha = alpha * d_log_alpha\n";
 }
 }  // namespace
@@ -89,8 +90,7 @@ ScheduleValues SubVP::operator()(const at::Tensor& t) const {
   return {alpha, sigma, d_alpha, d_sigma};
 }
 std::string SubVP::describe() const {
-  return "subvp(beta_min=" + std::to_string(beta_min_) + ", beta_max=" +
-         std::to_string(beta_max_) + ")";
+  return canonical_spec("subvp", schedules().get("subvp").params, {beta_min_, beta_max_});
 }
 
 std::string SubVP::torchscript() const {
@@ -108,13 +108,13 @@ ScheduleValues VE::operator()(const at::Tensor& t) const {
   return {torch::ones_like(t), sigma, torch::zeros_like(t), sigma * log_ratio};
 }
 std::string VE::describe() const {
-  return "ve(sigma_min=" + std::to_string(sigma_min_) + ", sigma_max=" +
-         std::to_string(sigma_max_) + ")";
+  return canonical_spec("ve", schedules().get("ve").params, {sigma_min_, sigma_max_});
 }
 
 std::string VE::torchscript() const {
   const double log_ratio = std::log(sigma_max_ / sigma_min_);
-  return "sigma = " + float_literal(sigma_min_) + " * torch.exp(" + float_literal(log_ratio) + " * t)\n" +
+  return "sigma = " + float_literal(sigma_min_) + " * torch.exp(" + float_literal(log_ratio) +
+         " * t)\n" +
          "alpha = torch.ones_like(t)\nd_alpha = torch.zeros_like(t)\nd_sigma = sigma * " +
          float_literal(log_ratio) + "\n";
 }
@@ -126,27 +126,45 @@ ScheduleValues Cosine::operator()(const at::Tensor& t) const {
 }
 std::string Cosine::describe() const { return "cosine"; }
 
-const Registry<ScheduleFactory>& schedules() {
-  static const Registry<ScheduleFactory> registry(
-      "schedule", {
-                      {"condot", [] { return SchedulePtr(std::make_shared<CondOT>()); }},
-                      {"vp", [] { return SchedulePtr(std::make_shared<VP>()); }},
-                      {"subvp", [] { return SchedulePtr(std::make_shared<SubVP>()); }},
-                      {"ve", [] { return SchedulePtr(std::make_shared<VE>()); }},
-                      {"cosine", [] { return SchedulePtr(std::make_shared<Cosine>()); }},
-                  });
+const Registry<ScheduleKind>& schedules() {
+  using V = const std::vector<double>&;
+  static const Registry<ScheduleKind> registry(
+      "schedule",
+      {
+          {"condot",
+           {{{"sigma_min", 0.0}}, [](V v) { return SchedulePtr(std::make_shared<CondOT>(v[0])); }}},
+          {"vp",
+           {{{"beta_min", 0.1}, {"beta_max", 20.0}},
+            [](V v) { return SchedulePtr(std::make_shared<VP>(v[0], v[1])); }}},
+          {"subvp",
+           {{{"beta_min", 0.1}, {"beta_max", 20.0}},
+            [](V v) { return SchedulePtr(std::make_shared<SubVP>(v[0], v[1])); }}},
+          {"ve",
+           {{{"sigma_min", 0.01}, {"sigma_max", 10.0}},
+            [](V v) { return SchedulePtr(std::make_shared<VE>(v[0], v[1])); }}},
+          {"cosine", {{}, [](V) { return SchedulePtr(std::make_shared<Cosine>()); }}},
+      });
   return registry;
 }
 
 std::string Cosine::torchscript() const {
   const std::string h = float_literal(M_PI / 2.0);
-  return "alpha = torch.cos(" + h + " * t)\nsigma = torch.sin(" + h + " * t)\n" +
-         "d_alpha = -" + h + " * sigma\nd_sigma = " + h + " * alpha\n";
+  return "alpha = torch.cos(" + h + " * t)\nsigma = torch.sin(" + h + " * t)\n" + "d_alpha = -" +
+         h + " * sigma\nd_sigma = " + h + " * alpha\n";
 }
 
-SchedulePtr make_schedule(const std::string& name, double sigma_min) {
-  if (name == "condot") return std::make_shared<CondOT>(sigma_min);
-  return schedules().get(name)();
+SchedulePtr make_schedule(const std::string& spec, double sigma_min) {
+  SpecText text = split_spec(spec, "schedule");
+  const ScheduleKind& kind = schedules().get(text.name);
+  if (text.name == "condot" && sigma_min != 0.0) {
+    for (const auto& item : text.items)
+      CNF_CHECK(item.first != "sigma_min", "schedule '", spec, "' sets sigma_min and so does ",
+                "--sigma-min (", sigma_min, "); give it once");
+    text.items.emplace_back("sigma_min", shortest_number(sigma_min));
+  }
+  return kind.make(spec_values(text, kind.params, "schedule"));
 }
+
+std::string schedule_name(const std::string& spec) { return split_spec(spec, "schedule").name; }
 
 }  // namespace cnf::path

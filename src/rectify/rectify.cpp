@@ -1,11 +1,11 @@
 #include "cnf/rectify/rectify.h"
 
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
@@ -73,7 +73,8 @@ data::PairTable generate_pairs(nn::VelocityFieldImpl& model, const path::Schedul
     const auto file = (fs::path(dir) / "pairs.json").string();
     if (fs::exists(file)) {
       const json have = read_manifest(dir);
-      CNF_CHECK(have.is_object(), "'", file, "' is not a cnf pairs manifest (a JSON object); "
+      CNF_CHECK(have.is_object(), "'", file,
+                "' is not a cnf pairs manifest (a JSON object); "
                 "delete the folder to regenerate the pairs");
       for (auto it = want.begin(); it != want.end(); ++it)
         CNF_CHECK(have.contains(it.key()) && have[it.key()] == it.value(), "pairs folder '", dir,
@@ -93,9 +94,9 @@ data::PairTable generate_pairs(nn::VelocityFieldImpl& model, const path::Schedul
         fs::exists(chunk_path(dir, k, "x1"))) {
       x_0 = io::read_npy(chunk_path(dir, k, "x0"));
       x_1 = io::read_npy(chunk_path(dir, k, "x1"));
-      CNF_CHECK(x_0.dim() == 2 && x_0.size(0) == rows && x_1.sizes() == x_0.sizes(),
-                "pairs chunk ", k, " in '", dir, "' has shape ", x_0.sizes(), " / ", x_1.sizes(),
-                ", expected [", rows, ", ", prior.dim(), "]; delete it to regenerate");
+      CNF_CHECK(x_0.dim() == 2 && x_0.size(0) == rows && x_1.sizes() == x_0.sizes(), "pairs chunk ",
+                k, " in '", dir, "' has shape ", x_0.sizes(), " / ", x_1.sizes(), ", expected [",
+                rows, ", ", prior.dim(), "]; delete it to regenerate");
       reused = true;
     } else {
       // Each chunk has its own stream, so a resumed run draws exactly the same noise.
@@ -150,14 +151,14 @@ void copy_weights(nn::VelocityFieldImpl& to, nn::VelocityFieldImpl& from) {
   torch::NoGradGuard no_grad;
   for (const auto& p : src) {
     auto* q = dst.find(p.key());
-    CNF_CHECK(q != nullptr && q->sizes() == p.value().sizes(), "warm start: parameter '",
-              p.key(), "' does not fit the new network; use the parent's architecture");
+    CNF_CHECK(q != nullptr && q->sizes() == p.value().sizes(), "warm start: parameter '", p.key(),
+              "' does not fit the new network; use the parent's architecture");
     q->copy_(p.value());
   }
 }
 
 Straightness straightness(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
-                         const at::Tensor& x_1, const ode::SolveOptions& solve) {
+                          const at::Tensor& x_1, const ode::SolveOptions& solve) {
   CNF_CHECK(x_1.dim() == 2 && x_1.size(0) >= 2, "straightness needs [B >= 2, D] noise, got ",
             x_1.sizes());
   torch::NoGradGuard no_grad;
@@ -171,8 +172,7 @@ Straightness straightness(nn::VelocityFieldImpl& model, const path::Schedule& sc
   };
   ode::SolveOptions so = solve;
   so.adaptive.error_mask = {true, false};
-  auto sol = ode::solve(rhs, {start, torch::zeros({start.size(0)}, start.options())}, 1.0, 0.0,
-                        so);
+  auto sol = ode::solve(rhs, {start, torch::zeros({start.size(0)}, start.options())}, 1.0, 0.0, so);
   auto energy = (-sol.y[1]).to(torch::kFloat64);
   auto cost = (start - sol.y[0]).pow(2).reshape({start.size(0), -1}).sum(1).to(torch::kFloat64);
   auto s = energy - cost;

@@ -39,7 +39,8 @@ bool fusable(const torch::Tensor& p) {
 
 // The body shared by Adam and AdamW: State/Options are LibTorch's types.
 template <class State, class Options, class Map>
-bool fused_step(std::vector<torch::optim::OptimizerParamGroup>& groups, Map& state, bool decoupled) {
+bool fused_step(std::vector<torch::optim::OptimizerParamGroup>& groups, Map& state,
+                bool decoupled) {
   for (auto& group : groups)
     for (auto& p : group.params())
       if (p.grad().defined() && (!fusable(p) || static_cast<Options&>(group.options()).amsgrad()))
@@ -89,14 +90,16 @@ torch::Tensor closure_loss(const torch::optim::Optimizer::LossClosure& closure) 
 
 torch::Tensor FusedAdam::step(LossClosure closure) {
   auto loss = closure_loss(closure);
-  if (!fused_step<torch::optim::AdamParamState, torch::optim::AdamOptions>(param_groups_, state_, false))
+  if (!fused_step<torch::optim::AdamParamState, torch::optim::AdamOptions>(param_groups_, state_,
+                                                                           false))
     torch::optim::Adam::step(nullptr);
   return loss;
 }
 
 torch::Tensor FusedAdamW::step(LossClosure closure) {
   auto loss = closure_loss(closure);
-  if (!fused_step<torch::optim::AdamWParamState, torch::optim::AdamWOptions>(param_groups_, state_, true))
+  if (!fused_step<torch::optim::AdamWParamState, torch::optim::AdamWOptions>(param_groups_, state_,
+                                                                             true))
     torch::optim::AdamW::step(nullptr);
   return loss;
 }

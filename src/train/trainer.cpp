@@ -11,6 +11,7 @@
 #include <sstream>
 #include <tuple>
 
+#include "archive_check.h"
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/data/images.h"
@@ -18,7 +19,6 @@
 #include "cnf/io/files.h"
 #include "cnf/objective/score_matching.h"
 #include "cnf/sde/parameterized.h"
-#include "archive_check.h"
 #include "fused_adam.h"
 
 namespace cnf::train {
@@ -26,10 +26,9 @@ namespace cnf::train {
 // ---------------------------------------------------------------------------- FlowSpec
 
 const Registry<Objective>& objectives() {
-  static const Registry<Objective> registry(
-      "objective", {{"fm", Objective::flow_matching},
-                    {"score", Objective::score_matching},
-                    {"mle", Objective::mle}});
+  static const Registry<Objective> registry("objective", {{"fm", Objective::flow_matching},
+                                                          {"score", Objective::score_matching},
+                                                          {"mle", Objective::mle}});
   return registry;
 }
 
@@ -39,10 +38,9 @@ const Registry<Optimizer>& optimizers() {
   return r;
 }
 const Registry<LrSchedule>& lr_schedules() {
-  static const Registry<LrSchedule> r("learning-rate schedule",
-                                      {{"constant", LrSchedule::constant},
-                                       {"cosine", LrSchedule::cosine},
-                                       {"linear", LrSchedule::linear}});
+  static const Registry<LrSchedule> r("learning-rate schedule", {{"constant", LrSchedule::constant},
+                                                                 {"cosine", LrSchedule::cosine},
+                                                                 {"linear", LrSchedule::linear}});
   return r;
 }
 const Registry<CouplingScope>& coupling_scopes() {
@@ -103,31 +101,56 @@ FlowSpec FlowSpec::parse(const std::string& text, const std::string& origin) {
               "' is not key=value");
     auto key = line.substr(0, eq), value = line.substr(eq + 1);
     try {
-      if (key == "arch") s.model.arch = value;
-      else if (key == "dim") s.model.dim = std::stoll(value);
-      else if (key == "width") s.model.width = std::stoll(value);
-      else if (key == "depth") s.model.depth = std::stoll(value);
-      else if (key == "activation") s.model.activation = value;
-      else if (key == "time_embedding") s.model.time_embedding = value;
-      else if (key == "fourier_features") s.model.fourier_features = std::stoll(value);
-      else if (key == "schedule") s.schedule = value;
-      else if (key == "sigma_min") s.sigma_min = std::stod(value);
-      else if (key == "data") s.data = value;
-      else if (key == "prior") s.prior = value;
-      else if (key == "objective") s.objective = value;
-      else if (key == "param") s.param = value;
-      else if (key == "weighting") s.weighting = value;
-      else if (key == "blocks") s.model.blocks = std::stoll(value);
-      else if (key == "channels") s.model.channels = std::stoll(value);
-      else if (key == "height") s.model.height = std::stoll(value);
-      else if (key == "width_px") s.model.width_px = std::stoll(value);
-      else if (key == "channel_mult") s.model.channel_mult = value;
-      else if (key == "res_blocks") s.model.res_blocks = std::stoll(value);
-      else if (key == "attention") s.model.attention = std::stoll(value) != 0;
-      else if (key == "classes") s.model.classes = std::stoll(value);
-      else if (key == "module") s.module = value;
-      else if (key == "module_time") s.module_time = value;
-      else fail(origin, ": unknown flow spec field '", key, "' on line ", lineno);
+      if (key == "arch")
+        s.model.arch = value;
+      else if (key == "dim")
+        s.model.dim = std::stoll(value);
+      else if (key == "width")
+        s.model.width = std::stoll(value);
+      else if (key == "depth")
+        s.model.depth = std::stoll(value);
+      else if (key == "activation")
+        s.model.activation = value;
+      else if (key == "time_embedding")
+        s.model.time_embedding = value;
+      else if (key == "fourier_features")
+        s.model.fourier_features = std::stoll(value);
+      else if (key == "schedule")
+        s.schedule = value;
+      else if (key == "sigma_min")
+        s.sigma_min = std::stod(value);
+      else if (key == "data")
+        s.data = value;
+      else if (key == "prior")
+        s.prior = value;
+      else if (key == "objective")
+        s.objective = value;
+      else if (key == "param")
+        s.param = value;
+      else if (key == "weighting")
+        s.weighting = value;
+      else if (key == "blocks")
+        s.model.blocks = std::stoll(value);
+      else if (key == "channels")
+        s.model.channels = std::stoll(value);
+      else if (key == "height")
+        s.model.height = std::stoll(value);
+      else if (key == "width_px")
+        s.model.width_px = std::stoll(value);
+      else if (key == "channel_mult")
+        s.model.channel_mult = value;
+      else if (key == "res_blocks")
+        s.model.res_blocks = std::stoll(value);
+      else if (key == "attention")
+        s.model.attention = std::stoll(value) != 0;
+      else if (key == "classes")
+        s.model.classes = std::stoll(value);
+      else if (key == "module")
+        s.module = value;
+      else if (key == "module_time")
+        s.module_time = value;
+      else
+        fail(origin, ": unknown flow spec field '", key, "' on line ", lineno);
     } catch (const std::logic_error&) {
       fail(origin, ": flow spec field '", key, "' has a bad value '", value, "'");
     }
@@ -135,7 +158,9 @@ FlowSpec FlowSpec::parse(const std::string& text, const std::string& origin) {
   return s;
 }
 
-path::SchedulePtr FlowSpec::make_schedule() const { return path::make_schedule(schedule, sigma_min); }
+path::SchedulePtr FlowSpec::make_schedule() const {
+  return path::make_schedule(schedule, sigma_min);
+}
 
 // ------------------------------------------------------------------------ TrainOptions
 
@@ -155,18 +180,19 @@ void TrainOptions::validate() const {
   CNF_CHECK(label_dropout >= 0 && label_dropout <= 1,
             "label_dropout must be in [0, 1] (the probability of training without the label), got ",
             label_dropout);
-  CNF_CHECK(accumulate >= 1, "accumulate must be >= 1 (micro-batches per step), got ",
-            accumulate);
+  CNF_CHECK(accumulate >= 1, "accumulate must be >= 1 (micro-batches per step), got ", accumulate);
   CNF_CHECK(ema_decay >= 0 && ema_decay < 1, "ema_decay must be in [0, 1) (0 disables it), got ",
             ema_decay);
 }
 
 std::string coupling_warning(const FlowSpec& spec, const TrainOptions& options) {
   if (options.coupling != "exact" && options.coupling != "sinkhorn") return {};
-  if (spec.schedule == "condot") return {};
-  return "coupling " + options.coupling + " pairs data and noise by the squared-distance OT plan, " +
+  if (path::schedule_name(spec.schedule) == "condot") return {};
+  return "coupling " + options.coupling +
+         " pairs data and noise by the squared-distance OT plan, " +
          "which makes the conditional paths straight and non-crossing only on the OT path " +
-         "(condot); on the curved " + spec.schedule + " path the pairing still trains a valid " +
+         "(condot); on the curved " + spec.make_schedule()->describe() +
+         " path the pairing still trains a valid " +
          "flow, but the straightening OT-CFM promises does not follow";
 }
 
@@ -175,8 +201,7 @@ double learning_rate(const TrainOptions& o, int64_t step) {
   if (o.warmup_steps > 0 && step < o.warmup_steps)
     factor = static_cast<double>(step + 1) / static_cast<double>(o.warmup_steps);
   const double span = static_cast<double>(std::max<int64_t>(1, o.steps - o.warmup_steps));
-  const double progress =
-      std::clamp(static_cast<double>(step - o.warmup_steps) / span, 0.0, 1.0);
+  const double progress = std::clamp(static_cast<double>(step - o.warmup_steps) / span, 0.0, 1.0);
   if (o.lr_schedule == LrSchedule::cosine) factor *= 0.5 * (1.0 + std::cos(M_PI * progress));
   if (o.lr_schedule == LrSchedule::linear) factor *= 1.0 - progress;
   return o.lr * factor;
@@ -299,20 +324,24 @@ std::string divergence_message(int64_t step, const std::string& what, double val
   bool weights_finite = true;
   {
     torch::NoGradGuard no_grad;
-    for (const auto& p : params) weights_finite = weights_finite && torch::isfinite(p).all().item<bool>();
+    for (const auto& p : params)
+      weights_finite = weights_finite && torch::isfinite(p).all().item<bool>();
   }
   std::string cause;
   if (!weights_finite)
-    cause = "the weights themselves are no longer finite (an earlier update overflowed): lower --lr";
+    cause =
+        "the weights themselves are no longer finite (an earlier update overflowed): lower --lr";
   else if (step == 1)
-    cause = "it fails at the very first step, with the initial weights: the data (or prior) "
-            "likely holds extreme values, or the path is singular there (e.g. --sigma-min 0 "
-            "with an objective that divides by sigma_t); rescale the data or change the path";
+    cause =
+        "it fails at the very first step, with the initial weights: the data (or prior) "
+        "likely holds extreme values, or the path is singular there (e.g. --sigma-min 0 "
+        "with an objective that divides by sigma_t); rescale the data or change the path";
   else if (what == "the gradient norm")
     cause = "exploding gradients: set --grad-clip (e.g. 1) or lower --lr";
   else
-    cause = "the learning rate is likely too high for this model and data, or a batch hit "
-            "outliers: lower --lr, set --grad-clip (e.g. 1), or check the data";
+    cause =
+        "the learning rate is likely too high for this model and data, or a batch hit "
+        "outliers: lower --lr, set --grad-clip (e.g. 1), or check the data";
   return detail::concat("training diverged at step ", step, ": ", what, " is ", value,
                         ". Likely cause: ", cause, " (lr = ", learning_rate(o, step - 1),
                         o.grad_clip > 0 ? ", grad_clip = " + std::to_string(o.grad_clip)
@@ -328,11 +357,10 @@ nn::VelocityField build_network(const NetworkFactory& make_network, const nn::Mo
   // Checkpoints store the network as a TorchScript module, whose attribute names may not be
   // Python keywords: a submodule named "in" saves but never loads again.
   static const std::set<std::string> keywords{
-      "False", "None",   "True",    "and",      "as",   "assert", "async",  "await",
-      "break", "class",  "continue", "def",     "del",  "elif",   "else",   "except",
-      "finally", "for",  "from",    "global",   "if",   "import", "in",     "is",
-      "lambda", "nonlocal", "not",  "or",       "pass", "raise",  "return", "try",
-      "while", "with",   "yield"};
+      "False", "None",     "True",  "and",    "as",   "assert", "async",  "await",    "break",
+      "class", "continue", "def",   "del",    "elif", "else",   "except", "finally",  "for",
+      "from",  "global",   "if",    "import", "in",   "is",     "lambda", "nonlocal", "not",
+      "or",    "pass",     "raise", "return", "try",  "while",  "with",   "yield"};
   auto check = [&](const std::string& dotted) {
     std::istringstream parts(dotted);
     for (std::string part; std::getline(parts, part, '.');)
@@ -359,8 +387,8 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
     const auto builtin = nn::model_names();
     if (std::find(builtin.begin(), builtin.end(), spec.model.arch) != builtin.end())
       spec.model.arch = kCustomArch;
-  }
-  else make_network = nn::make_model;
+  } else
+    make_network = nn::make_model;
   spec.objective = canonical_objective(spec.objective);
   spec.param = path::param_name(spec.network_param());
   s_->objective = objectives().get(spec.objective);
@@ -368,14 +396,17 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   if (s_->objective == Objective::mle) {
     CNF_CHECK(prior->has_log_prob(), "maximum likelihood needs a prior with a density (normal ",
               "or gmm:K), got '", prior->spec(), "'");
-    CNF_CHECK(options.coupling == "independent", "maximum likelihood uses data only; "
-              "--coupling must be independent, got '", options.coupling, "'");
+    CNF_CHECK(options.coupling == "independent",
+              "maximum likelihood uses data only; "
+              "--coupling must be independent, got '",
+              options.coupling, "'");
   }
   if (s_->objective == Objective::score_matching) {
     // Denoising score matching regresses on -x_1 / sigma_t, the score of the Gaussian
     // transition kernel: x_1 must be N(0, I) noise drawn independently of x_0.
     CNF_CHECK(spec.prior == "normal", "score matching needs --prior normal (the noise of the ",
-              "Gaussian transition kernel), got '", spec.prior, "'; use --objective fm for bridges");
+              "Gaussian transition kernel), got '", spec.prior,
+              "'; use --objective fm for bridges");
     CNF_CHECK(options.coupling == "independent", "score matching needs --coupling independent, ",
               "got '", options.coupling, "'; couplings pair noise with data, which breaks the ",
               "denoising target -x_1/sigma_t");
@@ -396,8 +427,8 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
                 "' has labels up to ", set.labels.max().item<int64_t>(), " but --classes is ",
                 spec.model.classes, "; pass --classes ", set.classes);
       CNF_CHECK(options.coupling == "independent", "class-conditional training needs --coupling ",
-                "independent (a coupling would re-pair images and labels), got '",
-                options.coupling, "'");
+                "independent (a coupling would re-pair images and labels), got '", options.coupling,
+                "'");
       s_->images = images;
     }
   } else {
@@ -418,9 +449,9 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   // SB-CFM (Tong et al. 2024): the entropic plan at epsilon = 2 sigma^2 with the Brownian
   // bridge's noise sigma^2 t (1 - t) added to the straight interpolant is the Schrodinger
   // bridge only on that interpolant, x_t = (1 - t) x_0 + t x_1.
-  CNF_CHECK(s_->coupling->bridge_sigma() == 0 || (spec.schedule == "condot" && spec.sigma_min == 0),
+  CNF_CHECK(s_->coupling->bridge_sigma() == 0 || s_->schedule->describe() == "condot",
             "coupling sb is a Schrodinger bridge only on the straight path (schedule condot with ",
-            "sigma_min 0), got schedule ", spec.schedule, " with sigma_min ", spec.sigma_min,
+            "sigma_min 0), got schedule ", s_->schedule->describe(),
             "; use --schedule condot --sigma-min 0, or --coupling exact|sinkhorn on this path");
   s_->gens.push_back(make_generator(options.seed));
   for (int64_t k = 1; k < options.accumulate; ++k)
@@ -616,10 +647,11 @@ void Trainer::set_group(std::shared_ptr<dist::Group> group) {
   // what the ranks must agree on (FNV-1a of the text) before the first collective on weights.
   const auto& o = s.opt;
   const std::string agreed = detail::concat(
-      s.spec.serialize(), "|", o.batch_size, "|", o.accumulate, "|", o.seed, "|", optimizers().name_of(o.optimizer),
-      "|", o.lr, "|", lr_schedules().name_of(o.lr_schedule), "|", o.steps, "|", o.warmup_steps, "|", o.weight_decay, "|",
-      o.grad_clip, "|", o.ema_decay, "|", s.coupling->describe(), "|", coupling_scopes().name_of(o.coupling_scope), "|",
-      o.time_grid, "|", o.label_dropout, "|", s.params.size());
+      s.spec.serialize(), "|", o.batch_size, "|", o.accumulate, "|", o.seed, "|",
+      optimizers().name_of(o.optimizer), "|", o.lr, "|", lr_schedules().name_of(o.lr_schedule), "|",
+      o.steps, "|", o.warmup_steps, "|", o.weight_decay, "|", o.grad_clip, "|", o.ema_decay, "|",
+      s.coupling->describe(), "|", coupling_scopes().name_of(o.coupling_scope), "|", o.time_grid,
+      "|", o.label_dropout, "|", s.params.size());
   uint64_t h = 1469598103934665603ull;
   for (unsigned char ch : agreed) h = (h ^ ch) * 1099511628211ull;
   auto all = s.group->all_gather(torch::tensor({static_cast<int64_t>(h)}, torch::kLong));
@@ -698,7 +730,8 @@ void Trainer::save(const std::string& path, const std::string& config_text) cons
   if (s.group && s.group->rank() != 0) return;
   ar.write("rng", states[0].clone());
   if (s.shards > 1) ar.write("rng_shards", states);
-  if (s.opt.coupling_scope == CouplingScope::global) ar.write("coupling_rng", generator_state(s.coupling_gen));
+  if (s.opt.coupling_scope == CouplingScope::global)
+    ar.write("coupling_rng", generator_state(s.coupling_gen));
   torch::serialize::OutputArchive model_ar, opt_ar;
   s.model->save(model_ar);
   ar.write("model", model_ar);
@@ -722,10 +755,10 @@ std::string Trainer::resume(const std::string& path) {
             "use the same options to resume, or start a new run");
   // Checkpoints from before couplings were stored used the independent coupling.
   c10::IValue stored_coupling;
-  const std::string coupling = ar.try_read("coupling", stored_coupling) &&
-                                       stored_coupling.isString()
-                                   ? stored_coupling.toStringRef()
-                                   : std::string("independent");
+  const std::string coupling =
+      ar.try_read("coupling", stored_coupling) && stored_coupling.isString()
+          ? stored_coupling.toStringRef()
+          : std::string("independent");
   CNF_CHECK(coupling == s.coupling->describe(), "checkpoint '", path,
             "' was trained with the coupling ", coupling, " but this run uses ",
             s.coupling->describe(),
@@ -753,7 +786,8 @@ std::string Trainer::resume(const std::string& path) {
   // streams restart from seeds that depend on the step (not a replay of step 0's draws).
   for (size_t j = 0; j < s.gens.size(); ++j) {
     const int64_t shard = s.first_shard + static_cast<int64_t>(j);
-    s.gens[j] = make_generator(shard_seed(mix64(s.opt.seed ^ static_cast<uint64_t>(s.step)), shard));
+    s.gens[j] =
+        make_generator(shard_seed(mix64(s.opt.seed ^ static_cast<uint64_t>(s.step)), shard));
   }
   return detail::concat("checkpoint '", path, "' was written with ", shards.size(0),
                         " shard(s) per step (processes x --accumulate), this run has ", s.shards,
@@ -766,9 +800,7 @@ const FlowSpec& Trainer::spec() const { return s_->spec; }
 const TrainOptions& Trainer::options() const { return s_->opt; }
 nn::VelocityField Trainer::model() const { return s_->model; }
 nn::VelocityField Trainer::ema_model() const { return s_->ema ? s_->ema : s_->model; }
-nn::VelocityField Trainer::ema_velocity() const {
-  return s_->spec.velocity_field(ema_model());
-}
+nn::VelocityField Trainer::ema_velocity() const { return s_->spec.velocity_field(ema_model()); }
 
 FlowSpec read_flow_spec(const std::string& path) {
   auto ar = open_archive(path);
@@ -790,7 +822,8 @@ Checkpoint load_checkpoint(const std::string& path, c10::Device device,
   if (c.spec.model.arch == "torchscript")
     CNF_CHECK(make_network, "checkpoint '", path, "' holds a fine-tuned TorchScript module (",
               c.spec.module, "); load it with interop::load_flow (cnf's verbs do)");
-  c.network = build_network(make_network ? make_network : NetworkFactory(nn::make_model), c.spec.model);
+  c.network =
+      build_network(make_network ? make_network : NetworkFactory(nn::make_model), c.spec.model);
   torch::serialize::InputArchive probe;
   load_module(ar, ema && ar.try_read("ema", probe) ? "ema" : "model", *c.network, path);
   c.network->to(device);

@@ -42,7 +42,7 @@ template <class... Args>
 }  // namespace cnf
 
 /// Throws cnf::Error built from the remaining arguments when `cond` is false.
-#define CNF_CHECK(cond, ...)            \
-  do {                                  \
+#define CNF_CHECK(cond, ...)               \
+  do {                                     \
     if (!(cond)) ::cnf::fail(__VA_ARGS__); \
   } while (0)

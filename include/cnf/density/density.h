@@ -53,8 +53,7 @@ struct DivergenceOptions {
 /// Hutchinson with `probes` [K, B, ...]. `create_graph` keeps the graph of the divergence
 /// (needed to differentiate it again: training, the change of score).
 std::pair<at::Tensor, at::Tensor> velocity_and_divergence(nn::VelocityFieldImpl& field,
-                                                          const at::Tensor& x,
-                                                          const at::Tensor& t,
+                                                          const at::Tensor& x, const at::Tensor& t,
                                                           const DivergenceOptions& options,
                                                           const at::Tensor& probes = {},
                                                           bool create_graph = false);

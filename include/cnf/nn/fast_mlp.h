@@ -58,7 +58,9 @@ std::pair<torch::Tensor, torch::Tensor> forward_with_divergence(const MLPVelocit
 /// v_t(x) and the Jacobian-vector product (dv/dx) u, each [B, dim], by forward mode
 /// through the fused kernels (MLPVelocity::forward_with_jvp uses it). Differentiable to
 /// first order in x and the parameters (t and u get no gradient).
-std::pair<torch::Tensor, torch::Tensor> forward_with_jvp(const MLPVelocityImpl& mlp, const torch::Tensor& x,
-                                                         const torch::Tensor& t, const torch::Tensor& u);
+std::pair<torch::Tensor, torch::Tensor> forward_with_jvp(const MLPVelocityImpl& mlp,
+                                                         const torch::Tensor& x,
+                                                         const torch::Tensor& t,
+                                                         const torch::Tensor& u);
 
 }  // namespace cnf::nn::fast

@@ -50,7 +50,10 @@ class HollowVelocityImpl : public VelocityFieldImpl {
   std::vector<int64_t> sample_shape() const override { return {options.dim()}; }
   std::string torchscript(const std::string& method, const std::string& prefix) const override;
   /// v_t(x) [B, dim] and its exact divergence [B], from one forward pass (differentiable).
-  std::pair<torch::Tensor, torch::Tensor> forward_with_divergence(const torch::Tensor& x, const torch::Tensor& t);
+  std::pair<torch::Tensor, torch::Tensor> forward_with_divergence(const torch::Tensor& x,
+                                                                  const torch::Tensor& t) override;
+  /// Always: the divergence is read off the forward pass.
+  bool has_analytic_divergence() const override { return true; }
 
   /// The options it was built with.
   HollowOptions options;
@@ -60,9 +63,9 @@ class HollowVelocityImpl : public VelocityFieldImpl {
   /// First conditioner layer's weights [dim, width, dim + 1] over [x, t], used as w_in * mask.
   /// \var b_in
   /// First conditioner layer's biases [dim, width].
-  torch::Tensor w_in, b_in;      // [dim, width, dim + 1], [dim, width]: masked first layer
+  torch::Tensor w_in, b_in;  // [dim, width, dim + 1], [dim, width]: masked first layer
   /// Buffer [dim, width, dim + 1]: 0 where block i meets x_i, 1 elsewhere.
-  torch::Tensor mask;            // [dim, width, dim + 1] buffer: 0 where block i meets x_i
+  torch::Tensor mask;  // [dim, width, dim + 1] buffer: 0 where block i meets x_i
   /// \var w_block
   /// Weights [dim, width, width] of the block-diagonal conditioner layers 2 .. depth.
   /// \var b_block
@@ -81,7 +84,7 @@ class HollowVelocityImpl : public VelocityFieldImpl {
   /// Output weights w_i [dim, width]: v_i = w_i . act(z_i) + e_i.
   /// \var t_e
   /// Output biases e_i [dim].
-  torch::Tensor t_w, t_e;            // [dim, width], [dim]
+  torch::Tensor t_w, t_e;  // [dim, width], [dim]
 
  private:
   // v and, when `div` is not null, the divergence.

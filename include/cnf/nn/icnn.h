@@ -52,11 +52,11 @@ class ICNNImpl : public torch::nn::Module {
   /// W_k (no bias, kept nonnegative), k = 1 .. depth - 1.
   std::vector<torch::nn::Linear> hidden_layers;  // W_k (no bias), nonnegative
   /// w (no bias, kept nonnegative).
-  torch::nn::Linear output{nullptr};             // w (no bias), nonnegative
+  torch::nn::Linear output{nullptr};  // w (no bias), nonnegative
   /// L (no bias), initialized to I.
-  torch::nn::Linear quadratic{nullptr};          // L (no bias)
+  torch::nn::Linear quadratic{nullptr};  // L (no bias)
   /// c (no bias), initialized to 0.
-  torch::nn::Linear affine{nullptr};             // c (no bias)
+  torch::nn::Linear affine{nullptr};  // c (no bias)
 };
 /// Module holder (shared pointer) of ICNNImpl.
 TORCH_MODULE(ICNN);

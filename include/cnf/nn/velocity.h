@@ -37,6 +37,14 @@ class VelocityFieldImpl : public torch::nn::Module {
   virtual void set_labels(const torch::Tensor& labels);
   /// Number of classes the network is conditioned on (0: unconditional).
   virtual int64_t classes() const { return 0; }
+  /// Whether forward_with_divergence gives the exact divergence without autograd's one
+  /// backward pass per dimension (the MLP: through its layers; the hollow network: read off
+  /// its forward pass). density's `analytic` route needs it.
+  virtual bool has_analytic_divergence() const { return false; }
+  /// v_t(x) and its exact divergence tr(dv/dx) [B], for networks whose
+  /// has_analytic_divergence() is true; the default throws cnf::Error.
+  virtual std::pair<torch::Tensor, torch::Tensor> forward_with_divergence(const torch::Tensor& x,
+                                                                          const torch::Tensor& t);
   /// This network's forward as TorchScript source, for export (interop/torchscript.h): one or
   /// more method definitions, the main one `def <method>(self, x: Tensor, t: Tensor) ->
   /// Tensor` (helpers are named `<method>_...`). Each parameter or buffer `name` (its key in
@@ -127,7 +135,9 @@ class MLPVelocityImpl : public VelocityFieldImpl {
   /// forward passes of matrix work and no autograd; differentiable like forward().
   /// Fused (nn/fast_mlp.h) when no gradient is needed and the fast path applies.
   std::pair<torch::Tensor, torch::Tensor> forward_with_divergence(const torch::Tensor& x,
-                                                                  const torch::Tensor& t);
+                                                                  const torch::Tensor& t) override;
+  /// Always: the layers carry the Jacobian.
+  bool has_analytic_divergence() const override { return true; }
   /// v_t(x) and the Jacobian-vector product (dv/dx) u [B, dim] for directions u [B, dim],
   /// by forward mode (the tangent rides along the layers: one extra product per layer).
   /// Differentiable to first order in x and the parameters through one custom autograd

@@ -25,8 +25,8 @@ namespace cnf::ode {
 /// steps and tolerances. The backward error norm covers y and a (as masked for y); the
 /// parameter integrals ride along outside step control. `stats`, if given, receives the
 /// forward solution's NFE and step counts; `backward_nfe` the backward pass's NFE.
-State solve_adjoint(const Rhs& f, const State& y0, const std::vector<at::Tensor>& params,
-                    double t0, double t1, const SolveOptions& options, Solution* stats = nullptr,
+State solve_adjoint(const Rhs& f, const State& y0, const std::vector<at::Tensor>& params, double t0,
+                    double t1, const SolveOptions& options, Solution* stats = nullptr,
                     int64_t* backward_nfe = nullptr);
 
 }  // namespace cnf::ode

@@ -78,8 +78,8 @@ struct StepResult {
   int64_t nfe = 0;
 };
 /// `k0`, when non-null and non-empty, is f(t, y) already known (saves one evaluation).
-StepResult rk_step(const ButcherTableau& tableau, const Rhs& f, double t, const State& y,
-                   double dt, const State* k0 = nullptr);
+StepResult rk_step(const ButcherTableau& tableau, const Rhs& f, double t, const State& y, double dt,
+                   const State* k0 = nullptr);
 
 /// Decides where each step ends and whether it is accepted.
 class StepController {

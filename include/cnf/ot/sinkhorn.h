@@ -69,25 +69,34 @@ struct SinkhornOptions {
   /// Initial potential g [m]; see f_init.
 
   /// Sets `epsilon`; returns *this for chaining.
-  SinkhornOptions& set_epsilon(double e) { epsilon = e; return *this; }
+  SinkhornOptions& set_epsilon(double e) {
+    epsilon = e;
+    return *this;
+  }
   /// Sets `tol`; returns *this for chaining.
-  SinkhornOptions& set_tol(double t) { tol = t; return *this; }
+  SinkhornOptions& set_tol(double t) {
+    tol = t;
+    return *this;
+  }
   /// Sets `max_iter`; returns *this for chaining.
-  SinkhornOptions& set_max_iter(int64_t k) { max_iter = k; return *this; }
+  SinkhornOptions& set_max_iter(int64_t k) {
+    max_iter = k;
+    return *this;
+  }
   /// Throws cnf::Error naming the first invalid field and how to fix it.
   void validate() const;
 };
 
 /// The entropic plan, its dual potentials and how the iteration ended.
 struct SinkhornResult {
-  at::Tensor plan;              ///< [n, m] float64 on the input's device
+  at::Tensor plan;  ///< [n, m] float64 on the input's device
   /// \var f
   /// Dual potential f [n] (feed to f_init to warm start).
-  at::Tensor f, g;              ///< dual potentials [n], [m] (feed to f_init/g_init to warm start)
-  double cost = 0;              ///< <C, P>, the transport cost of the entropic plan
-  double marginal_error = 0;    ///< ||P 1 - a||_1 + ||P^T 1 - b||_1 at the last check
-  int64_t iterations = 0;       ///< all iterations, those of the epsilon scaling included
-  bool converged = false;       ///< marginal_error <= tol
+  at::Tensor f, g;            ///< dual potentials [n], [m] (feed to f_init/g_init to warm start)
+  double cost = 0;            ///< <C, P>, the transport cost of the entropic plan
+  double marginal_error = 0;  ///< ||P 1 - a||_1 + ||P^T 1 - b||_1 at the last check
+  int64_t iterations = 0;     ///< all iterations, those of the epsilon scaling included
+  bool converged = false;     ///< marginal_error <= tol
   /// \var epsilon
   /// The epsilon of the final iterations.
   /// \var tol
@@ -134,7 +143,7 @@ struct Solution {
   int64_t iterations = 0;
   /// Sinkhorn's L1 marginal error at the last check (0 for EMD).
   double marginal_error = 0;
-  std::string report;     ///< Sinkhorn's report(); empty for EMD
+  std::string report;  ///< Sinkhorn's report(); empty for EMD
 };
 
 /// OT between x [n, d] and y [m, d] with weights a [n], b [m] (undefined: uniform).

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "cnf/core/registry.h"
+#include "cnf/core/spec.h"
 
 /// Affine probability paths x_t = alpha_t x_0 + sigma_t x_1, data at t = 0 and noise at t = 1:
 /// schedules and everything derived from them.
@@ -42,7 +43,8 @@ class Schedule {
   virtual ~Schedule() = default;
   /// The four coefficients at times `t` (any shape, floating point).
   virtual ScheduleValues operator()(const at::Tensor& t) const = 0;
-  /// The registry name and the parameters, e.g. "vp(beta_min=0.1, beta_max=20)".
+  /// The canonical spec: the registry name and the parameters that differ from their
+  /// defaults, e.g. "vp:beta_max=10" ("vp" with the defaults); make_schedule reads it back.
   virtual std::string describe() const = 0;
   /// Smallest time at which training and likelihoods may evaluate the path: where
   /// sigma_t -> 0 makes d_sigma_t or the score blow up (VP, VE), it is > 0.
@@ -131,13 +133,26 @@ class Cosine final : public Schedule {
   std::string torchscript() const override;
 };
 
-/// Factory signature of the schedule registry (default parameters).
-using ScheduleFactory = SchedulePtr (*)();
+/// A registered schedule: its numeric parameters (keys and defaults, in canonical order) and
+/// how to build it from their values.
+struct ScheduleKind {
+  /// The parameters a spec may set, e.g. beta_min and beta_max of vp.
+  std::vector<SpecParam> params;
+  /// Builds the schedule from one value per parameter (the constructor checks them).
+  SchedulePtr (*make)(const std::vector<double>& values);
+};
 
-/// Every schedule cnf offers, by name: condot, vp, subvp, ve, cosine.
-const Registry<ScheduleFactory>& schedules();
+/// Every schedule cnf offers, by name: condot (sigma_min), vp and subvp (beta_min,
+/// beta_max), ve (sigma_min, sigma_max), cosine.
+const Registry<ScheduleKind>& schedules();
 
-/// Builds a schedule from its registry name; `sigma_min` applies to condot.
-SchedulePtr make_schedule(const std::string& name, double sigma_min = 0.0);
+/// Builds a schedule from a spec `name` or `name:key=value,...` (core/spec.h), e.g.
+/// "vp:beta_min=0.1,beta_max=20" or "ve:sigma_max=50". `sigma_min` (condot's own flag, kept
+/// for checkpoints that store it apart) applies when it is not 0; the spec must not set it too.
+/// Unknown names, keys and bad values fail listing the valid ones.
+SchedulePtr make_schedule(const std::string& spec, double sigma_min = 0.0);
+
+/// The registry name of a schedule spec ("vp" of "vp:beta_max=10").
+std::string schedule_name(const std::string& spec);
 
 }  // namespace cnf::path

@@ -41,11 +41,11 @@ ode::SolveOptions default_solve();
 
 /// How generate_pairs draws, solves and stores the pairs.
 struct PairOptions {
-  int64_t n = 20000;      ///< pairs to generate
-  int64_t chunk = 5000;   ///< rows per chunk (one solve, one pair of files)
+  int64_t n = 20000;     ///< pairs to generate
+  int64_t chunk = 5000;  ///< rows per chunk (one solve, one pair of files)
   /// The ODE solve from noise to data (default_solve()).
   ode::SolveOptions solve = default_solve();
-  uint64_t seed = 0;      ///< chunk k draws its noise from a generator seeded by (seed, k)
+  uint64_t seed = 0;  ///< chunk k draws its noise from a generator seeded by (seed, k)
   /// Device of the solves.
   c10::Device device = c10::Device(c10::kCPU);
   /// Free text stored in the manifest (e.g. the parent checkpoint's path).
@@ -89,6 +89,6 @@ struct Straightness {
 /// Straightness, transport cost and path energy of the flow's trajectories from
 /// X_1 = sigma_1 x_1 (x_1: [B, D] prior draws) to X_0.
 Straightness straightness(nn::VelocityFieldImpl& model, const path::Schedule& schedule,
-                         const at::Tensor& x_1, const ode::SolveOptions& solve = default_solve());
+                          const at::Tensor& x_1, const ode::SolveOptions& solve = default_solve());
 
 }  // namespace cnf::rectify
