@@ -219,3 +219,53 @@ TEST(TrainTest, NetworkFactoryNamesAKeywordSubmoduleThatCheckpointsCannotStore) 
     EXPECT_NE(std::string(e.what()).find("named 'in'"), std::string::npos) << e.what();
   }
 }
+
+TEST(TrainTest, ResumeAtAnotherThreadCountSaysItIsNotExact) {
+  set_threads(1);
+  auto first = make_trainer(10);
+  first.run([](int64_t step, const auto&) { return step < 3; });
+  const auto ckpt = temp_path("threads.pt");
+  first.save(ckpt);
+  auto same = make_trainer(10);
+  EXPECT_EQ(same.resume(ckpt), "");  // same threads, same shards: continues exactly
+  set_threads(2);
+  auto other = make_trainer(10);
+  const std::string note = other.resume(ckpt);
+  set_threads(1);
+  EXPECT_NE(note.find("1 thread(s), this run has 2"), std::string::npos) << note;
+  EXPECT_NE(note.find("--threads 1"), std::string::npos) << note;
+  EXPECT_EQ(other.steps_done(), 3);  // the weights still continue
+}
+
+TEST(TrainTest, UnconvergedSinkhornPlansAreCountedOrRefused) {
+  auto gen = make_generator(2);
+  auto x0 = data::make_source("8gaussians")->sample(64, gen);
+  auto x1 = torch::randn({64, 2}, gen);
+  coupling::CouplingOptions o;
+  o.epsilon = 0.1;
+  auto converged = std::make_shared<coupling::EntropicOT>(o);
+  converged->pair(x0, x1, gen);
+  EXPECT_EQ(converged->stats().plans, 1);
+  EXPECT_EQ(converged->stats().unconverged, 0);
+  EXPECT_EQ(converged->report(), "");
+  // Two iterations at a small epsilon cannot converge: the plan is counted...
+  o.epsilon = 0.01;
+  o.max_iter = 2;
+  o.max_marginal_error = 1e9;
+  auto loose = std::make_shared<coupling::EntropicOT>(o);
+  loose->pair(x0, x1, gen);
+  loose->pair(x0, x1, gen);
+  EXPECT_EQ(loose->stats().unconverged, 2);
+  EXPECT_GT(loose->stats().max_marginal_error, 1e-3);  // far from uniform after 2 iterations
+  EXPECT_NE(loose->report().find("2 of 2 minibatch plans did not converge"), std::string::npos)
+      << loose->report();
+  // ... or refused past the allowed marginal error, naming what to change.
+  o.max_marginal_error = 1e-3;
+  auto strict = std::make_shared<coupling::EntropicOT>(o);
+  try {
+    strict->pair(x0, x1, gen);
+    ADD_FAILURE() << "an unconverged plan past the threshold must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--coupling-eps"), std::string::npos) << e.what();
+  }
+}

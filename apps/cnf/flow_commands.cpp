@@ -47,9 +47,13 @@ void add_density(CLI::App* sub, DensityArgs& d) {
 }
 
 density::LikelihoodOptions likelihood_options(const EvalArgs& e, const DensityArgs& d,
-                                              const nn::VelocityFieldImpl& model) {
+                                              const train::Checkpoint& c) {
+  const nn::VelocityFieldImpl& model = *c.model;
   density::LikelihoodOptions o;
   o.solve = e.solve_options();
+  // Start where the network was trained (1e-3 on vp/subvp, the conversion range's start
+  // for score models): LikelihoodOptions::t_start.
+  o.t_start = c.spec.likelihood_start();
   o.divergence.method = density::parse_divergence(d.divergence);
   // The analytic route exists for the MLP and the hollow network; others fall back to
   // autograd.
@@ -107,7 +111,7 @@ int run_sample(const SampleArgs& a) {
     DensityArgs d;
     d.divergence = a.divergence;
     auto r = density::sample_with_log_prob(*c.model, *c.spec.make_schedule(), *prior, x_1,
-                                           likelihood_options(a.eval, d, *c.model), gen);
+                                           likelihood_options(a.eval, d, c), gen);
     sol.y = ode::State{r.x};
     sol.nfe = r.nfe;
     logp = r.log_prob.to(torch::kCPU);
@@ -195,7 +199,7 @@ int run_image_nll(const NllArgs& a, const train::Checkpoint& c, const std::strin
             c.spec.model.dim);
   const int64_t n = std::min(a.eval.n, split.test.levels.size(0));
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
-  auto o = likelihood_options(a.eval, a.density, *c.model);
+  auto o = likelihood_options(a.eval, a.density, c);
   auto gen = stream_generator(a.common.seed, Stream::likelihood);
   auto t0 = std::chrono::steady_clock::now();
   auto r = density::image_bits_per_dim(*c.model, *c.spec.make_schedule(), *prior, *split.train,
@@ -203,10 +207,10 @@ int run_image_nll(const NllArgs& a, const train::Checkpoint& c, const std::strin
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf(
       "bits/dim = %.4f +- %.4f (n = %lld test images, %lld uniform dequantization "
-      "sample%s each, %s, %s divergence, NFE %lld, %.1f s)\n",
+      "sample%s each, %s, %s divergence, from t = %g, NFE %lld, %.1f s)\n",
       r.bpd.mean, r.bpd.stderr, static_cast<long long>(n),
       static_cast<long long>(a.dequant_samples), a.dequant_samples == 1 ? "" : "s",
-      split.train->transform().name().c_str(), a.density.divergence.c_str(),
+      split.train->transform().name().c_str(), a.density.divergence.c_str(), o.t_start,
       static_cast<long long>(r.nfe), secs);
   write_json(a.common.json, {{"bits_per_dim", r.bpd.mean},
                              {"bits_per_dim_stderr", r.bpd.stderr},
@@ -214,6 +218,7 @@ int run_image_nll(const NllArgs& a, const train::Checkpoint& c, const std::strin
                              {"dequantization_samples", a.dequant_samples},
                              {"transform", split.train->transform().name()},
                              {"divergence", a.density.divergence},
+                             {"t_start", o.t_start},
                              {"nfe", r.nfe},
                              {"seconds", secs},
                              {"data", spec}});
@@ -262,11 +267,14 @@ void report_nll(const NllArgs& a, const density::LikelihoodResult& r,
   // The route that ran (analytic falls back to autograd for networks other than the MLP).
   const std::string route = density::divergence_name(o.divergence.method);
   json j = {{"nll", nll.mean},     {"nll_stderr", nll.stderr}, {"n", x.size(0)},  {"nfe", r.nfe},
-            {"divergence", route}, {"method", a.eval.method},  {"seconds", secs}, {"data", spec}};
+            {"divergence", route}, {"method", a.eval.method},  {"seconds", secs}, {"data", spec},
+            {"t_start", o.t_start}};
   if (!rank_nfe.empty()) j["nfe_per_rank"] = rank_nfe;
-  std::printf("NLL = %.4f +- %.4f nats/sample (n = %lld, %s divergence, %s, NFE %lld, %.2f s)\n",
-              nll.mean, nll.stderr, static_cast<long long>(x.size(0)), route.c_str(),
-              a.eval.method.c_str(), static_cast<long long>(r.nfe), secs);
+  std::printf(
+      "NLL = %.4f +- %.4f nats/sample (n = %lld, %s divergence, %s from t = %g, NFE %lld, "
+      "%.2f s)\n",
+      nll.mean, nll.stderr, static_cast<long long>(x.size(0)), route.c_str(), a.eval.method.c_str(),
+      o.t_start, static_cast<long long>(r.nfe), secs);
   if (r.log_prob_probes.defined()) {
     // Spread over probes of the mean NLL: the Hutchinson part of the uncertainty.
     auto per_probe = -r.log_prob_probes.to(torch::kCPU).mean(1);
@@ -299,7 +307,7 @@ int run_nll(const NllArgs& a) {
   auto gen = stream_generator(a.common.seed, Stream::likelihood);
   if (a.bins > 0) x = density::dequantize(x, a.bins, gen);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
-  auto o = likelihood_options(a.eval, a.density, *c.model);
+  auto o = likelihood_options(a.eval, a.density, c);
   auto t0 = std::chrono::steady_clock::now();
   std::vector<int64_t> rank_nfe;
   const auto r = group ? log_likelihood_sharded(c, *prior, x.to(device), o, gen, a.common.seed,
@@ -330,12 +338,44 @@ int run_score(const ScoreArgs& a) {
   CNF_CHECK(x.size(1) == c.spec.model.dim, "points in '", a.points, "' have dimension ", x.size(1),
             " but the model in '", a.source.name(), "' has ", c.spec.model.dim);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
-  auto o = likelihood_options(a.eval, a.density, *c.model);
+  auto o = likelihood_options(a.eval, a.density, c);
   auto s = density::score(*c.model, *c.spec.make_schedule(), *prior, x.to(device), a.t, o);
   io::write_npy(a.out, s.to(torch::kCPU));
   std::printf("wrote the score grad log rho_t at t = %g of %lld points to %s\n", a.t,
               static_cast<long long>(x.size(0)), a.out.c_str());
   write_json(a.common.json, {{"n", x.size(0)}, {"t", a.t}, {"out", a.out}});
+  return 0;
+}
+
+struct EntropyArgs {
+  Common common;
+  EvalArgs eval;
+  DensityArgs density;
+  FlowSource source;
+};
+
+// H(rho_0) = -E log rho_0 over n samples of the flow, each with its exact log-density from
+// its own trajectory (density::entropy), with the standard error.
+int run_entropy(const EntropyArgs& a) {
+  auto device = setup(a.common);
+  auto c = load_flow(a.source, device);
+  auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
+  auto o = likelihood_options(a.eval, a.density, c);
+  auto gen = stream_generator(a.common.seed, Stream::likelihood);
+  auto t0 = std::chrono::steady_clock::now();
+  const auto h = density::entropy(*c.model, *c.spec.make_schedule(), *prior, a.eval.n, o, gen);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string route = density::divergence_name(o.divergence.method);
+  std::printf("H = %.4f +- %.4f nats (n = %lld samples, %s divergence, %s from t = %g, %.2f s)\n",
+              h.mean, h.stderr, static_cast<long long>(a.eval.n), route.c_str(),
+              a.eval.method.c_str(), o.t_start, secs);
+  write_json(a.common.json, {{"entropy", h.mean},
+                             {"entropy_stderr", h.stderr},
+                             {"n", a.eval.n},
+                             {"divergence", route},
+                             {"method", a.eval.method},
+                             {"t_start", o.t_start},
+                             {"seconds", secs}});
   return 0;
 }
 
@@ -403,6 +443,15 @@ Runner add_flow_commands(CLI::App& app) {
   add_eval(score_cmd, score_args->eval, "unused", "");
   add_density(score_cmd, score_args->density);
 
+  auto entropy_args = std::make_shared<EntropyArgs>();
+  entropy_args->eval.method = "dopri5";
+  auto* entropy_cmd = app.add_subcommand(
+      "entropy", "Entropy -E log rho_0 of the flow's samples, with its standard error");
+  add_common(entropy_cmd, entropy_args->common);
+  add_flow_source(entropy_cmd, entropy_args->source);
+  add_eval(entropy_cmd, entropy_args->eval, "Samples", "");
+  add_density(entropy_cmd, entropy_args->density);
+
   auto eval_args = std::make_shared<EvalCmdArgs>();
   auto* eval_cmd = app.add_subcommand("eval", "W2 and MMD of a trained flow against held-out data");
   add_common(eval_cmd, eval_args->common);
@@ -415,7 +464,8 @@ Runner add_flow_commands(CLI::App& app) {
   // The flow-source flags are checked as soon as they are parsed (before any work).
   for (auto [cmd, source] :
        {std::pair{sample_cmd, &sample_args->source}, std::pair{eval_cmd, &eval_args->source},
-        std::pair{nll_cmd, &nll_args->source}, std::pair{score_cmd, &score_args->source}})
+        std::pair{nll_cmd, &nll_args->source}, std::pair{score_cmd, &score_args->source},
+        std::pair{entropy_cmd, &entropy_args->source}})
     cmd->parse_complete_callback([source = source] { check_flow_source(*source); });
 
   return [=]() -> int {
@@ -425,6 +475,7 @@ Runner add_flow_commands(CLI::App& app) {
     if (eval_cmd->parsed()) return run_eval(*eval_args);
     if (nll_cmd->parsed()) return run_nll(*nll_args);
     if (score_cmd->parsed()) return run_score(*score_args);
+    if (entropy_cmd->parsed()) return run_entropy(*entropy_args);
     return -1;
   };
 }

@@ -225,6 +225,7 @@ json stage_eval(const ImagesArgs& a, const Method& m, torch::Device device) {
   density::LikelihoodOptions lo;
   lo.solve = so;
   lo.divergence.method = density::Divergence::hutchinson;
+  lo.t_start = c.spec.likelihood_start();  // where each model was trained down to
   auto gen = stream_generator(a.common.seed, Stream::images_bpd);
   auto t0 = std::chrono::steady_clock::now();
   auto bpd = density::image_bits_per_dim(*c.model, *schedule, *prior, *split.train,

@@ -462,6 +462,7 @@ json train_metrics(const TrainArgs& a, const train::Trainer& trainer, const Trai
       {"allreduce_share", run.collective_seconds / secs},
       {"rank_param_max_diff", param_diff}};
   if (!rank_nfe.empty()) j["nfe_per_rank"] = rank_nfe;
+  if (const auto report = trainer.coupling_report(); !report.empty()) j["coupling_report"] = report;
   if (!run.nfe_values.empty()) {
     j["train_nfe_last"] = run.nfe_values.back();
     j["train_nfe_mean"] = std::accumulate(run.nfe_values.begin(), run.nfe_values.end(), 0.0) /
@@ -481,6 +482,8 @@ void print_train_report(const TrainArgs& a, const train::Trainer& trainer, const
       "W2(samples, held-out) = %.4f   floor W2(held-out, held-out) = %.4f   "
       "MMD^2 = %.2e   NFE = %lld (%s)\n",
       ev.w2, ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe), a.eval.label().c_str());
+  if (const auto report = trainer.coupling_report(); !report.empty())
+    std::printf("%s\n", report.c_str());
   std::printf("wrote %s/{model.pt, config.toml, samples.npy, metrics.json%s}\n", a.out.c_str(),
               data::is_image_spec(a.spec.data) ? ", samples.png (image grid)"
               : ev.samples.size(1) >= 2        ? ", samples.png, trajectories.png, density.png"

@@ -13,7 +13,8 @@ using Runner = std::function<int()>;
 
 /// `cnf train` and `cnf demo` (apps/cnf/train_command.cpp).
 Runner add_train_commands(CLI::App& app);
-/// `cnf sample`, `cnf eval`, `cnf nll` and `cnf score` (apps/cnf/flow_commands.cpp).
+/// `cnf sample`, `cnf eval`, `cnf nll`, `cnf score` and `cnf entropy`
+/// (apps/cnf/flow_commands.cpp).
 Runner add_flow_commands(CLI::App& app);
 /// `cnf reflow`, `cnf distill` and `cnf experiment reflow` (apps/cnf/rectify_command.cpp).
 Runner add_rectify_commands(CLI::App& app, CLI::App* experiment);

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <string>
@@ -84,6 +85,9 @@ EntropicOT::EntropicOT(CouplingOptions options) : options_(options) {
   CNF_CHECK(std::isfinite(options_.epsilon) && options_.epsilon > 0,
             "sinkhorn coupling epsilon must be finite and > 0, got ", options_.epsilon,
             "; use e.g. --coupling-eps 0.1 (units of squared distance)");
+  CNF_CHECK(std::isfinite(options_.max_marginal_error) && options_.max_marginal_error >= 0,
+            "sinkhorn coupling max_marginal_error must be finite and >= 0, got ",
+            options_.max_marginal_error);
 }
 
 std::pair<at::Tensor, at::Tensor> EntropicOT::pair(const at::Tensor& x_0, const at::Tensor& x_1,
@@ -95,13 +99,49 @@ std::pair<at::Tensor, at::Tensor> EntropicOT::pair(const at::Tensor& x_0, const 
   so.epsilon = options_.epsilon;
   so.tol = options_.tol;
   so.max_iter = options_.max_iter;
-  // An unconverged plan still has exact column marginals and is a valid coupling of
-  // x_0 with a slightly reweighted x_1; training goes on rather than failing.
   const ot::SinkhornResult r =
       ot::sinkhorn_weighted(torch::full({n}, 1.0 / static_cast<double>(n), torch::kFloat64),
                             torch::full({m}, 1.0 / static_cast<double>(m), torch::kFloat64), c, so);
+  const at::Tensor plan = r.plan.to(torch::kCPU);
+  if (!r.converged) {
+    // Rows are drawn from P[i, :] / (P 1)_i: the pairs' x_1 marginal is
+    // q = (1/n) sum_i P[i, :] / (P 1)_i, uniform (1/m) only for a converged plan.
+    const at::Tensor q = (plan / plan.sum(1, true)).mean(0);
+    const double err = (q * static_cast<double>(m) - 1.0).abs().max().item<double>();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.unconverged;
+      stats_.max_marginal_error = std::max(stats_.max_marginal_error, err);
+    }
+    CNF_CHECK(err <= options_.max_marginal_error, name(), " coupling: a minibatch plan did not ",
+              "converge in ", options_.max_iter, " iterations and its x_1 marginal is off by ",
+              100.0 * err, "% (more than ", 100.0 * options_.max_marginal_error,
+              "%), which would bias the noise the model learns from; raise the entropic ",
+              "epsilon (--coupling-eps, --bridge-sigma; now ", options_.epsilon,
+              ") or use --coupling exact");
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.plans;
+  }
   // multinomial draws from the generator on its device: sample on the CPU.
-  return sample_rows(r.plan.to(torch::kCPU), x_0, x_1, gen);
+  return sample_rows(plan, x_0, x_1, gen);
+}
+
+EntropicOT::PlanStats EntropicOT::stats() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return stats_;
+}
+
+std::string EntropicOT::report() const {
+  const PlanStats s = stats();
+  if (s.unconverged == 0) return "";
+  std::ostringstream os;
+  os << name() << " coupling: " << s.unconverged << " of " << s.plans
+     << " minibatch plans did not converge in " << options_.max_iter
+     << " iterations (largest x_1 marginal error " << 100.0 * s.max_marginal_error << "%, allowed "
+     << 100.0 * options_.max_marginal_error << "%)";
+  return os.str();
 }
 
 std::string EntropicOT::describe() const {

@@ -116,6 +116,23 @@ LikelihoodResult finish(const at::Tensor& log_prob_all, const at::Tensor& x, int
   }
   return r;
 }
+
+// alpha at the likelihood's start time t_start (1 at t_start = 0, where the flow meets the
+// data itself), checked to be a usable start.
+double start_alpha(const path::Schedule& schedule, double t_start) {
+  CNF_CHECK(std::isfinite(t_start) && t_start >= 0.0 && t_start < 1.0,
+            "likelihood start time must be in [0, 1), got ", t_start);
+  if (t_start == 0.0) return 1.0;
+  const double a = schedule.at_time(t_start).alpha_t.item<double>();
+  CNF_CHECK(std::isfinite(a) && a > 0.0, "alpha of ", schedule.describe(), " at the likelihood ",
+            "start time ", t_start, " is ", a, "; start where the signal is not yet gone");
+  return a;
+}
+
+// D log alpha: the log-determinant of x -> alpha x on [B, ...] points.
+double scale_log_det(const at::Tensor& x, double alpha) {
+  return static_cast<double>(x.numel() / std::max<int64_t>(x.size(0), 1)) * std::log(alpha);
+}
 }  // namespace
 
 LikelihoodResult log_likelihood(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
@@ -123,10 +140,11 @@ LikelihoodResult log_likelihood(nn::VelocityFieldImpl& field, const path::Schedu
                                 const LikelihoodOptions& o, at::Generator& gen) {
   CNF_CHECK(x_0.dim() >= 2 && x_0.size(0) >= 1, "log_likelihood needs points [B, ...], got ",
             x_0.sizes());
-  auto sol = integrate_with_divergence(field, x_0, 0.0, 1.0, o, gen);
+  const double s = o.t_start, a = start_alpha(schedule, s);
+  auto sol = integrate_with_divergence(field, s == 0.0 ? x_0 : x_0 * a, s, 1.0, o, gen);
   auto log_prior = prior_log_prob(prior, sol.y[0], schedule.sigma_1());
-  // log rho_0(x) = log rho_1(X_1) + int_0^1 div dt.
-  return finish(log_prior + sol.y[1], sol.y[0], sol.nfe,
+  // log p(x) = log rho_1(X_1) + int_s^1 div dt + D log alpha_s (LikelihoodOptions::t_start).
+  return finish(log_prior + sol.y[1] + scale_log_det(x_0, a), sol.y[0], sol.nfe,
                 o.divergence.method == Divergence::hutchinson);
 }
 
@@ -134,11 +152,15 @@ LikelihoodResult sample_with_log_prob(nn::VelocityFieldImpl& field, const path::
                                       const data::Source& prior, const at::Tensor& x_1,
                                       const LikelihoodOptions& o, at::Generator& gen) {
   const double s1 = schedule.sigma_1();
+  const double s = o.t_start, a = start_alpha(schedule, s);
   auto y = x_1 * s1;
-  auto sol = integrate_with_divergence(field, y, 1.0, 0.0, o, gen);
-  // Integrating 1 -> 0 accumulates l(0) = -int_0^1 div dt.
-  return finish(prior_log_prob(prior, y, s1) - sol.y[1], sol.y[0], sol.nfe,
-                o.divergence.method == Divergence::hutchinson);
+  auto sol = integrate_with_divergence(field, y, 1.0, s, o, gen);
+  // Integrating 1 -> s accumulates l(s) = -int_s^1 div dt; x = X_s / alpha_s adds
+  // D log alpha_s to the log-density.
+  auto r = finish(prior_log_prob(prior, y, s1) - sol.y[1] + scale_log_det(y, a), sol.y[0], sol.nfe,
+                  o.divergence.method == Divergence::hutchinson);
+  if (s != 0.0) r.x = r.x / a;
+  return r;
 }
 
 at::Tensor score(nn::VelocityFieldImpl& field, const path::Schedule& schedule,

@@ -63,6 +63,15 @@ path::Param FlowSpec::network_param() const {
              : path::Param::velocity;
 }
 
+double FlowSpec::likelihood_start() const {
+  const Objective o = objectives().get(canonical_objective(objective));
+  if (o == Objective::mle) return 0.0;  // trained through the ODE from t = 0
+  const auto s = make_schedule();
+  if (o == Objective::score_matching || network_param() != path::Param::velocity)
+    return path::conversion_range(*s).lo;
+  return s->t_min();
+}
+
 nn::VelocityField FlowSpec::velocity_field(nn::VelocityField net) const {
   return sde::velocity_view(std::move(net), network_param(), make_schedule());
 }
@@ -721,6 +730,9 @@ void Trainer::save(const std::string& path, const std::string& config_text) cons
   ar.write("config", c10::IValue(config_text));
   ar.write("coupling", c10::IValue(s.coupling->describe()));
   ar.write("step", c10::IValue(s.step));
+  // Fused float32 reductions sum in per-thread blocks: a resume is bit-exact only at the same
+  // thread count, so the count is kept to say so.
+  ar.write("threads", c10::IValue(static_cast<int64_t>(at::get_num_threads())));
   // Every shard's generator, in shard order (gathered from the ranks); "rng" alone is
   // shard 0's, as one-process checkpoints always stored it.
   std::vector<at::Tensor> mine;
@@ -777,10 +789,21 @@ std::string Trainer::resume(const std::string& path) {
   at::Tensor coupling_rng;
   if (s.opt.coupling_scope == CouplingScope::global && ar.try_read("coupling_rng", coupling_rng))
     set_generator_state(s.coupling_gen, coupling_rng);
+  // Checkpoints from before the thread count was stored say nothing about it.
+  c10::IValue stored_threads;
+  std::string threads_note;
+  if (ar.try_read("threads", stored_threads) && stored_threads.isInt() &&
+      stored_threads.toInt() != at::get_num_threads())
+    threads_note = detail::concat(
+        "checkpoint '", path, "' was written with ", stored_threads.toInt(),
+        " thread(s), this run has ", at::get_num_threads(),
+        ": training continues, but float32 sums over threads are grouped differently, so the "
+        "run is not bit-identical to an uninterrupted one (resume with --threads ",
+        stored_threads.toInt(), " for that)");
   if (shards.size(0) == s.shards) {
     for (size_t j = 0; j < s.gens.size(); ++j)
       set_generator_state(s.gens[j], shards[s.first_shard + static_cast<int64_t>(j)].clone());
-    return "";
+    return threads_note;
   }
   // Another split of the global batch: the weights and optimizer continue, the random
   // streams restart from seeds that depend on the step (not a replay of step 0's draws).
@@ -792,9 +815,11 @@ std::string Trainer::resume(const std::string& path) {
   return detail::concat("checkpoint '", path, "' was written with ", shards.size(0),
                         " shard(s) per step (processes x --accumulate), this run has ", s.shards,
                         ": weights and optimizer continue from step ", s.step,
-                        ", the random streams of data, noise and times restart");
+                        ", the random streams of data, noise and times restart",
+                        threads_note.empty() ? "" : "; ", threads_note);
 }
 
+std::string Trainer::coupling_report() const { return s_->coupling->report(); }
 int64_t Trainer::steps_done() const { return s_->step; }
 const FlowSpec& Trainer::spec() const { return s_->spec; }
 const TrainOptions& Trainer::options() const { return s_->opt; }

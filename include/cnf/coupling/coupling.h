@@ -22,6 +22,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -45,6 +46,9 @@ class Coupling {
   virtual std::string describe() const { return name(); }
   /// sigma of the Brownian-bridge noise the objective adds to the path (0: none).
   virtual double bridge_sigma() const { return 0.0; }
+  /// One line for a training report about the plans solved so far (e.g. how many did not
+  /// converge), or "" when there is nothing to say.
+  virtual std::string report() const { return ""; }
 };
 /// A shared, immutable coupling.
 using CouplingPtr = std::shared_ptr<const Coupling>;
@@ -57,9 +61,14 @@ struct CouplingOptions {
   double sigma = 0.5;
   /// Sinkhorn stopping rule inside the couplings: a minibatch plan needs no more.
   double tol = 1e-4;
-  /// Sinkhorn iteration limit inside the couplings; an unconverged plan still has exact
-  /// column marginals and is used as it is.
+  /// Sinkhorn iteration limit inside the couplings. Partners are drawn row by row from
+  /// P[i, :] / (P 1)_i, so the pairs' x_0 marginal is exact but their x_1 marginal is
+  /// q_j = (1/n) sum_i P_ij / (P 1)_i, which is uniform only when the plan converged.
   int64_t max_iter = 2000;
+  /// Largest relative error max_j |m q_j - 1| of the pairs' x_1 marginal that an
+  /// unconverged plan may have; such plans are used and counted (report()), a worse one stops
+  /// training with an error saying what to change.
+  double max_marginal_error = 0.05;
 };
 
 /// Independent pairing (I-CFM): the batches as they are, nothing drawn.
@@ -90,10 +99,29 @@ class EntropicOT : public Coupling {
                                          at::Generator& gen) const override;
   std::string name() const override { return "sinkhorn"; }
   std::string describe() const override;
+  /// "N of M minibatch plans did not converge (largest x_1 marginal error E)" once any did.
+  std::string report() const override;
+
+  /// The plans solved so far (by every thread of this object).
+  struct PlanStats {
+    /// \var plans
+    /// Plans solved.
+    /// \var unconverged
+    /// Plans that stopped at max_iter before reaching tol.
+    int64_t plans = 0, unconverged = 0;
+    /// Largest relative error of the pairs' x_1 marginal among the unconverged plans.
+    double max_marginal_error = 0;
+  };
+  /// What the plans solved so far did.
+  PlanStats stats() const;
 
  protected:
   /// The options; options_.epsilon regularizes the plan.
   CouplingOptions options_;
+
+ private:
+  mutable std::mutex mutex_;
+  mutable PlanStats stats_;
 };
 
 /// Schrodinger-bridge CFM: the entropic plan at epsilon = 2 sigma^2, plus bridge noise.

@@ -72,6 +72,16 @@ struct LikelihoodOptions {
   ode::SolveOptions solve;  ///< dopri5 at rtol = atol = 1e-5 by default
   /// The divergence; exact by default.
   DivergenceOptions divergence;
+  /// Where the flow begins: the smallest time its network was trained at
+  /// (train::FlowSpec::likelihood_start(); 1e-3 on vp and subvp, 0 on the OT path). With
+  /// t_start = s > 0 the model of the data is X = X_s / alpha_s, where X_s follows the flow
+  /// from the prior at t = 1 down to s; its density is exact:
+  ///   log p(x) = log rho_s(alpha_s x) + D log alpha_s,
+  /// the data density blurred by N(0, (sigma_s / alpha_s)^2 I), which is what the network
+  /// was trained to transport (Song et al. 2021, app. D, evaluate rho_s at the data point;
+  /// dividing by alpha_s makes it a normalized density in data coordinates). Below s the
+  /// network was never trained, so integrating from 0 would extrapolate it. Must be in [0, 1).
+  double t_start = 0.0;
 };
 
 /// log rho_0 of a batch and the other end of its trajectory.
@@ -84,7 +94,9 @@ struct LikelihoodResult {
 };
 
 /// log rho_0(x_0) of data points x_0 under the flow with prior `prior` at t = 1 (scaled by
-/// the schedule's sigma_1, as generation starts from sigma_1 * x_1). Integrates 0 -> 1.
+/// the schedule's sigma_1, as generation starts from sigma_1 * x_1). Integrates from
+/// options.t_start (starting at alpha x_0 and adding D log alpha there, see
+/// LikelihoodOptions::t_start) to 1.
 ///
 /// Example (examples/sample_checkpoint/main.cpp):
 /// \snippet sample_checkpoint/main.cpp likelihood
@@ -92,8 +104,9 @@ LikelihoodResult log_likelihood(nn::VelocityFieldImpl& field, const path::Schedu
                                 const data::Source& prior, const at::Tensor& x_0,
                                 const LikelihoodOptions& options, at::Generator& gen);
 
-/// Generation with likelihood: transports prior draws x_1 (unscaled) from t = 1 to 0 and
-/// returns x_0 and log rho_0(x_0) from the same trajectory.
+/// Generation with likelihood: transports prior draws x_1 (unscaled) from t = 1 to
+/// options.t_start and returns x_0 = X_s / alpha_s and its log-density from the same
+/// trajectory (the model of LikelihoodOptions::t_start; s = 0 gives X_0 itself).
 LikelihoodResult sample_with_log_prob(nn::VelocityFieldImpl& field, const path::Schedule& schedule,
                                       const data::Source& prior, const at::Tensor& x_1,
                                       const LikelihoodOptions& options, at::Generator& gen);

@@ -91,6 +91,12 @@ struct FlowSpec {
   path::SchedulePtr make_schedule() const;
   /// `param`, resolved to the objective's default when empty.
   path::Param network_param() const;
+  /// The smallest time the network was trained at, where likelihoods start
+  /// (density::LikelihoodOptions::t_start): 0 for mle; for fm with a velocity network the
+  /// schedule's t_min() (1e-3 on vp and subvp, 0 elsewhere); for score matching and
+  /// networks predicting noise, data or score, the start of path::conversion_range (below
+  /// it the converted field is frozen).
+  double likelihood_start() const;
   /// `net` (built from `model`) read as a velocity field: itself for velocity models, else a
   /// conversion through path::convert (sde/parameterized.h).
   nn::VelocityField velocity_field(nn::VelocityField net) const;
@@ -243,10 +249,14 @@ class Trainer {
   void save(const std::string& path, const std::string& config_text = "") const;
   /// Restores the state written by save(); the spec and the coupling (with its parameters)
   /// in the file must match this trainer's. Returns "" when the run continues exactly; else
-  /// a note saying why the random streams restart (the file has a different number of
-  /// shards per step).
+  /// a note saying why it will not (the file has a different number of shards per step, so
+  /// the random streams restart; or it was written with another thread count, so fused
+  /// float32 sums are grouped differently).
   std::string resume(const std::string& path);
 
+  /// The coupling's line for a training report (coupling::Coupling::report(): e.g. how
+  /// many Sinkhorn plans did not converge), "" when it has nothing to say.
+  std::string coupling_report() const;
   /// Steps done so far, those before a resume included.
   int64_t steps_done() const;
   /// The flow spec.
