@@ -13,7 +13,7 @@ FUZZ_SECONDS ?= 20
 # The fast tests that run instrumented (a ctest regex): files and parsers, fuzz replays,
 # crash safety, solvers, paths, data, networks, training and resume, metrics, checkpoint
 # errors. The slow statistical studies and CLI end-to-end runs stay in the plain build.
-SAN_TESTS ?= ^(IoTest|MemoryTest|ScheduleSpec|CheckpointCompat|IoProgressTest|NpyTest|CsvTest|FuzzRegressions|ReliabilityTest|OdeTest|PathTest|DataTest|NnTest|TrainTest|MetricsTest|FastMlp|ImagesIdx)\.|^(AllTableaus|AdaptiveTableaus|AllSchedules|AllToys)/|^CliTest\.(MissingAndTruncatedCheckpoints|ResumedTrainingEqualsUninterrupted|BadTablesNameFileRowAndColumn)$$|^Rectify\.Pair|^OtExact\.ScalarAndSimdAssignmentAgree$$|^OtSinkhorn\.Kernel|^Mle\.ForwardMode|^Mle\.FusedJvp|^Hollow\.(Divergence|Analytic|Bad)
+SAN_TESTS ?= ^(IoTest|MemoryTest|ScheduleSpec|CheckpointCompat|CouplingTest|DataSplitTest|IoProgressTest|NpyTest|CsvTest|FuzzRegressions|ReliabilityTest|OdeTest|PathTest|DataTest|NnTest|TrainTest|MetricsTest|FastMlp|ImagesIdx)\.|^(AllTableaus|AdaptiveTableaus|AllSchedules|AllToys)/|^CliTest\.(MissingAndTruncatedCheckpoints|ResumedTrainingEqualsUninterrupted|BadTablesNameFileRowAndColumn)$$|^Rectify\.Pair|^OtExact\.ScalarAndSimdAssignmentAgree$$|^OtSinkhorn\.Kernel|^Mle\.ForwardMode|^Mle\.FusedJvp|^Hollow\.(Divergence|Analytic|Bad)
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
           LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

@@ -281,6 +281,98 @@ TEST(SdeSamplerTest, EverySamplerReachesTheGaussianMarginal) {
   std::printf("[ measured ] largest deviation: mean %.4f, variance %.4f\n", worst_mean, worst_var);
 }
 
+namespace {
+// Empirical mean and variance (per coordinate) of n one-step transitions from the same point
+// x, compared with the closed form N(mean, var I). With n = 10^5 draws the standard error of
+// a mean is sqrt(var / n) = 0.0032 sd and that of a variance sqrt(2 / n) = 0.45% of it; the
+// checks allow 5 standard errors (mean: 5 sqrt(var / n); variance: 2.2% relative), so a
+// correct kernel fails by chance with probability ~1e-6 per coordinate, while a kernel whose
+// spread is off by a few percent or whose mean is off by 0.02 sd does not pass.
+void expect_transition(const torch::Tensor& draws, const torch::Tensor& mean, double var,
+                       const std::string& what) {
+  const double n = static_cast<double>(draws.size(0));
+  auto m = draws.mean(0), v = draws.var(0);
+  for (int64_t d = 0; d < draws.size(1); ++d) {
+    EXPECT_NEAR(m[d].item<double>(), mean[d].item<double>(), 5 * std::sqrt(var / n))
+        << what << " mean, coordinate " << d;
+    EXPECT_NEAR(v[d].item<double>() / var, 1.0, 5 * std::sqrt(2.0 / n))
+        << what << " variance, coordinate " << d;
+  }
+}
+}  // namespace
+
+TEST(SdeSamplerTest, OneStepTransitionsMatchTheirClosedForms) {
+  // One step from t to s < t, from one fixed point x, drawn 10^5 times with the exact model
+  // of Gaussian data N(mu, s^2 I) (score -(x - alpha_t mu) / v_t, E[x_0 | x_t] = mu +
+  // alpha_t s^2 (x - alpha_t mu) / v_t). Each kernel is Gaussian with a mean and variance
+  // written out here from its paper, in terms of the forward kernel from s to t,
+  // x_t = r x_s + G z with r = alpha_t / alpha_s and G^2 = sigma_t^2 - r^2 sigma_s^2.
+  const int64_t n = 100000;
+  Gaussian g;
+  const double t = 0.6, s = 0.5;
+  auto x = torch::tensor({0.3, -1.1}, torch::kFloat64);
+  auto start = x.unsqueeze(0).expand({n, 2}).contiguous();
+  for (const auto& name : {std::string("vp"), std::string("subvp"), std::string("ve"),
+                           std::string("condot"), std::string("cosine")}) {
+    auto sch = path::make_schedule(name);
+    const auto vt = sch->at_time(t), vs = sch->at_time(s);
+    const double at = vt.alpha_t.item<double>(), st = vt.sigma_t.item<double>();
+    const double as = vs.alpha_t.item<double>(), ss = vs.sigma_t.item<double>();
+    const double r = at / as, G2 = st * st - r * r * ss * ss;
+    const double v_t = g.var(*sch, t), v_s = g.var(*sch, s);
+    auto x0_hat = g.mu + at * g.s * g.s * (x - at * g.mu) / v_t;
+    sde::SamplerOptions o;
+    o.steps = 1;
+    o.t_start = t;
+    o.t_end = s;
+    o.denoise = false;  // keep the noise of the (only, last) step
+    auto gen = make_generator(21);
+    GaussianModel net(sch, g.mu, g.s, Param::noise);
+
+    // DDIM with eta = 1 is the posterior q(x_s | x_t, x_0) of the forward process at
+    // x_0 = E[x_0 | x_t] (Song, Meng & Ermon, ICLR 2021, eq. 7 with sigma_t of eq. 16; DDPM's
+    // beta-tilde, Ho et al. 2020, eq. 7): mean (r sigma_s^2 / sigma_t^2) x_t +
+    // (alpha_s G^2 / sigma_t^2) x_0, variance sigma_s^2 G^2 / sigma_t^2.
+    o.sampler = sde::Sampler::ddim;
+    o.eta = 1.0;
+    auto ddim = sde::sample(net, Param::noise, *sch, start, o, gen).x;
+    expect_transition(ddim, (r * ss * ss / (st * st)) * x + (as * G2 / (st * st)) * x0_hat,
+                      ss * ss * G2 / (st * st), name + " ddim eta=1");
+
+    // The reverse-diffusion predictor (pc without corrector): the mean is E[x_s | x_t], the
+    // regression of the jointly Gaussian (x_s, x_t) with Cov = r v_s, Var(x_t) = v_t:
+    // alpha_s mu + (r v_s / v_t)(x_t - alpha_t mu); the documented spread is the same
+    // posterior's, sigma_s^2 G^2 / sigma_t^2.
+    o.sampler = sde::Sampler::pc;
+    o.eta = 0.0;
+    o.corrector_steps = 0;
+    o.predictor = sde::PcPredictor::reverse_diffusion;
+    auto rd = sde::sample(net, Param::noise, *sch, start, o, gen).x;
+    expect_transition(rd, as * g.mu + (r * v_s / v_t) * (x - at * g.mu), ss * ss * G2 / (st * st),
+                      name + " reverse-diffusion");
+
+    // Euler–Maruyama on the backward SDE dx = [f x - g^2 score] dt + g dw (Song et al. 2021,
+    // eq. 6), coefficients at the step's start: mean x - (f x - g^2 score)(t - s), variance
+    // g^2 (t - s). f and g^2 are the published ones (VP: -beta/2 and beta; sub-VP: -beta/2
+    // and beta (1 - exp(-2 int beta)); VE: 0 and d sigma^2/dt), beta(t) = 0.1 + 19.9 t.
+    if (name == "vp" || name == "subvp" || name == "ve") {
+      double f = 0, g2 = 0;
+      if (name == "ve") {
+        g2 = 2 * std::log(10.0 / 0.01) * st * st;
+      } else {
+        const double beta = 0.1 + 19.9 * t, integral = 0.1 * t + 0.5 * 19.9 * t * t;
+        f = -0.5 * beta;
+        g2 = name == "vp" ? beta : beta * (1 - std::exp(-2 * integral));
+      }
+      auto score = -(x - at * g.mu) / v_t;
+      o.sampler = sde::Sampler::em;
+      o.corrector_steps = 1;
+      auto em = sde::sample(net, Param::noise, *sch, start, o, gen).x;
+      expect_transition(em, x - (f * x - g2 * score) * (t - s), g2 * (t - s), name + " em");
+    }
+  }
+}
+
 TEST(SdeSamplerTest, NfeCountsMatchTheDocumentedCost) {
   Gaussian g;
   auto s = path::make_schedule("vp");

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "cnf/core/runtime.h"
 #include "cnf/dist/dist.h"
 #include "cnf/io/files.h"
 #include "cnf/train/trainer.h"
@@ -319,6 +320,76 @@ TEST(DistTest, NllShardedOverTwoRanksMatchesOneProcess) {
   EXPECT_EQ(j2["n"], 40);
   EXPECT_EQ(j2["nfe_per_rank"].size(), 2u);
   EXPECT_NEAR(j1["nll"].get<double>(), j2["nll"].get<double>(), 1e-3);
+}
+
+// The bucketed all-reduce against per-tensor sums: three ranks as threads of this process, the
+// smallest bucket (1024 bytes), three dtypes interleaved (each dtype change starts a bucket),
+// tensors larger than a bucket, a transposed (non-contiguous) one and a 0-dim one.
+// Rank r's tensor k holds multiples of 1/4 in [-12.5, 12.5] drawn from seed 100 r + k: sums of
+// three such numbers are exact in float32, float64 and int64, so the result must equal the
+// sum computed here exactly, whatever order Gloo adds in.
+std::vector<torch::Tensor> rank_tensors(int rank) {
+  const std::vector<std::pair<std::vector<int64_t>, torch::ScalarType>> shapes{
+      {{10}, torch::kFloat32},    {{3, 5}, torch::kFloat64}, {{300}, torch::kFloat32},
+      {{7, 11}, torch::kFloat32}, {{200}, torch::kFloat64},  {{5}, torch::kInt64},
+      {{}, torch::kFloat32},      {{100}, torch::kFloat32},  {{100}, torch::kFloat32},
+      {{100}, torch::kFloat32},   {{2, 2}, torch::kFloat64}, {{1000}, torch::kInt64}};
+  std::vector<torch::Tensor> out;
+  for (size_t k = 0; k < shapes.size(); ++k) {
+    auto gen = cnf::make_generator(100 * static_cast<uint64_t>(rank) + k);
+    auto q = torch::randint(-50, 51, shapes[k].first, gen, torch::kInt64);
+    out.push_back(shapes[k].second == torch::kInt64 ? q : (q.to(shapes[k].second) * 0.25));
+  }
+  out[3] = out[3].t();  // [11, 7], non-contiguous: the reduce must write through the view
+  return out;
+}
+
+TEST(DistTest, BucketedAllReduceEqualsPerTensorSumsWithTinyBucketsAndMixedDtypes) {
+  const int world = 3;
+  const int port = cnf::dist::free_loopback_port();
+  std::vector<std::vector<torch::Tensor>> results(world);
+  std::vector<int64_t> messages(world, 0);
+  std::vector<std::string> errors(world);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < world; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        cnf::dist::GroupOptions o;
+        o.rank = r;
+        o.world_size = world;
+        o.master_port = port;
+        o.timeout_seconds = 30;
+        o.bucket_bytes = 1024;
+        cnf::dist::Group g(o);
+        auto t = rank_tensors(r);
+        g.all_reduce_sum(t);
+        results[r] = t;
+        messages[r] = g.messages();
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (int r = 0; r < world; ++r) ASSERT_EQ(errors[r], "") << "rank " << r;
+  std::vector<torch::Tensor> expected = rank_tensors(0);
+  for (auto& e : expected) e = e.clone();
+  for (int r = 1; r < world; ++r) {
+    auto t = rank_tensors(r);
+    for (size_t k = 0; k < t.size(); ++k) expected[k] = expected[k] + t[k];
+  }
+  for (int r = 0; r < world; ++r) {
+    ASSERT_EQ(results[r].size(), expected.size());
+    for (size_t k = 0; k < expected.size(); ++k) {
+      EXPECT_EQ(results[r][k].scalar_type(), expected[k].scalar_type()) << r << " " << k;
+      EXPECT_EQ(results[r][k].sizes(), expected[k].sizes()) << r << " " << k;
+      EXPECT_TRUE(torch::equal(results[r][k], expected[k])) << "rank " << r << " tensor " << k;
+    }
+    // Tiny buckets split the 12 tensors (3 dtypes, 12 kB) into more messages than dtypes,
+    // never more than one per tensor.
+    EXPECT_GT(messages[r], 3) << r;
+    EXPECT_LE(messages[r], static_cast<int64_t>(expected.size())) << r;
+  }
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "cnf/density/image_density.h"
 #include "cnf/io/files.h"
 #include "cnf/io/image_grid.h"
+#include "cnf/metrics/distances.h"
 #include "cnf/metrics/image_quality.h"
 #include "cnf/nn/unet.h"
 #include "cnf/path/schedule.h"
@@ -364,6 +365,74 @@ TEST(ImagesQuality, FrechetDistanceIsZeroForASetWithItselfAndGrowsWithNoise) {
     const double fd = metrics::frechet_distance(a, noisy);
     EXPECT_GT(fd, previous) << "noise " << s;
     previous = fd;
+  }
+}
+
+namespace {
+// The Gaussian fitted to rows x [N, F]: sample mean and unbiased covariance, as
+// frechet_distance fits them.
+std::pair<torch::Tensor, torch::Tensor> fitted_gaussian(const torch::Tensor& x) {
+  auto mean = x.mean(0);
+  auto c = x - mean;
+  return {mean, c.t().mm(c) / static_cast<double>(x.size(0) - 1)};
+}
+}  // namespace
+
+TEST(ImagesQuality, FrechetDistanceOfNonCommutingCovariancesMatchesClosedForms) {
+  // The cross term tr (S_a^1/2 S_b S_a^1/2)^1/2 reduces to tr S_a^1/2 S_b^1/2 only when S_a
+  // and S_b commute; every check above uses commuting (or equal) covariances. Here they do
+  // not, and two routes that share no code with metrics compute the cross term.
+  auto gen = make_generator(23);
+  // 2-D. For a 2 x 2 PSD M with eigenvalues l1, l2: (sqrt l1 + sqrt l2)^2 = tr M + 2 sqrt(det M),
+  // and M = S_a^1/2 S_b S_a^1/2 has tr M = tr(S_a S_b), det M = det S_a det S_b.
+  {
+    auto la = torch::tensor({{1.4, 0.0}, {0.6, 0.5}}, torch::kFloat64);
+    auto lb = torch::tensor({{0.7, 0.0}, {-0.4, 1.2}}, torch::kFloat64);
+    auto a = torch::randn({500, 2}, gen, torch::kFloat64).mm(la.t()) + 1.0;
+    auto b = torch::randn({700, 2}, gen, torch::kFloat64).mm(lb.t()) - 0.5;
+    auto [mu_a, s_a] = fitted_gaussian(a);
+    auto [mu_b, s_b] = fitted_gaussian(b);
+    ASSERT_GT((s_a.mm(s_b) - s_b.mm(s_a)).abs().max().item<double>(), 0.3);  // non-commuting
+    const double det = s_a.det().item<double>() * s_b.det().item<double>();
+    const double cross = std::sqrt(s_a.mm(s_b).trace().item<double>() + 2 * std::sqrt(det));
+    const double expected = (mu_a - mu_b).pow(2).sum().item<double>() + s_a.trace().item<double>() +
+                            s_b.trace().item<double>() - 2 * cross;
+    const double fd = metrics::frechet_distance(a, b);
+    // float64 through two symmetric eigendecompositions of O(1) matrices: ~1e-15 relative;
+    // 1e-10 leaves room and is 1e6 times smaller than the commuting formula's error below.
+    EXPECT_NEAR(fd, expected, 1e-10 * expected);
+    // The commuting formula, with the 2 x 2 square root S^1/2 = (S + sqrt(det S) I) /
+    // sqrt(tr S + 2 sqrt(det S)), is off by far more than the tolerance.
+    auto root = [](const torch::Tensor& s) {
+      const double d = std::sqrt(s.det().item<double>());
+      return (s + d * torch::eye(2, torch::kFloat64)) / std::sqrt(s.trace().item<double>() + 2 * d);
+    };
+    const double commuting = (mu_a - mu_b).pow(2).sum().item<double>() +
+                             s_a.trace().item<double>() + s_b.trace().item<double>() -
+                             2 * root(s_a).mm(root(s_b)).trace().item<double>();
+    EXPECT_GT(std::abs(commuting - expected), 1e-4 * expected);
+  }
+  // 6-D. The eigenvalues of M are those of the (non-symmetric) product S_a S_b, computed by a
+  // general eigensolver; and the squared closed-form Gaussian W2 of metrics, tested in
+  // test_ot.cpp against rotations and diagonal cases, is the same number.
+  {
+    auto la = torch::randn({6, 6}, gen, torch::kFloat64) / 2 + torch::eye(6, torch::kFloat64);
+    auto lb = torch::randn({6, 6}, gen, torch::kFloat64) / 2 + torch::eye(6, torch::kFloat64);
+    auto a = torch::randn({800, 6}, gen, torch::kFloat64).mm(la.t());
+    auto b = torch::randn({900, 6}, gen, torch::kFloat64).mm(lb.t()) + 0.3;
+    auto [mu_a, s_a] = fitted_gaussian(a);
+    auto [mu_b, s_b] = fitted_gaussian(b);
+    ASSERT_GT((s_a.mm(s_b) - s_b.mm(s_a)).abs().max().item<double>(), 0.3);
+    auto lambda = torch::real(torch::linalg_eigvals(s_a.mm(s_b)));
+    ASSERT_GT(lambda.min().item<double>(), 0.0);
+    const double expected = (mu_a - mu_b).pow(2).sum().item<double>() + s_a.trace().item<double>() +
+                            s_b.trace().item<double>() - 2 * lambda.sqrt().sum().item<double>();
+    const double fd = metrics::frechet_distance(a, b);
+    // The non-symmetric eigensolver loses up to cond(eigenvectors) * 1e-16 (cond < 1e3 for
+    // these well-conditioned covariances): 1e-9 relative.
+    EXPECT_NEAR(fd, expected, 1e-9 * expected);
+    const double w2 = metrics::gaussian_w2(mu_a, s_a, mu_b, s_b);
+    EXPECT_NEAR(fd, w2 * w2, 1e-9 * expected);
   }
 }
 

@@ -3,9 +3,12 @@
 #include <torch/torch.h>
 
 #include <cctype>
+#include <cmath>
+#include <map>
 
 #include "cnf/core/error.h"
 #include "cnf/core/spec.h"
+#include "cnf/ode/solve.h"
 #include "cnf/path/affine.h"
 #include "cnf/path/schedule.h"
 
@@ -14,6 +17,62 @@ using namespace cnf;
 namespace {
 torch::Tensor times(double lo, double hi, int n) {
   return torch::linspace(lo, hi, n, torch::kFloat64);
+}
+
+// A schedule's parameters by key, as its spec sets them (defaults for the keys it omits).
+std::map<std::string, double> spec_params(const std::string& spec) {
+  const auto text = split_spec(spec, "schedule");
+  const auto& params = path::schedules().get(text.name).params;
+  const auto values = spec_values(text, params, "schedule");
+  std::map<std::string, double> out;
+  for (size_t i = 0; i < params.size(); ++i) out[params[i].key] = values[i];
+  return out;
+}
+
+// The published closed forms, written out here from the papers and not through the
+// library: (alpha_t, sigma_t, d alpha_t/dt, d sigma_t/dt) at one time.
+struct Published {
+  double alpha, sigma, d_alpha, d_sigma;
+};
+Published published(const std::string& spec, double t) {
+  const std::string name = path::schedule_name(spec);
+  auto p = spec_params(spec);
+  if (name == "condot") {
+    // Lipman et al. 2023, eq. (20), mu_t = t x_1, sigma_t = 1 - (1 - sigma_min) t with data at
+    // their t = 1; under t -> 1 - t: alpha = 1 - t, sigma = sigma_min + (1 - sigma_min) t.
+    const double m = p["sigma_min"];
+    return {1 - t, m + (1 - m) * t, -1, 1 - m};
+  }
+  if (name == "vp" || name == "subvp") {
+    // Song et al., ICLR 2021, the perturbation kernels of the VP and sub-VP SDEs with
+    // beta(t) = b0 + t (b1 - b0): mean exp(-1/4 t^2 (b1 - b0) - 1/2 t b0) x_0 for both;
+    // variance 1 - exp(-1/2 t^2 (b1 - b0) - t b0) for VP, and for sub-VP (their eq. 34) the
+    // square of that, i.e. standard deviation 1 - exp(-1/2 t^2 (b1 - b0) - t b0).
+    const double b0 = p["beta_min"], b1 = p["beta_max"];
+    const double alpha = std::exp(-0.25 * t * t * (b1 - b0) - 0.5 * t * b0);
+    const double d_alpha = alpha * (-0.5 * t * (b1 - b0) - 0.5 * b0);
+    const double e = std::exp(-0.5 * t * t * (b1 - b0) - t * b0);  // = alpha^2
+    const double d_e = e * (-t * (b1 - b0) - b0);
+    if (name == "vp") {
+      const double sigma = std::sqrt(1 - e);
+      return {alpha, sigma, d_alpha, -d_e / (2 * sigma)};
+    }
+    return {alpha, 1 - e, d_alpha, -d_e};
+  }
+  if (name == "ve") {
+    // Song et al. 2021 (the VE SDE of SMLD): sigma(t) = sigma_min (sigma_max / sigma_min)^t,
+    // x_t = x_0 + sigma(t) z.
+    const double lo = p["sigma_min"], hi = p["sigma_max"];
+    const double sigma = lo * std::pow(hi / lo, t);
+    return {1, sigma, 0, sigma * std::log(hi / lo)};
+  }
+  if (name == "cosine") {
+    // The trigonometric interpolant: alpha = cos(pi t / 2), sigma = sin(pi t / 2).
+    const double h = std::acos(-1.0) / 2;
+    return {std::cos(h * t), std::sin(h * t), -h * std::sin(h * t), h * std::cos(h * t)};
+  }
+  ADD_FAILURE() << "no published form written down for schedule '" << name << "'";
+  return {0, 0, 0, 0};
 }
 }  // namespace
 
@@ -24,15 +83,45 @@ TEST_P(ScheduleTest, BoundaryValues) {
   auto v0 = s->at_time(0.0);
   // alpha_0 = 1 exactly for every schedule (double arithmetic, formulas exact at 0).
   EXPECT_NEAR(v0.alpha_t.item<double>(), 1.0, 1e-12) << s->describe();
-  // sigma_0 is 0 or a small sigma_min (VE: 0.01 by construction).
+  // sigma_0 is 0 or a small sigma_min (VE: 0.01 by construction), never negative.
+  EXPECT_GE(v0.sigma_t.item<double>(), 0.0) << s->describe();
   EXPECT_LE(v0.sigma_t.item<double>(), 0.01 + 1e-12) << s->describe();
   auto v1 = s->at_time(1.0);
+  const double alpha_1 = v1.alpha_t.item<double>(), sigma_1 = v1.sigma_t.item<double>();
   if (path::schedule_name(GetParam()) == "ve") {
-    EXPECT_NEAR(v1.alpha_t.item<double>(), 1.0, 1e-12);  // VE never shrinks the data
+    EXPECT_NEAR(alpha_1, 1.0, 1e-12);  // VE never shrinks the data
+    EXPECT_NEAR(sigma_1, spec_params(GetParam())["sigma_max"], 1e-9);
   } else {
-    // VP/sub-VP reach alpha_1 = exp(-(0.1 + 9.95)/2) = 6.6e-3, not exactly 0.
-    EXPECT_LT(v1.alpha_t.item<double>(), 7e-3) << s->describe();
-    EXPECT_NEAR(v1.sigma_t.item<double>(), 1.0, 1e-4) << s->describe();
+    // Two-sided: condot and cosine reach alpha_1 = 0 (cos(pi/2) = 6e-17 in float64); VP and
+    // sub-VP reach exp(-(beta_min + beta_max)/4) = 6.6e-3 with the defaults (1.8e-3 for the
+    // raised parameters), not exactly 0; no schedule may end on a negative coefficient.
+    EXPECT_GE(alpha_1, 0.0) << s->describe();
+    EXPECT_LT(alpha_1, 7e-3) << s->describe();
+    // sigma_1 = 1 for condot and cosine; 1 - 2e-5 (VP: sqrt(1 - alpha^2)) or 1 - 4e-5
+    // (sub-VP: 1 - alpha^2), from below: no schedule overshoots unit variance.
+    EXPECT_LE(sigma_1, 1.0 + 1e-15) << s->describe();
+    EXPECT_GE(sigma_1, 1.0 - 1e-4) << s->describe();
+  }
+}
+
+TEST_P(ScheduleTest, MatchesPublishedClosedForm) {
+  // alpha, sigma and their derivatives at interior times (and both ends) against the
+  // published formulas written out independently above.
+  auto s = path::make_schedule(GetParam());
+  for (double t : {0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0}) {
+    const auto v = s->at_time(t);
+    const auto e = published(GetParam(), t);
+    // Float64 evaluated in a different order (expm1 vs 1 - exp, t * log vs pow): agreement
+    // to 1e-12 relative; 1e-13 absolute for the values that vanish (sigma_0, alpha_1).
+    auto near = [&](double got, double want, const char* what) {
+      EXPECT_NEAR(got, want, 1e-12 * std::abs(want) + 1e-13)
+          << s->describe() << " " << what << " at t = " << t;
+    };
+    near(v.alpha_t.item<double>(), e.alpha, "alpha");
+    near(v.sigma_t.item<double>(), e.sigma, "sigma");
+    near(v.d_alpha_t.item<double>(), e.d_alpha, "d_alpha");
+    // VP's d sigma = -alpha d_alpha / sigma divides by sigma_0 = 0 at t = 0: skip that one.
+    if (e.sigma > 0) near(v.d_sigma_t.item<double>(), e.d_sigma, "d_sigma");
   }
 }
 
@@ -86,17 +175,64 @@ TEST_P(ScheduleTest, ConversionsRoundTrip) {
   EXPECT_TRUE(torch::allclose(n, x1, 1e-8, 1e-8)) << s->describe();
 }
 
-TEST_P(ScheduleTest, SdeCoefficientsMatchMarginalVariance) {
-  // d sigma^2/dt = 2 f sigma^2 + g^2 is the variance ODE of dx = f x dt + g dw.
+TEST_P(ScheduleTest, SdeCoefficientsMatchPublishedForms) {
+  // The forward SDEs dx = f x dt + g dw of Song et al., ICLR 2021, with a linear
+  // beta(t) = b0 + t (b1 - b0): VP f = -1/2 beta(t), g^2 = beta(t); sub-VP f = -1/2 beta(t),
+  // g^2 = beta(t) (1 - exp(-2 int_0^t beta)); VE f = 0, g^2 = d sigma(t)^2 / dt
+  // = 2 log(sigma_max / sigma_min) sigma(t)^2. condot and cosine have no published SDE and
+  // are covered by the moment equations below.
+  const std::string name = path::schedule_name(GetParam());
   auto s = path::make_schedule(GetParam());
-  auto t = times(std::max(0.05, s->t_min()), 0.95, 20);
-  auto v = (*s)(t);
-  auto c = path::sde_coefficients(*s, t);
-  auto lhs = 2 * v.sigma_t * v.d_sigma_t;
-  auto rhs = 2 * c.f * v.sigma_t.pow(2) + c.g.pow(2);
-  EXPECT_TRUE(torch::allclose(lhs, rhs, 1e-9, 1e-9)) << s->describe();
-  // and the mean ODE d alpha/dt = f alpha.
-  EXPECT_TRUE(torch::allclose(v.d_alpha_t, c.f * v.alpha_t, 1e-9, 1e-9)) << s->describe();
+  auto p = spec_params(GetParam());
+  for (double t : {0.05, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0}) {
+    double f = 0, g2 = 0;
+    if (name == "vp" || name == "subvp") {
+      const double b0 = p["beta_min"], b1 = p["beta_max"];
+      const double beta = b0 + t * (b1 - b0), integral = b0 * t + 0.5 * (b1 - b0) * t * t;
+      f = -0.5 * beta;
+      g2 = name == "vp" ? beta : beta * (1 - std::exp(-2 * integral));
+    } else if (name == "ve") {
+      const double lo = p["sigma_min"], hi = p["sigma_max"];
+      const double sigma = lo * std::pow(hi / lo, t);
+      g2 = 2 * std::log(hi / lo) * sigma * sigma;
+    } else {
+      return;
+    }
+    auto c = path::sde_coefficients(*s, torch::full({}, t, torch::kFloat64));
+    // Float64 through different algebra (d log alpha, 2 sigma d_sigma - 2 f sigma^2 with
+    // cancellation near t = 0 for sub-VP, whose g^2 ~ 2 beta^2 t there): 1e-9 relative.
+    EXPECT_NEAR(c.f.item<double>(), f, 1e-9 * std::abs(f) + 1e-12) << GetParam() << " t=" << t;
+    EXPECT_NEAR(c.g.item<double>() * c.g.item<double>(), g2, 1e-9 * g2 + 1e-12)
+        << GetParam() << " t=" << t;
+  }
+}
+
+TEST_P(ScheduleTest, SdeCoefficientsReproduceTheMarginalByIntegration) {
+  // Started at t0 from x_0 ~ N(alpha_t0 m, sigma_t0^2), the linear SDE dx = f x dt + g dw has
+  // mean M and variance V with M' = f M and V' = 2 f V + g^2 (the moment equations of a
+  // linear SDE; Sarkka & Solin, Applied Stochastic Differential Equations, 2019). Integrating
+  // them with the library's f and g (dopri5 at rtol = atol = 1e-12) must land on the
+  // schedule's alpha_t1 m and sigma_t1^2: a wrong f or g shows up here without re-deriving
+  // either.
+  auto s = path::make_schedule(GetParam());
+  const double t0 = s->t_min(), t1 = 0.95;
+  auto rhs = [&](double t, const ode::State& y) {
+    auto c = path::sde_coefficients(*s, torch::full({1}, t, torch::kFloat64));
+    return ode::State{c.f * y[0], 2 * c.f * y[1] + c.g * c.g};
+  };
+  const auto v0 = s->at_time(t0), v1 = s->at_time(t1);
+  ode::SolveOptions o;
+  o.method = "dopri5";
+  o.adaptive.rtol = o.adaptive.atol = 1e-12;
+  auto sol = ode::solve(rhs, {v0.alpha_t.reshape({1}), v0.sigma_t.pow(2).reshape({1})}, t0, t1, o);
+  // Local errors of 1e-12 relative over a few hundred steps: ~1e-10 relative at t1 (alpha_t1
+  // is as small as 3.4e-3 on vp:beta_max=25, still far above atol); 1e-8 leaves room, while
+  // g^2 off by 1% moves sigma_t1^2 by ~1e-3.
+  EXPECT_NEAR(sol.y[0].item<double>(), v1.alpha_t.item<double>(), 1e-8 * v1.alpha_t.item<double>())
+      << s->describe();
+  EXPECT_NEAR(sol.y[1].item<double>(), v1.sigma_t.pow(2).item<double>(),
+              1e-8 * v1.sigma_t.pow(2).item<double>())
+      << s->describe();
 }
 
 namespace {

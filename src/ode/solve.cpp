@@ -15,14 +15,17 @@ constexpr double kTableauTol = 1e-12;
 
 ButcherTableau::ButcherTableau(std::string name_, std::vector<double> c_,
                                std::vector<std::vector<double>> a_, std::vector<double> b_,
-                               int order_, std::vector<double> b_err_, int error_order_)
+                               int order_, std::vector<double> b_err_, int error_order_,
+                               std::vector<std::vector<double>> dense_, int dense_order_)
     : name(std::move(name_)),
       c(std::move(c_)),
       a(std::move(a_)),
       b(std::move(b_)),
       order(order_),
       b_err(std::move(b_err_)),
-      error_order(error_order_) {
+      error_order(error_order_),
+      dense(std::move(dense_)),
+      dense_order(dense_order_) {
   const size_t s = b.size();
   CNF_CHECK(s >= 1, "tableau '", name, "' has no stages");
   CNF_CHECK(c.size() == s && a.size() == s, "tableau '", name, "': c has ", c.size(), " and a has ",
@@ -49,64 +52,35 @@ ButcherTableau::ButcherTableau(std::string name_, std::vector<double> c_,
               ", must be 0");
     CNF_CHECK(error_order >= 1, "tableau '", name, "': an embedded pair needs error_order >= 1");
   }
+  if (!dense.empty()) {
+    // A continuous extension must reproduce y' = 1 for every theta (sum_i b_i(theta) = theta)
+    // and join the step's solution at its end (b_i(1) = b_i).
+    CNF_CHECK(dense.size() == s, "tableau '", name, "': dense output has ", dense.size(),
+              " rows, expected ", s);
+    const size_t degree = dense[0].size();
+    CNF_CHECK(degree >= 1, "tableau '", name, "': dense output rows are empty");
+    for (size_t q = 0; q < degree; ++q) {
+      double sum = 0;
+      for (size_t i = 0; i < s; ++i) {
+        CNF_CHECK(dense[i].size() == degree, "tableau '", name, "': dense output row ", i, " has ",
+                  dense[i].size(), " coefficients, row 0 has ", degree);
+        sum += dense[i][q];
+      }
+      CNF_CHECK(std::abs(sum - (q == 0 ? 1.0 : 0.0)) < kTableauTol, "tableau '", name,
+                "': the dense output weights of theta^", q + 1, " sum to ", sum, ", must be ",
+                q == 0 ? 1 : 0);
+    }
+    for (size_t i = 0; i < s; ++i) {
+      double at_one = 0;
+      for (double v : dense[i]) at_one += v;
+      CNF_CHECK(std::abs(at_one - b[i]) < kTableauTol, "tableau '", name, "': dense output weight ",
+                i, " is ", at_one, " at theta = 1 but b[", i, "] = ", b[i]);
+    }
+    CNF_CHECK(dense_order >= 1, "tableau '", name, "': a dense output needs dense_order >= 1");
+  }
   // FSAL: the last stage is evaluated at (t + dt, y1).
   fsal_ = s >= 2 && c.back() == 1.0 && b.back() == 0.0;
   for (size_t j = 0; fsal_ && j + 1 < s; ++j) fsal_ = a.back()[j] == b[j];
-}
-
-const Registry<ButcherTableau>& tableaus() {
-  static const Registry<ButcherTableau> registry(
-      "ODE method",
-      {
-          {"euler", ButcherTableau("euler", {0.0}, {{}}, {1.0}, 1)},
-          {"midpoint", ButcherTableau("midpoint", {0.0, 0.5}, {{}, {0.5}}, {0.0, 1.0}, 2)},
-          {"heun", ButcherTableau("heun", {0.0, 1.0}, {{}, {1.0}}, {0.5, 0.5}, 2)},
-          {"rk4",
-           ButcherTableau("rk4", {0.0, 0.5, 0.5, 1.0}, {{}, {0.5}, {0.0, 0.5}, {0.0, 0.0, 1.0}},
-                          {1.0 / 6, 1.0 / 3, 1.0 / 3, 1.0 / 6}, 4)},
-          // Bogacki & Shampine, Appl. Math. Lett. 2(4), 1989.
-          {"bosh3",
-           ButcherTableau("bosh3", {0.0, 0.5, 0.75, 1.0},
-                          {{}, {0.5}, {0.0, 0.75}, {2.0 / 9, 1.0 / 3, 4.0 / 9}},
-                          {2.0 / 9, 1.0 / 3, 4.0 / 9, 0.0}, 3,
-                          {2.0 / 9 - 7.0 / 24, 1.0 / 3 - 1.0 / 4, 4.0 / 9 - 1.0 / 3, -1.0 / 8}, 2)},
-          // Dormand & Prince, J. Comput. Appl. Math. 6(1), 1980.
-          {"dopri5",
-           ButcherTableau(
-               "dopri5", {0.0, 1.0 / 5, 3.0 / 10, 4.0 / 5, 8.0 / 9, 1.0, 1.0},
-               {{},
-                {1.0 / 5},
-                {3.0 / 40, 9.0 / 40},
-                {44.0 / 45, -56.0 / 15, 32.0 / 9},
-                {19372.0 / 6561, -25360.0 / 2187, 64448.0 / 6561, -212.0 / 729},
-                {9017.0 / 3168, -355.0 / 33, 46732.0 / 5247, 49.0 / 176, -5103.0 / 18656},
-                {35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84}},
-               {35.0 / 384, 0.0, 500.0 / 1113, 125.0 / 192, -2187.0 / 6784, 11.0 / 84, 0.0}, 5,
-               {35.0 / 384 - 5179.0 / 57600, 0.0, 500.0 / 1113 - 7571.0 / 16695,
-                125.0 / 192 - 393.0 / 640, -2187.0 / 6784 + 92097.0 / 339200,
-                11.0 / 84 - 187.0 / 2100, -1.0 / 40},
-               4)},
-          // Tsitouras, Comput. Math. Appl. 62(2), 2011, Table 1 (b_err is his b - b_hat).
-          {"tsit5",
-           ButcherTableau(
-               "tsit5", {0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0},
-               {{},
-                {0.161},
-                {-0.008480655492356989, 0.335480655492357},
-                {2.897153057105493, -6.359448489975075, 4.3622954328695815},
-                {5.325864828439257, -11.748883564062828, 7.4955393428898365, -0.09249506636175525},
-                {5.86145544294642, -12.92096931784711, 8.159367898576159, -0.071584973281401,
-                 -0.028269050394068383},
-                {0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742,
-                 -3.290069515436081, 2.324710524099774}},
-               {0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742,
-                -3.290069515436081, 2.324710524099774, 0.0},
-               5,
-               {0.001780011052226, 0.000816434459657, -0.007880878010262, 0.144711007173263,
-                -0.582357165452555, 0.458082105929187, -1.0 / 66},
-               4)},
-      });
-  return registry;
 }
 
 namespace {
@@ -146,7 +120,23 @@ StepResult rk_step(const ButcherTableau& tab, const Rhs& f, double t, const Stat
     for (const auto& v : y) zero.push_back(torch::zeros_like(v));
     r.error = combine(zero, dt, tab.b_err, k);
   }
+  if (tab.has_dense_output()) r.stages = std::move(k);
   return r;
+}
+
+State dense_output(const ButcherTableau& tab, const State& y, const std::vector<State>& stages,
+                   double dt, double theta) {
+  CNF_CHECK(tab.has_dense_output(), "tableau '", tab.name, "' has no continuous extension");
+  CNF_CHECK(stages.size() == static_cast<size_t>(tab.stages()), "dense output of '", tab.name,
+            "' needs its ", tab.stages(), " stages, got ", stages.size());
+  // b_i(theta) = sum_q dense[i][q] theta^(q + 1), by Horner's rule.
+  std::vector<double> w(tab.dense.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    double p = 0;
+    for (size_t q = tab.dense[i].size(); q-- > 0;) p = (p + tab.dense[i][q]) * theta;
+    w[i] = p;
+  }
+  return combine(y, dt, w, stages);
 }
 
 ConstantController::ConstantController(int64_t steps) : steps_(steps) {
@@ -324,16 +314,26 @@ Solution solve(const Rhs& f, const State& y0, double t0, double t1, const Butche
       continue;
     }
     ++sol.n_accepted;
-    // Dense output for save times strictly inside (t, t_next).
+    // Dense output for save times strictly inside (t, t_next): the tableau's continuous
+    // extension from the step's stages, or cubic Hermite from f at both ends.
     if (next_save < save_at.size() && dir * (t_next - save_at[next_save]) > 0) {
-      State f0 = k0.empty() ? f(t, sol.y) : k0;
-      State f1 = step.f1.empty() ? f(t_next, step.y1) : step.f1;
-      sol.nfe += (k0.empty() ? 1 : 0) + (step.f1.empty() ? 1 : 0);
       const double h = t_next - t;
-      while (next_save < save_at.size() && dir * (t_next - save_at[next_save]) > 0) {
-        sol.ts.push_back(save_at[next_save]);
-        sol.ys.push_back(hermite(sol.y, f0, step.y1, f1, h, (save_at[next_save] - t) / h));
-        ++next_save;
+      if (tableau.has_dense_output()) {
+        while (next_save < save_at.size() && dir * (t_next - save_at[next_save]) > 0) {
+          sol.ts.push_back(save_at[next_save]);
+          sol.ys.push_back(
+              dense_output(tableau, sol.y, step.stages, h, (save_at[next_save] - t) / h));
+          ++next_save;
+        }
+      } else {
+        State f0 = k0.empty() ? f(t, sol.y) : k0;
+        State f1 = step.f1.empty() ? f(t_next, step.y1) : step.f1;
+        sol.nfe += (k0.empty() ? 1 : 0) + (step.f1.empty() ? 1 : 0);
+        while (next_save < save_at.size() && dir * (t_next - save_at[next_save]) > 0) {
+          sol.ts.push_back(save_at[next_save]);
+          sol.ys.push_back(hermite(sol.y, f0, step.y1, f1, h, (save_at[next_save] - t) / h));
+          ++next_save;
+        }
       }
     }
     t = t_next;

@@ -15,6 +15,14 @@
 /// geometry, whose velocity is grad log rho_1 - grad log rho_t. The score grad log rho_t
 /// along the trajectory comes from the instantaneous change of score, integrated back
 /// from s_1 = grad log rho_1(X_1) at t = 1 in a second solve (exact divergence).
+/// Source: the idea, pulling a CNF toward the steepest (Wasserstein gradient) flow of the KL
+/// so that it reaches its target faster, is the ascent regularization of Chen, Ding,
+/// Karayiannidis & Bjorkman (ICLR 2023, "Learning continuous normalizing flows for faster
+/// convergence to target distribution via ascent regularizations"); JKO-iFlow (Xu, Cheng &
+/// Xie, NeurIPS 2023) follows the same gradient flow by block-wise JKO steps (KL plus a W2
+/// proximal term) and has no such penalty. This exact form of R_S (the squared gap to that
+/// velocity over t in [0, 1], in cnf's time convention) is cnf's own formulation, not checked
+/// term by term against theirs.
 ///
 /// Gradients: backprop through the solver's operations, or the adjoint method
 /// (ode::solve_adjoint), which keeps no graph of the forward solve.

@@ -35,13 +35,15 @@ using State = std::vector<at::Tensor>;
 using Rhs = std::function<State(double t, const State& y)>;
 
 /// An explicit Runge–Kutta method as data. Construction validates it:
-/// rows of `a` sum to `c`, sum(b) = 1, sum(b_err) = 0.
+/// rows of `a` sum to `c`, sum(b) = 1, sum(b_err) = 0, and a continuous extension (when
+/// given) has sum_i b_i(theta) = theta and b_i(1) = b_i.
 struct ButcherTableau {
   /// Validates the tableau (see above) and detects FSAL; errors name the tableau and the bad
   /// row or sum.
   ButcherTableau(std::string name, std::vector<double> c, std::vector<std::vector<double>> a,
                  std::vector<double> b, int order, std::vector<double> b_err = {},
-                 int error_order = 0);
+                 int error_order = 0, std::vector<std::vector<double>> dense = {},
+                 int dense_order = 0);
   /// The registry name, e.g. "dopri5".
   std::string name;
   std::vector<double> c;               ///< stage times, c[0] = 0
@@ -50,10 +52,18 @@ struct ButcherTableau {
   int order;                           ///< classical order of the solution
   std::vector<double> b_err;           ///< b - b_hat of an embedded pair (empty: none)
   int error_order;                     ///< order of the embedded solution (0: none)
+  /// Continuous extension (dense output) inside a step (Hairer, Norsett & Wanner, Solving
+  /// ODEs I, sec. II.6): y(t + theta dt) ~ y + dt sum_i b_i(theta) k_i with the polynomial
+  /// weights b_i(theta) = sum_q dense[i][q] theta^(q + 1), built from the step's own stages
+  /// (no extra evaluations). Empty: `solve` interpolates by cubic Hermite instead.
+  std::vector<std::vector<double>> dense;
+  int dense_order;  ///< order of the continuous extension (local error O(dt^(dense_order + 1)))
   /// Number of stages s.
   int stages() const { return static_cast<int>(b.size()); }
   /// Whether the tableau has an embedded pair (adaptive stepping).
   bool has_error_estimate() const { return !b_err.empty(); }
+  /// Whether the tableau has its own continuous extension (dense output).
+  bool has_dense_output() const { return !dense.empty(); }
   /// First-same-as-last: the last stage is f(t + dt, y1), reusable as the next first stage.
   bool fsal() const { return fsal_; }
 
@@ -74,12 +84,20 @@ struct StepResult {
   /// The embedded error estimate (empty when the tableau has none).
   State error;
   State f1;  ///< f(t + dt, y1) when the tableau is FSAL (empty otherwise)
+  /// The stages k_1..k_s when the tableau has a continuous extension (empty otherwise).
+  std::vector<State> stages;
   /// Evaluations of f the step took.
   int64_t nfe = 0;
 };
 /// `k0`, when non-null and non-empty, is f(t, y) already known (saves one evaluation).
 StepResult rk_step(const ButcherTableau& tableau, const Rhs& f, double t, const State& y, double dt,
                    const State* k0 = nullptr);
+
+/// The tableau's continuous extension at theta in [0, 1] inside a step of size dt from y,
+/// given that step's stages (`StepResult::stages`): y + dt sum_i b_i(theta) k_i. The tableau
+/// must have one (`has_dense_output()`).
+State dense_output(const ButcherTableau& tableau, const State& y, const std::vector<State>& stages,
+                   double dt, double theta);
 
 /// Decides where each step ends and whether it is accepted.
 class StepController {
@@ -184,7 +202,9 @@ struct SolveOptions {
   /// Tolerances and limits of adaptive stepping.
   AdaptiveOptions adaptive;
   /// Times (between t0 and t1, in the direction of integration) at which to report the
-  /// state, by cubic Hermite dense output inside a step (exact at step ends).
+  /// state (exact at step ends). Inside a step: the tableau's own continuous extension where
+  /// it has one (dopri5, tsit5: order 4, from the step's stages), else cubic Hermite
+  /// interpolation of (y, f) at the step's ends (order 3).
   std::vector<double> save_at;
   /// Optional observer of every accepted step.
   Observer observer;
