@@ -13,10 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "cli_util.h"
 #include "cnf/core/error.h"
 #include "cnf/io/files.h"
 #include "cnf/io/plot.h"
 #include "cnf/io/progress.h"
+#include "cnf/io/train_log.h"
 
 namespace fs = std::filesystem;
 using namespace cnf;
@@ -463,4 +465,79 @@ TEST(IoTest, Histogram2dPlacesPointsInTheirCells) {
   EXPECT_EQ(h[4][4].item<double>(), 1.0);  // x in [-1, 0), y in [0, 1)
   EXPECT_EQ(h.sum().item<double>(), 5.0);
   EXPECT_THROW(cnf::io::histogram_2d(xy.slice(1, 0, 1), 10, -5.0, 5.0), cnf::Error);
+}
+
+namespace {
+// The complete lines of a file.
+std::vector<std::string> lines_of(const std::string& path) {
+  std::vector<std::string> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) out.push_back(line);
+  return out;
+}
+// The first CSV field of each data row (the steps), header skipped.
+std::vector<int64_t> logged_steps(const std::string& csv) {
+  std::vector<int64_t> steps;
+  const auto lines = lines_of(csv);
+  for (size_t i = 1; i < lines.size(); ++i) steps.push_back(std::stoll(lines[i]));
+  return steps;
+}
+}  // namespace
+
+TEST(TrainLogTest, RowsColumnsAndAResumeThatDropsWhatCameAfterTheCheckpoint) {
+  const auto dir = fs::path(::testing::TempDir()) / ("cnf_log_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  {
+    io::TrainLog log(dir.string(), -1);
+    log.append({{"step", 10}, {"loss", 0.5}, {"lr", 1e-3}});
+    log.append({{"step", 20}, {"loss", 0.25}, {"lr", NAN}});  // not finite: empty / null
+    log.append({{"step", 30}, {"loss", 0.125}});              // a missing value: empty
+  }
+  const auto csv = (dir / "train_log.csv").string(), jsonl = (dir / "train_log.jsonl").string();
+  EXPECT_EQ(lines_of(csv),
+            (std::vector<std::string>{"step,loss,lr", "10,0.5,0.001", "20,0.25,", "30,0.125,"}));
+  EXPECT_EQ(lines_of(jsonl), (std::vector<std::string>{"{\"step\":10,\"loss\":0.5,\"lr\":0.001}",
+                                                       "{\"step\":20,\"loss\":0.25,\"lr\":null}",
+                                                       "{\"step\":30,\"loss\":0.125}"}));
+  // A run killed while writing step 40 leaves a torn line; its checkpoint was at step 20.
+  std::ofstream(csv, std::ios::app) << "40,0.06";
+  std::ofstream(jsonl, std::ios::app) << "{\"step\":40,\"lo";
+  {
+    io::TrainLog log(dir.string(), 20);
+    EXPECT_EQ(log.columns(), (std::vector<std::string>{"step", "loss", "lr"}));
+    log.append({{"step", 30}, {"loss", 0.2}, {"lr", 1e-3}, {"extra", 1.0}});
+  }
+  // Steps 10, 20 kept, 30 written once (the new value), the torn 40 gone; the header stays.
+  EXPECT_EQ(lines_of(csv),
+            (std::vector<std::string>{"step,loss,lr", "10,0.5,0.001", "20,0.25,", "30,0.2,0.001"}));
+  const auto json_lines = lines_of(jsonl);
+  ASSERT_EQ(json_lines.size(), 3u);
+  EXPECT_EQ(json_lines[2], "{\"step\":30,\"extra\":1,\"loss\":0.2,\"lr\":0.001}");
+  // A new run (no resume) replaces the log.
+  { io::TrainLog log(dir.string(), -1); }
+  EXPECT_TRUE(lines_of(csv).empty());
+  fs::remove_all(dir);
+}
+
+TEST(TrainLogTest, CliRunLogsEveryNStepsAndAResumedRunContinuesTheLog) {
+  using cnf_test::contains;
+  using cnf_test::run_cnf;
+  const std::string dir = ::testing::TempDir() + "/cnf_train_log_" + std::to_string(::getpid());
+  const std::string common = " --width 16 --depth 2 --eval-n 20 --quiet --threads 1 --out " + dir;
+  auto r = run_cnf("train --steps 40 --log-every 10 --checkpoint-every 20" + common);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string csv = dir + "/train_log.csv";
+  EXPECT_EQ(logged_steps(csv), (std::vector<int64_t>{10, 20, 30, 40}));
+  const auto header = lines_of(csv).at(0);
+  for (const char* column : {"step", "loss", "lr", "grad_norm", "steps_per_second"})
+    EXPECT_TRUE(contains(header, column)) << header;
+  // As if killed after step 50 with the checkpoint of step 40: rows 50 and a torn 60 exist.
+  std::ofstream(csv, std::ios::app) << "50,1,1,1,1\n60,0.";
+  r = run_cnf("train --steps 70 --log-every 10 --resume " + dir + "/model.pt" + common);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(logged_steps(csv), (std::vector<int64_t>{10, 20, 30, 40, 50, 60, 70}));
+  EXPECT_EQ(lines_of(dir + "/train_log.jsonl").size(), 7u);
+  // The row of step 50 is the resumed run's, not the killed run's.
+  EXPECT_NE(lines_of(csv).at(5), "50,1,1,1,1");
+  std::filesystem::remove_all(dir);
 }

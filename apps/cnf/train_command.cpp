@@ -6,6 +6,8 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <numeric>
 
@@ -22,6 +24,7 @@
 #include "cnf/io/files.h"
 #include "cnf/io/plot.h"
 #include "cnf/io/progress.h"
+#include "cnf/io/train_log.h"
 #include "cnf/metrics/distances.h"
 #include "cnf/objective/score_matching.h"
 #include "cnf/ode/solve.h"
@@ -42,6 +45,7 @@ struct TrainArgs {
   std::string resume;
   std::string init, init_time = "data-at-0";  // --init torchscript:FILE (fine-tuning)
   int64_t checkpoint_every = 0;
+  int64_t log_every = 0;  // 0: about 200 rows per run
   std::string mle_divergence = "hutchinson";
   bool quiet = false;
   DistArgs dist;  // train only
@@ -213,6 +217,12 @@ void add_run_flags(CLI::App* sub, TrainArgs& a) {
   sub->add_option("--checkpoint-every", a.checkpoint_every,
                   "Also write the checkpoint every N steps (0: only at the end)")
       ->capture_default_str();
+  sub->add_option("--log-every", a.log_every,
+                  "Append a row (step, loss, lr, grad_norm, steps/s and the objective's terms, "
+                  "each averaged over the interval) to OUT/train_log.csv and train_log.jsonl "
+                  "every N steps (0: about 200 rows per run)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   add_eval(sub, a.eval, "Samples for the final evaluation (W2 against as many held-out points)",
            "eval-");
   add_sampler_options(sub, a.eval.sampler, "eval-");
@@ -272,6 +282,39 @@ struct TrainRun {
 
 // Runs the training loop with progress output and periodic checkpoints; SIGINT/SIGTERM
 // during the loop mean "save and stop". Returns what it measured.
+// The training log (io::TrainLog): every `every` steps (and at the last), one row of the
+// interval's means of the loss and the objective's terms, with the learning rate and steps/s.
+class IntervalLog {
+ public:
+  IntervalLog(const std::string& folder, int64_t resume_step, int64_t every)
+      : log_(folder, resume_step), every_(every), t_(std::chrono::steady_clock::now()) {}
+  void add(int64_t step, const objective::LossResult& r, double lr, bool last) {
+    sums_["loss"] += r.loss.item<double>();
+    for (const auto& [name, value] : r.diagnostics)
+      if (value.numel() == 1) sums_[name] += value.item<double>();
+    ++count_;
+    if (step % every_ != 0 && !last) return;
+    const auto now = std::chrono::steady_clock::now();
+    std::map<std::string, double> row;
+    for (const auto& [name, sum] : sums_) row[name] = sum / static_cast<double>(count_);
+    row["step"] = static_cast<double>(step);
+    row["lr"] = lr;
+    row["steps_per_second"] = static_cast<double>(count_) /
+                              std::max(1e-9, std::chrono::duration<double>(now - t_).count());
+    log_.append(row);
+    sums_.clear();
+    count_ = 0;
+    t_ = now;
+  }
+
+ private:
+  io::TrainLog log_;
+  int64_t every_;
+  std::chrono::steady_clock::time_point t_;
+  std::map<std::string, double> sums_;
+  int64_t count_ = 0;
+};
+
 TrainRun train_with_checkpoints(train::Trainer& trainer, const TrainArgs& a, bool demo, bool rank0,
                                 bool grouped, const std::string& ckpt, const std::string& config) {
   TrainRun run;
@@ -281,10 +324,17 @@ TrainRun train_with_checkpoints(train::Trainer& trainer, const TrainArgs& a, boo
   const double collective_before = trainer.collective_seconds();
   const int64_t steps = a.opt.steps;
   io::Progress progress(steps, demo ? "demo: training" : "train", !a.quiet && rank0);
+  // Rank 0 keeps the log; a resumed run continues it after the checkpoint's step.
+  std::unique_ptr<IntervalLog> train_log;
+  if (rank0)
+    train_log = std::make_unique<IntervalLog>(
+        a.out, a.resume.empty() ? -1 : trainer.steps_done(),
+        a.log_every > 0 ? a.log_every : std::max<int64_t>(1, steps / 200));
   auto t0 = std::chrono::steady_clock::now();
   bool save_failed = false;
   try {
     trainer.run([&](int64_t step, const objective::LossResult& r) {
+      if (train_log) train_log->add(step, r, train::learning_rate(a.opt, step - 1), step == steps);
       auto nfe = r.diagnostics.find("nfe");
       if (nfe != r.diagnostics.end()) {
         run.nfe_steps.push_back(static_cast<double>(step));

@@ -635,7 +635,8 @@ objective::LossResult Trainer::step() {
   if (!std::isfinite(norm))
     fail(divergence_message(s.step + 1, "the gradient norm", norm, s.params, o), " (the loss was ",
          loss, ")");
-  if (o.grad_clip > 0) result.diagnostics["grad_norm"] = torch::tensor(norm);
+  // The norm before clipping (what the training log records).
+  result.diagnostics["grad_norm"] = torch::tensor(norm);
   set_lr(*s.optimizer, o.optimizer, learning_rate(o, s.step));
   s.optimizer->step();
   if (s.ema) {
