@@ -379,6 +379,22 @@ int run_entropy(const EntropyArgs& a) {
   return 0;
 }
 
+// A verb that integrates a loaded flow with its divergence (nll, score, entropy): its
+// arguments with dopri5 by default and the flags every such verb takes.
+template <class Args>
+std::pair<std::shared_ptr<Args>, CLI::App*> add_density_verb(CLI::App& app, const char* name,
+                                                             const char* help,
+                                                             const std::string& n_help) {
+  auto args = std::make_shared<Args>();
+  args->eval.method = "dopri5";
+  auto* cmd = app.add_subcommand(name, help);
+  add_common(cmd, args->common);
+  add_flow_source(cmd, args->source);
+  add_eval(cmd, args->eval, n_help, "");
+  add_density(cmd, args->density);
+  return {args, cmd};
+}
+
 }  // namespace
 
 Runner add_flow_commands(CLI::App& app) {
@@ -410,12 +426,12 @@ Runner add_flow_commands(CLI::App& app) {
   sample_cmd->add_option("--grid", sample_args->grid,
                          "Image models: PNG grid of the samples (default: OUT with .png)");
 
-  auto nll_args = std::make_shared<NllArgs>();
-  nll_args->eval.method = "dopri5";
-  auto* nll_cmd = app.add_subcommand(
-      "nll", "Exact negative log-likelihood of held-out data (instantaneous change of variables)");
-  add_common(nll_cmd, nll_args->common);
-  add_flow_source(nll_cmd, nll_args->source);
+  auto nll = add_density_verb<NllArgs>(
+      app, "nll",
+      "Exact negative log-likelihood of held-out data (instantaneous change of variables)",
+      "Held-out points (image models: test images)");
+  auto nll_args = nll.first;
+  auto* nll_cmd = nll.second;
   nll_cmd->add_option("--data", nll_args->data, "Data spec (default: the model's held-out data)");
   nll_cmd->add_option("--dim", nll_args->dim, "Dimension for normal/gmm data (default: model's)");
   nll_cmd
@@ -426,31 +442,23 @@ Runner add_flow_commands(CLI::App& app) {
       ->add_option("--dequant-samples", nll_args->dequant_samples,
                    "Image models: uniform dequantization draws per test image")
       ->capture_default_str();
-  add_eval(nll_cmd, nll_args->eval, "Held-out points (image models: test images)", "");
-  add_density(nll_cmd, nll_args->density);
   add_dist(nll_cmd, nll_args->dist);
 
-  auto score_args = std::make_shared<ScoreArgs>();
-  score_args->eval.method = "dopri5";
-  auto* score_cmd = app.add_subcommand(
-      "score", "The score grad log rho_t at given points (instantaneous change of score)");
-  add_common(score_cmd, score_args->common);
-  add_flow_source(score_cmd, score_args->source);
+  auto score = add_density_verb<ScoreArgs>(
+      app, "score", "The score grad log rho_t at given points (instantaneous change of score)",
+      "unused");
+  auto score_args = score.first;
+  auto* score_cmd = score.second;
   score_cmd->add_option("--points", score_args->points, "Points (.npy or .csv, [N, dim])")
       ->required();
   score_cmd->add_option("--t", score_args->t, "Time in [0, 1)")->capture_default_str();
   score_cmd->add_option("--out", score_args->out, "Output .npy file")->required();
-  add_eval(score_cmd, score_args->eval, "unused", "");
-  add_density(score_cmd, score_args->density);
 
-  auto entropy_args = std::make_shared<EntropyArgs>();
-  entropy_args->eval.method = "dopri5";
-  auto* entropy_cmd = app.add_subcommand(
-      "entropy", "Entropy -E log rho_0 of the flow's samples, with its standard error");
-  add_common(entropy_cmd, entropy_args->common);
-  add_flow_source(entropy_cmd, entropy_args->source);
-  add_eval(entropy_cmd, entropy_args->eval, "Samples", "");
-  add_density(entropy_cmd, entropy_args->density);
+  auto entropy = add_density_verb<EntropyArgs>(
+      app, "entropy", "Entropy -E log rho_0 of the flow's samples, with its standard error",
+      "Samples");
+  auto entropy_args = entropy.first;
+  auto* entropy_cmd = entropy.second;
 
   auto eval_args = std::make_shared<EvalCmdArgs>();
   auto* eval_cmd = app.add_subcommand("eval", "W2 and MMD of a trained flow against held-out data");

@@ -103,27 +103,28 @@ std::pair<at::Tensor, at::Tensor> EntropicOT::pair(const at::Tensor& x_0, const 
       ot::sinkhorn_weighted(torch::full({n}, 1.0 / static_cast<double>(n), torch::kFloat64),
                             torch::full({m}, 1.0 / static_cast<double>(m), torch::kFloat64), c, so);
   const at::Tensor plan = r.plan.to(torch::kCPU);
+  // Rows are drawn from P[i, :] / (P 1)_i: the pairs' x_1 marginal is
+  // q = (1/n) sum_i P[i, :] / (P 1)_i, uniform (1/m) only for a converged plan.
+  double err = 0;
   if (!r.converged) {
-    // Rows are drawn from P[i, :] / (P 1)_i: the pairs' x_1 marginal is
-    // q = (1/n) sum_i P[i, :] / (P 1)_i, uniform (1/m) only for a converged plan.
     const at::Tensor q = (plan / plan.sum(1, true)).mean(0);
-    const double err = (q * static_cast<double>(m) - 1.0).abs().max().item<double>();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
+    err = (q * static_cast<double>(m) - 1.0).abs().max().item<double>();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++stats_.plans;
+    if (!r.converged) {
       ++stats_.unconverged;
       stats_.max_marginal_error = std::max(stats_.max_marginal_error, err);
     }
+  }
+  if (!r.converged)
     CNF_CHECK(err <= options_.max_marginal_error, name(), " coupling: a minibatch plan did not ",
               "converge in ", options_.max_iter, " iterations and its x_1 marginal is off by ",
               100.0 * err, "% (more than ", 100.0 * options_.max_marginal_error,
               "%), which would bias the noise the model learns from; raise the entropic ",
               "epsilon (--coupling-eps, --bridge-sigma; now ", options_.epsilon,
               ") or use --coupling exact");
-  }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    ++stats_.plans;
-  }
   // multinomial draws from the generator on its device: sample on the CPU.
   return sample_rows(plan, x_0, x_1, gen);
 }
