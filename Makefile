@@ -18,7 +18,7 @@ SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
           LSAN_OPTIONS=suppressions=$(CURDIR)/scripts/lsan.supp:print_suppressions=0 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
-.PHONY: all setup configure build build-cnf build-install demo test check-format check-layers check-python check-install install package docs bench clean format \
+.PHONY: all setup configure build build-cnf build-install python demo test check-format check-layers check-python check-install install package docs bench clean format \
         sanitize-build sanitize fuzz-smoke fuzz
 
 all: build
@@ -36,9 +36,13 @@ build: configure
 build-cnf: configure
 	cmake --build $(BUILD) -j$(JOBS) --target cnf_app
 
-# What `make install` and the package carry: both libraries and the command.
+# What `make install` and the package carry: both libraries, the command, the Python module.
 build-install: configure
-	cmake --build $(BUILD) -j$(JOBS) --target cnf cnf_shared cnf_app
+	cmake --build $(BUILD) -j$(JOBS) --target cnf cnf_shared cnf_app cnf_python
+
+# The Python module: $(BUILD)/python/cnf (PYTHONPATH=$(BUILD)/python python3 -c 'import cnf').
+python: configure
+	cmake --build $(BUILD) -j$(JOBS) --target cnf_python
 
 demo: build-cnf
 	./$(BUILD)/cnf demo --out $(OUT)
@@ -57,7 +61,8 @@ check-layers:
 # not a version manager's shim that may come first on PATH.
 PYTHON ?= /usr/bin/python3
 check-python: build
-	CNF_BINARY=$(CURDIR)/$(BUILD)/cnf OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
+	CNF_BINARY=$(CURDIR)/$(BUILD)/cnf CNF_PYTHON_DIR=$(CURDIR)/$(BUILD)/python OMP_NUM_THREADS=1 \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
 # Installs into a temporary prefix; headers, examples/ and pkg-config build against it only.
 check-install: build
@@ -81,7 +86,7 @@ docs: configure
 
 sanitize-build: setup
 	cmake -S . -B $(SAN_BUILD) -DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCNF_FUZZ=ON -DCNF_BENCH=OFF
+	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCNF_FUZZ=ON -DCNF_BENCH=OFF -DCNF_PYTHON=OFF
 	cmake --build $(SAN_BUILD) -j$(JOBS)
 
 # The library and the fast tests under AddressSanitizer + UndefinedBehaviorSanitizer.

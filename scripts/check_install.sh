@@ -4,7 +4,8 @@
 #  2. every installed public header compiles on its own (one translation unit per header);
 #  3. every project in examples/ configures, builds and runs out of tree against the
 #     installed CMake package only (find_package(cnf)); one program builds by pkg-config;
-#  4. `cnf --version` equals the package version.
+#  4. `cnf --version` equals the package version;
+#  5. the Python module imports from the prefix and runs.
 # Usage: scripts/check_install.sh BUILD_DIR   (prints "N passed, M failed" last)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +80,20 @@ int main() {
 CPP
 step "a program builds by pkg-config and runs" bash -c \
   "export PKG_CONFIG_PATH='$prefix/lib/pkgconfig'; g++ '$work/pc.cpp' -o '$work/pc' \$(pkg-config --cflags --libs cnf) -Wl,-rpath,'$prefix/lib' && '$work/pc'"
+
+# The Python module, installed under PREFIX/lib/python3.X/dist-packages (on Debian's default
+# sys.path for PREFIX=/usr/local): imports from there and solves an exact OT problem.
+pyver=$(/usr/bin/python3 -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+if [ -d "$build/python/cnf" ]; then
+  step "the Python module imports from the prefix and runs" env \
+    PYTHONPATH="$prefix/lib/python$pyver/dist-packages" /usr/bin/python3 -c "
+import torch, cnf
+assert cnf.__file__.startswith('$prefix'), cnf.__file__
+x = torch.randn(16, 2, dtype=torch.float64)
+r = cnf.ot.exact(x, x + 1)
+assert abs(r.cost - 2) < 1e-9 and cnf.__version__ == '$version', (r.cost, cnf.__version__)
+print('cnf', cnf.__version__, 'from', cnf.__file__)"
+fi
 
 echo "install checks: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the Debian package that `make package` built: its control fields (name, version =
 # the library's, architecture, the Debian packages it depends on) and its file list (the
-# command, headers, both libraries, the CMake package, cnf.pc), and that apt can resolve
+# command, headers, both libraries, the CMake package, cnf.pc, the Python module, which must
+# import from the unpacked package), and that apt can resolve
 # its dependencies (a simulated install changes nothing).
 # Usage: scripts/check_package.sh BUILD_DIR   (prints "N passed, M failed" last)
 set -uo pipefail
@@ -30,6 +31,15 @@ for f in ./usr/bin/cnf ./usr/include/cnf/version.h ./usr/include/cnf/train/train
          ./usr/lib/cmake/cnf/cnfTargets.cmake ./usr/lib/pkgconfig/cnf.pc; do
   check "holds $f" grep -qxF -- "$f" <<<"$files"
 done
+check "holds the Python module (cnf/__init__.py, the extension)" bash -c \
+  "grep -qxF ./usr/lib/python3/dist-packages/cnf/__init__.py <<<\"\$1\" && grep -q '^\./usr/lib/python3/dist-packages/cnf/_cnf\..*\.so$' <<<\"\$1\"" _ "$files"
+check "Recommends python3-torch (the module's PyTorch)" grep -qw python3-torch <<<"$(field Recommends)"
+# The packaged module runs as Debian's python3 would find it, from the unpacked tree.
+unpacked=$(mktemp -d "${TMPDIR:-/tmp}/cnf-deb.XXXXXX")
+trap 'rm -rf "$unpacked"' EXIT
+dpkg-deb -x "$deb" "$unpacked" 2>/dev/null
+check "its Python module imports and runs" env PYTHONPATH="$unpacked/usr/lib/python3/dist-packages" \
+  /usr/bin/python3 -c "import torch, cnf; x = torch.randn(8, 2, dtype=torch.float64); assert abs(cnf.ot.exact(x, x + 1).cost - 2) < 1e-9"
 check "holds no file outside /usr" bash -c "! grep -v '^\./usr/' <<<\"\$1\" | grep -q ." _ "$files"
 check "holds no build-tree path (sources, tests)" bash -c "! grep -qE 'tests/|src/|\.cpp$' <<<\"\$1\"" _ "$files"
 if command -v apt-get >/dev/null; then

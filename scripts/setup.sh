@@ -25,6 +25,8 @@ PACKAGES=(
   doxygen                 # make docs: the API reference
   python3 python3-torch   # interop tests: exported modules in plain PyTorch (same 1.13 release)
   python3-pytest          # runs tests/python
+  python3-dev pybind11-dev  # the Python module `cnf` (make python)
+  python3-scipy python3-pot  # its tests and benchmarks: scipy's assignment, POT's OT solvers
 )
 
 missing=()

@@ -183,6 +183,7 @@ struct NllArgs {
   DensityArgs density;
   FlowSource source;
   std::string data;
+  std::string points, out;  // --points: these rows instead of held-out data; --out: log rho_0
   int64_t dim = 0;
   int64_t bins = 0;
   int64_t dequant_samples = 1;
@@ -299,11 +300,22 @@ int run_nll(const NllArgs& a) {
   auto c = load_flow(a.source, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
   auto group = join_group(a.dist);
-  if (data::is_image_spec(spec)) {
+  if (a.points.empty() && data::is_image_spec(spec)) {
     CNF_CHECK(!group, "cnf nll of an image model runs in one process; drop --nproc/--rank");
     return run_image_nll(a, c, spec, device);
   }
-  auto x = checkpoint_holdout(c, a.source.name(), spec, a.dim, a.eval.n, a.common.seed).a;
+  CNF_CHECK(a.out.empty() || (a.out.size() > 4 && a.out.substr(a.out.size() - 4) == ".npy"),
+            "--out must name a .npy file, got '", a.out, "'");
+  at::Tensor x;
+  if (a.points.empty()) {
+    x = checkpoint_holdout(c, a.source.name(), spec, a.dim, a.eval.n, a.common.seed).a;
+  } else {
+    CNF_CHECK(a.data.empty(), "--points and --data both name the points; drop one");
+    x = io::read_table(a.points).to(torch::kFloat32);
+    CNF_CHECK(x.size(1) == c.spec.model.dim, "points in '", a.points, "' have dimension ",
+              x.size(1), " but the model in '", a.source.name(), "' has ", c.spec.model.dim);
+    check_finite(x, "points in '" + a.points + "'");
+  }
   auto gen = stream_generator(a.common.seed, Stream::likelihood);
   if (a.bins > 0) x = density::dequantize(x, a.bins, gen);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
@@ -316,7 +328,11 @@ int run_nll(const NllArgs& a) {
                                                  x.to(device), o, gen);
   if (group && group->rank() != 0) return 0;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  report_nll(a, r, o, x, spec, secs, rank_nfe);
+  report_nll(a, r, o, x, a.points.empty() ? spec : a.points, secs, rank_nfe);
+  if (!a.out.empty()) {
+    io::write_npy(a.out, r.log_prob.to(torch::kCPU, torch::kFloat64).reshape({-1}));
+    std::printf("wrote log rho_0 of each point to %s\n", a.out.c_str());
+  }
   return 0;
 }
 
@@ -433,6 +449,10 @@ Runner add_flow_commands(CLI::App& app) {
   auto nll_args = nll.first;
   auto* nll_cmd = nll.second;
   nll_cmd->add_option("--data", nll_args->data, "Data spec (default: the model's held-out data)");
+  nll_cmd->add_option("--points", nll_args->points,
+                      "Points to evaluate (.npy or .csv, [N, dim]; all rows) instead of held-out "
+                      "data");
+  nll_cmd->add_option("--out", nll_args->out, "Also write log rho_0 of each point (.npy)");
   nll_cmd->add_option("--dim", nll_args->dim, "Dimension for normal/gmm data (default: model's)");
   nll_cmd
       ->add_option("--bins", nll_args->bins,

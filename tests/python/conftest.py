@@ -2,6 +2,7 @@
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 
@@ -27,3 +28,10 @@ def cnf(cnf_binary):
         return r.stdout
 
     return run
+
+
+# The Python module: the build's package folder (make python), unless CNF_PYTHON_DIR says
+# where else (an installed prefix's dist-packages).
+PYTHON_DIR = os.environ.get("CNF_PYTHON_DIR", str(ROOT / "build" / "python"))
+if PYTHON_DIR not in sys.path:
+    sys.path.insert(0, PYTHON_DIR)
