@@ -53,18 +53,22 @@ def field(f, name=None):
 
 
 def solve(field_, x, t0=1.0, t1=0.0, method="dopri5", rtol=1e-5, atol=1e-5, steps=100,
-          save_at=None, max_steps=100000):
+          save_at=None, max_steps=100000, controller=None):
     """Integrates dx/dt = field(x, t) from t0 to t1 (default: noise at 1 to data at 0).
 
     method: an adaptive pair (dopri5, tsit5, bosh3, ...) controlled by rtol/atol with the
     RMS error norm over all elements, or a fixed-step one (euler, midpoint, heun, rk4) in
     `steps` steps; cnf.methods() lists them. save_at: times between t0 and t1 whose states
     are returned in Solution.xs (dense output, no extra evaluations). Autograd records the
-    solve when x requires grad. Returns a Solution (x, nfe, n_accepted, n_rejected, ts, xs).
+    solve when x or the field's parameters require grad: sample under torch.no_grad(). controller: settings of the adaptive step-size controller
+    by name (safety, beta1, beta2, min_factor, max_factor, first_step; see
+    cnf/ode/solve.h AdaptiveOptions), e.g. {"beta2": 0} for an I controller.
+    Returns a Solution (x, nfe, n_accepted, n_rejected, ts, xs).
     """
     f = field(field_)
     return _cnf._solve(f, x, float(t0), float(t1), method, int(steps), float(rtol),
-                       float(atol), int(max_steps), [float(t) for t in (save_at or [])])
+                       float(atol), int(max_steps), [float(t) for t in (save_at or [])],
+                       {k: float(v) for k, v in (controller or {}).items()})
 
 
 def log_likelihood(field_, x, schedule="condot", sigma_min=0.0, prior="normal",

@@ -1,6 +1,6 @@
 # Type stubs of the package cnf (python/cnf/__init__.py and the extension cnf._cnf).
 from os import PathLike
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -73,7 +73,8 @@ class Flow:
 def field(f: FieldLike, name: Optional[str] = None) -> Field: ...
 def solve(field_: FieldLike, x: torch.Tensor, t0: float = 1.0, t1: float = 0.0,
           method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, steps: int = 100,
-          save_at: Optional[Sequence[float]] = None, max_steps: int = 100000) -> Solution: ...
+          save_at: Optional[Sequence[float]] = None, max_steps: int = 100000,
+          controller: Optional[Dict[str, float]] = None) -> Solution: ...
 def log_likelihood(field_: FieldLike, x: torch.Tensor, schedule: str = "condot",
                    sigma_min: float = 0.0, prior: str = "normal", divergence: str = "exact",
                    probes: int = 1, gaussian_probes: bool = False, method: str = "dopri5",

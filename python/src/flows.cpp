@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -75,6 +76,12 @@ class Field {
         std::string why = e.what_without_backtrace();
         fail(name_, " failed in forward(x, t) with x ", x.sizes(), ", t ", t.sizes(), ": ",
              why.substr(0, why.find('\n')));
+      } catch (const std::exception& e) {
+        // TorchScript's interpreter errors: a traceback, the cause on the last line.
+        std::string why = e.what();
+        while (!why.empty() && why.back() == '\n') why.pop_back();
+        fail(name_, " failed in forward(x, t) with x ", x.sizes(), " (", x.scalar_type(), "), t ",
+             t.sizes(), ": ", why.substr(why.rfind('\n') + 1));
       }
       CNF_CHECK(out.isTensor(), name_, ": forward(x, t) returned ", out.tagKind(),
                 ", not a Tensor");
@@ -141,13 +148,32 @@ ode::SolveOptions solve_options(const std::string& method, int64_t steps, double
   return o;
 }
 
+// The step-size controller's settings by name (AdaptiveOptions), e.g. {"beta1": 1.0}.
+void set_controller(ode::AdaptiveOptions& a, const std::map<std::string, double>& settings) {
+  const std::map<std::string, double*> fields = {
+      {"safety", &a.safety},         {"beta1", &a.beta1},           {"beta2", &a.beta2},
+      {"min_factor", &a.min_factor}, {"max_factor", &a.max_factor}, {"first_step", &a.first_step}};
+  for (const auto& [key, value] : settings) {
+    auto it = fields.find(key);
+    if (it == fields.end()) {
+      std::string valid;
+      for (const auto& kv : fields) valid += (valid.empty() ? "" : ", ") + kv.first;
+      fail("unknown controller setting '", key, "'; valid: ", valid);
+    }
+    *it->second = value;
+  }
+  ode::AdaptiveController check(a);  // validates the values
+}
+
 SolveResult solve(const Field& f, const at::Tensor& x, double t0, double t1,
                   const std::string& method, int64_t steps, double rtol, double atol,
-                  int64_t max_steps, const std::vector<double>& save_at) {
+                  int64_t max_steps, const std::vector<double>& save_at,
+                  const std::map<std::string, double>& controller) {
   auto y0 = checked(x, "x", 2, true, /*keep_grad=*/true);
   CNF_CHECK(std::isfinite(t0) && std::isfinite(t1) && t0 != t1, "t0 and t1 must be finite and ",
             "differ, got t0 = ", t0, ", t1 = ", t1);
   auto o = solve_options(method, steps, rtol, atol, max_steps);
+  set_controller(o.adaptive, controller);
   o.save_at = save_at;
   ode::Rhs rhs = [&f](double t, const ode::State& y) {
     return ode::State{f(y[0], at::full({y[0].size(0)}, t, y[0].options()))};
@@ -370,7 +396,7 @@ void bind_flows(py::module_& m) {
       });
   m.def("_solve", &solve, py::arg("field"), py::arg("x"), py::arg("t0"), py::arg("t1"),
         py::arg("method"), py::arg("steps"), py::arg("rtol"), py::arg("atol"), py::arg("max_steps"),
-        py::arg("save_at"));
+        py::arg("save_at"), py::arg("controller"));
   m.def(
       "methods", [] { return ode::tableaus().names(); }, "The ODE methods cnf.solve accepts.");
   m.def(

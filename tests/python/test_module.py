@@ -331,9 +331,11 @@ def test_loaded_flow_log_prob_equals_cnf_nll_and_its_score_cnf_score(trained, ru
     # The same computation (dopri5 1e-5, analytic divergence) in the same library.
     assert (lp.double() - expected).abs().max() < 1e-5
     # A second route: the exported module through cnf.log_likelihood with the autograd
-    # divergence; both solve to 1e-5, so they agree to ~1e-3.
+    # divergence. Both solve to 1e-5, but SELU's kink makes the divergence jump along a
+    # trajectory, and step sequences that differ by float32 rounding meet the jumps
+    # differently: measured 6e-3 (4e-3 at 1e-7). A wrong divergence is off by O(0.1).
     other = cnf.log_likelihood(torch.jit.load(str(trained / "flow.pt")), pts)
-    assert (other.log_prob.double() - expected).abs().max() < 2e-3
+    assert (other.log_prob.double() - expected).abs().max() < 2e-2
     # Sampling with log-densities, then evaluating the samples: the forward and the
     # backward solve. SELU's kink makes the divergence jump along a trajectory, which holds
     # dopri5 near first order in the log-density: at 1e-7 the routes differ by ~7e-3
@@ -387,6 +389,10 @@ def test_bad_input_raises_clear_errors():
         cnf.load("no-such.pt")
     with pytest.raises(cnf.Error, match="plain torch.nn.Module"):
         cnf.solve(MLP(), x)
+    # A TorchScript field that fails inside (float64 weights, float32 state): cnf.Error
+    # with the interpreter's cause, not its traceback.
+    with pytest.raises(cnf.Error, match=r"failed in forward\(x, t\).*(Double|Float)"):
+        cnf.solve(torch.jit.script(MLP().double()), x)
 
 
 def test_a_raising_callable_raises_its_own_exception():
@@ -456,3 +462,34 @@ def test_type_stubs_name_what_the_modules_define():
                 m.target.id for m in cls.body if isinstance(m, ast.AnnAssign)}
             missing = [m for m in members if not hasattr(getattr(module, cls.name), m)]
             assert not missing, (stub, cls.name, missing)
+
+
+@pytest.mark.parametrize("script", ["module_vs_python.py", "work_precision.py"])
+def test_benchmark_scripts_run_in_quick_mode(script, cnf_binary, tmp_path):
+    # The README's comparison tables come from these scripts: they must keep running.
+    # --quick checks that every row is produced and the scripts' own checks pass (equal
+    # costs, equal plans, agreeing references); it times nothing that is asserted.
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    r = subprocess.run([sys.executable, str(root / "bench" / "python" / script), "--quick",
+                        "--json", str(tmp_path / "out.json"), "--cnf", cnf_binary]
+                       if script == "work_precision.py" else
+                       [sys.executable, str(root / "bench" / "python" / script), "--quick",
+                        "--json", str(tmp_path / "out.json")],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    if script == "module_vs_python.py":
+        assert not out["failures"] and len(out["rows"]) >= 8
+    else:
+        for curves in out.values():
+            assert "cnf dopri5" in curves and "PyTorch dopri5 (torchdiffeq's control)" in curves
+            # Tighter tolerances give smaller errors (up to the SELU floor): the curve falls.
+            errs = [p["error"] for p in curves["cnf dopri5"]]
+            assert errs[-1] < errs[0]
