@@ -91,6 +91,23 @@ TEST(FastMlp, ForwardMatchesLibTorch) {
     }
 }
 
+// Prewarm starts oneDNN's code generation on another thread; products that run while it
+// is still going (ctest runs each test in a fresh process, so this is the first product
+// here) must give the same results.
+TEST(FastMlp, PrewarmOverlapsWithTheFirstProducts) {
+  nn::fast::Prewarm warm;
+  for (const auto& c : cases()) {
+    auto m = make(c, torch::kFloat);
+    auto x = torch::randn({300, c.dim});
+    auto t = torch::rand({300});
+    auto xi = x.clone().requires_grad_(true);
+    nn::fast::forward(*m, xi, t).pow(2).sum().backward();  // all three kinds of product
+    auto xr = x.clone().requires_grad_(true);
+    m->reference_forward(xr, t).pow(2).sum().backward();
+    EXPECT_LT(rel_err(xi.grad(), xr.grad()), tol(torch::kFloat)) << name(c, torch::kFloat);
+  }
+}
+
 TEST(FastMlp, GradientsMatchLibTorch) {
   for (auto dtype : {torch::kDouble, torch::kFloat})
     for (const auto& c : cases()) {

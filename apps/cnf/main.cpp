@@ -12,6 +12,7 @@
 #include "apps/cnf/verbs.h"
 #include "cnf/core/error.h"
 #include "cnf/io/config.h"
+#include "cnf/nn/fast_mlp.h"
 #include "cnf/version.h"
 
 using namespace cnf;
@@ -92,6 +93,9 @@ int main(int argc, char** argv) {
       // Help and version exit 0; every bad flag, like every other error, exits 1.
       return app.exit(e) == 0 ? 0 : 1;
     }
+    // oneDNN's start-up on another thread while the verb loads its checkpoint or data
+    // (joined when this block ends, before exit destroys oneDNN's state).
+    cnf::nn::fast::Prewarm prewarm;
     for (const auto& run : verbs)
       if (const int rc = run(); rc >= 0) return rc;
   } catch (const Error& e) {

@@ -22,6 +22,9 @@ import io as _io
 import torch as _torch  # loads LibTorch and its Python bindings before the extension
 
 from . import _cnf
+import atexit as _atexit
+
+_atexit.register(_cnf._finish_warm_up)  # the kernels' warm-up thread ends before exit
 from ._cnf import Error, Field, Flow, Likelihood, Solution, methods, samplers
 from . import coupling, ot
 

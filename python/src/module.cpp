@@ -6,6 +6,7 @@
 
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
+#include "cnf/nn/fast_mlp.h"
 #include "cnf/ot/emd.h"
 #include "cnf/version.h"
 #include "common.h"
@@ -70,4 +71,13 @@ PYBIND11_MODULE(_cnf, m) {
   auto coupling = m.def_submodule("coupling", "Minibatch couplings of OT-CFM and SB-CFM");
   bind_coupling(coupling);
   bind_flows(m);
+  // oneDNN's one-time start-up of the fused MLP kernels, on a background thread, joined by
+  // _finish_warm_up (registered with Python's atexit by the package) before the process
+  // destroys oneDNN's static state.
+  static cnf::nn::fast::Prewarm* warm = new cnf::nn::fast::Prewarm();
+  m.def("_finish_warm_up", [] {
+    py::gil_scoped_release release;
+    delete warm;
+    warm = nullptr;
+  });
 }

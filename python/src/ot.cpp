@@ -29,6 +29,11 @@ std::pair<at::Tensor, at::Tensor> point_sets(const at::Tensor& x, const at::Tens
   return {a, b};
 }
 
+// The weights, or uniform ones over n points when none were given.
+at::Tensor or_uniform(const at::Tensor& w, int64_t n) {
+  return w.defined() ? w : at::full({n}, 1.0 / static_cast<double>(n), at::kDouble);
+}
+
 at::Tensor checked_cost(const at::Tensor& c) {
   auto m = checked(c, "M");
   return m.to(at::kDouble);
@@ -113,8 +118,8 @@ void bind_ot(py::module_& m) {
                   "solver='assignment' needs uniform weights (a = b = None)");
         py::gil_scoped_release release;
         if (!wa.defined() && !wb.defined()) return ot::emd(xs, ys, c, s);
-        if (!wa.defined()) wa = at::full({xs.size(0)}, 1.0 / xs.size(0), at::kDouble);
-        if (!wb.defined()) wb = at::full({ys.size(0)}, 1.0 / ys.size(0), at::kDouble);
+        wa = or_uniform(wa, xs.size(0));
+        wb = or_uniform(wb, ys.size(0));
         return ot::emd_weighted(wa, wb, ot::cost_matrix(xs, ys, c));
       },
       py::arg("x"), py::arg("y"), py::arg("cost") = "sqeuclidean", py::arg("a") = py::none(),
@@ -128,8 +133,8 @@ void bind_ot(py::module_& m) {
       [](const py::object& a, const py::object& b, const at::Tensor& M) {
         auto c = checked_cost(M);
         auto wa = checked_weights(a, "a", c.size(0)), wb = checked_weights(b, "b", c.size(1));
-        if (!wa.defined()) wa = at::full({c.size(0)}, 1.0 / c.size(0), at::kDouble);
-        if (!wb.defined()) wb = at::full({c.size(1)}, 1.0 / c.size(1), at::kDouble);
+        wa = or_uniform(wa, c.size(0));
+        wb = or_uniform(wb, c.size(1));
         py::gil_scoped_release release;
         return ot::emd_weighted(wa, wb, c);
       },
@@ -159,8 +164,8 @@ void bind_ot(py::module_& m) {
         auto o = sinkhorn_options(eps, tol, max_iter, log_domain, eps_scaling, f_init, g_init);
         py::gil_scoped_release release;
         if (!wa.defined() && !wb.defined()) return ot::sinkhorn(xs, ys, c, o);
-        if (!wa.defined()) wa = at::full({xs.size(0)}, 1.0 / xs.size(0), at::kDouble);
-        if (!wb.defined()) wb = at::full({ys.size(0)}, 1.0 / ys.size(0), at::kDouble);
+        wa = or_uniform(wa, xs.size(0));
+        wb = or_uniform(wb, ys.size(0));
         return ot::sinkhorn_weighted(wa, wb, ot::cost_matrix(xs, ys, c), o);
       },
       py::arg("x"), py::arg("y"), py::arg("eps") = 0.05, py::arg("cost") = "sqeuclidean",
@@ -176,8 +181,8 @@ void bind_ot(py::module_& m) {
          const py::object& g_init) {
         auto c = checked_cost(M);
         auto wa = checked_weights(a, "a", c.size(0)), wb = checked_weights(b, "b", c.size(1));
-        if (!wa.defined()) wa = at::full({c.size(0)}, 1.0 / c.size(0), at::kDouble);
-        if (!wb.defined()) wb = at::full({c.size(1)}, 1.0 / c.size(1), at::kDouble);
+        wa = or_uniform(wa, c.size(0));
+        wb = or_uniform(wb, c.size(1));
         auto o = sinkhorn_options(eps, tol, max_iter, log_domain, eps_scaling, f_init, g_init);
         py::gil_scoped_release release;
         return ot::sinkhorn_weighted(wa, wb, c, o);

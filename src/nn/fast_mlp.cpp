@@ -323,6 +323,14 @@ bool cpu_supported() {
   return ok;
 }
 
+Prewarm::Prewarm() {
+  if (cpu_supported()) thread_ = std::thread(kernel::warm_up_gemm);
+}
+
+Prewarm::~Prewarm() {
+  if (thread_.joinable()) thread_.join();
+}
+
 void set_enabled(bool on) { g_enabled = on; }
 bool enabled() { return g_enabled; }
 

@@ -23,6 +23,7 @@
 #include <torch/types.h>
 
 #include <string>
+#include <thread>
 #include <utility>
 
 namespace cnf::nn {
@@ -39,6 +40,24 @@ bool cpu_supported();
 void set_enabled(bool on);
 /// Whether the global switch is on.
 bool enabled();
+
+/// Pays the kernels' one-time start-up ahead: oneDNN sets itself up and generates the code
+/// of the forward pass's float product on its first call (~40 ms on this machine, the
+/// first solve's cold start). Constructing a Prewarm starts that on a background thread
+/// (when the CPU has the fast path), so it overlaps with loading a checkpoint or data;
+/// a product that comes first waits for or shares oneDNN's generated code. The destructor
+/// waits for the thread: hold the object in main() (the command does) so that the thread
+/// ends before exit destroys oneDNN's static state.
+class Prewarm {
+ public:
+  Prewarm();
+  ~Prewarm();
+  Prewarm(const Prewarm&) = delete;
+  Prewarm& operator=(const Prewarm&) = delete;
+
+ private:
+  std::thread thread_;
+};
 
 /// "" when the fast path can evaluate `mlp` at (x, t); otherwise the reason it cannot.
 /// Does not look at the switch or at gradient requirements.
