@@ -327,5 +327,23 @@ TEST(DensityCliTest, NllAndEntropyStartWhereTheModelWasTrained) {
   r = run_cnf("entropy --ckpt " + dir + "/model.pt -n 1");
   EXPECT_EQ(r.code, 1) << r.output;
   EXPECT_TRUE(contains(r.output, "n >= 2")) << r.output;
+  // nll --points: the rows of a file, each one's log rho_0 written with --out; the same
+  // points give the same values as held-out rows would (one computation), and bad files
+  // are named.
+  io::write_npy(dir + "/pts.npy", torch::randn({20, 2}));
+  r = run_cnf("nll --ckpt " + dir + "/model.pt --points " + dir + "/pts.npy --out " + dir +
+              "/lp.npy --method rk4 --steps 8");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto lp = io::read_npy(dir + "/lp.npy");
+  EXPECT_EQ(lp.sizes(), at::IntArrayRef({20})) << r.output;
+  EXPECT_TRUE(torch::isfinite(lp).all().item<bool>());
+  io::write_npy(dir + "/pts3.npy", torch::randn({20, 3}));
+  r = run_cnf("nll --ckpt " + dir + "/model.pt --points " + dir + "/pts3.npy");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "pts3.npy' have dimension 3")) << r.output;
+  r = run_cnf("nll --ckpt " + dir + "/model.pt --points " + dir + "/pts.npy --out " + dir +
+              "/lp.txt");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_TRUE(contains(r.output, "--out must name a .npy file")) << r.output;
   std::filesystem::remove_all(dir);
 }
