@@ -17,16 +17,16 @@ at t = 1: load_torchscript(..., time="data-at-1") converts).
 Threads: cnf runs on LibTorch's intra-op threads, so torch.set_num_threads(n) sets them.
 Errors are cnf.Error (a ValueError and a RuntimeError) with cnf's message.
 """
+import atexit as _atexit
 import io as _io
 
 import torch as _torch  # loads LibTorch and its Python bindings before the extension
 
 from . import _cnf
-import atexit as _atexit
+from . import coupling, ot
+from ._cnf import Error, Field, Flow, Likelihood, Solution, methods, samplers
 
 _atexit.register(_cnf._finish_warm_up)  # the kernels' warm-up thread ends before exit
-from ._cnf import Error, Field, Flow, Likelihood, Solution, methods, samplers
-from . import coupling, ot
 
 __version__ = _cnf.__version__
 __all__ = ["Error", "Field", "Flow", "Likelihood", "Solution", "coupling", "field",
@@ -36,8 +36,10 @@ __all__ = ["Error", "Field", "Flow", "Likelihood", "Solution", "coupling", "fiel
 
 def field(f, name=None):
     """A cnf.Field from a TorchScript module (torch.jit.script/trace), a cnf.Field, or a
-    Python callable f(x, t) -> v with x [B, ...] and t [B] (one time per row). Convert a
-    module once and pass the Field to many solves: a module is serialized on conversion."""
+    Python callable f(x, t) -> v with x [B, ...] and t [B] (one time per row), such as a
+    torch.nn.Module. A TorchScript module runs without the GIL; it is serialized on
+    conversion, so convert it once and pass the Field to many solves (weights changed
+    later in Python are not seen by that Field). A callable is called as it is."""
     if isinstance(f, Field):
         return f
     if isinstance(f, (_torch.jit.ScriptModule, _torch.jit.ScriptFunction)):
@@ -47,10 +49,7 @@ def field(f, name=None):
         buf = _io.BytesIO()
         _torch.jit.save(f, buf)
         return Field.from_torchscript(buf.getvalue(), name or f"TorchScript module {f.original_name}")
-    if isinstance(f, _torch.nn.Module):
-        raise Error(f"{type(f).__name__} is a plain torch.nn.Module; pass torch.jit.script(m) "
-                    "(runs without the GIL) or a callable such as lambda x, t: m(x, t)")
-    if callable(f):
+    if callable(f):  # a Python function or a plain torch.nn.Module (called with the GIL)
         return Field.from_callable(f, name or f"the field {getattr(f, '__name__', type(f).__name__)}")
     raise Error(f"a field is a TorchScript module or a callable (x, t) -> v, got {type(f).__name__}")
 
