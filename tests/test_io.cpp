@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -539,5 +540,34 @@ TEST(TrainLogTest, CliRunLogsEveryNStepsAndAResumedRunContinuesTheLog) {
   EXPECT_EQ(lines_of(dir + "/train_log.jsonl").size(), 7u);
   // The row of step 50 is the resumed run's, not the killed run's.
   EXPECT_NE(lines_of(csv).at(5), "50,1,1,1,1");
+  std::filesystem::remove_all(dir);
+}
+
+// --eval-every: rows at the evaluation steps carry W2, MMD^2 and NFE (the others leave them
+// empty); the last row's W2 is the final evaluation's, which samples the same flow from the
+// same noise: equal to the last digit of metrics.json (both printed with 17 digits).
+TEST(TrainLogTest, CliRunLogsHeldOutMetricsEveryNSteps) {
+  using cnf_test::run_cnf;
+  const std::string dir = ::testing::TempDir() + "/cnf_train_eval_" + std::to_string(::getpid());
+  auto r = run_cnf(
+      "train --steps 40 --log-every 10 --eval-every 20 --eval-steps 10 --width 16 --depth 2 "
+      "--eval-n 50 --quiet --threads 1 --out " +
+      dir);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto rows = lines_of(dir + "/train_log.jsonl");
+  ASSERT_EQ(rows.size(), 4u);
+  const auto metrics = nlohmann::json::parse(io::read_text(dir + "/metrics.json"));
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto row = nlohmann::json::parse(rows[i]);
+    const bool evaluated = row["step"].get<int64_t>() % 20 == 0;
+    EXPECT_EQ(row["eval_w2"].is_number(), evaluated) << rows[i];
+    EXPECT_EQ(row["eval_nfe"].is_number(), evaluated) << rows[i];
+    if (evaluated) {
+      EXPECT_GT(row["eval_w2"].get<double>(), 0.0) << rows[i];
+      EXPECT_EQ(row["eval_nfe"].get<double>(), 10.0) << rows[i];  // Euler, --eval-steps 10
+    }
+  }
+  EXPECT_EQ(nlohmann::json::parse(rows.back())["eval_w2"].get<double>(),
+            metrics["w2"].get<double>());
   std::filesystem::remove_all(dir);
 }

@@ -6,6 +6,8 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -45,7 +47,8 @@ struct TrainArgs {
   std::string resume;
   std::string init, init_time = "data-at-0";  // --init torchscript:FILE (fine-tuning)
   int64_t checkpoint_every = 0;
-  int64_t log_every = 0;  // 0: about 200 rows per run
+  int64_t log_every = 0;   // 0: about 200 rows per run
+  int64_t eval_every = 0;  // 0: no evaluation during training
   std::string mle_divergence = "hutchinson";
   bool quiet = false;
   DistArgs dist;  // train only
@@ -223,6 +226,12 @@ void add_run_flags(CLI::App* sub, TrainArgs& a) {
                   "every N steps (0: about 200 rows per run)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  sub->add_option("--eval-every", a.eval_every,
+                  "Every N steps also sample the flow (EMA weights when kept) as the final "
+                  "evaluation does and log W2, MMD^2 and NFE against held-out data "
+                  "(eval_w2, eval_mmd2, eval_nfe in the training log; 0: only at the end)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   add_eval(sub, a.eval, "Samples for the final evaluation (W2 against as many held-out points)",
            "eval-");
   add_sampler_options(sub, a.eval.sampler, "eval-");
@@ -284,18 +293,36 @@ struct TrainRun {
 // during the loop mean "save and stop". Returns what it measured.
 // The training log (io::TrainLog): every `every` steps (and at the last), one row of the
 // interval's means of the loss and the objective's terms, with the learning rate and steps/s.
+// With an evaluation (every `eval_every` steps and at the last), those steps get a row too,
+// with its figures; the other rows leave those columns empty (every row has them, so the
+// CSV header holds them from the first row on).
+using StepEvaluation = std::function<std::map<std::string, double>()>;
+
 class IntervalLog {
  public:
-  IntervalLog(const std::string& folder, int64_t resume_step, int64_t every)
-      : log_(folder, resume_step), every_(every), t_(std::chrono::steady_clock::now()) {}
+  IntervalLog(const std::string& folder, int64_t resume_step, int64_t every, int64_t eval_every = 0,
+              StepEvaluation evaluate = {})
+      : log_(folder, resume_step),
+        every_(every),
+        eval_every_(eval_every),
+        evaluate_(std::move(evaluate)),
+        t_(std::chrono::steady_clock::now()) {}
   void add(int64_t step, const objective::LossResult& r, double lr, bool last) {
     sums_["loss"] += r.loss.item<double>();
     for (const auto& [name, value] : r.diagnostics)
       if (value.numel() == 1) sums_[name] += value.item<double>();
     ++count_;
-    if (step % every_ != 0 && !last) return;
+    const bool eval_now = evaluate_ && (step % eval_every_ == 0 || last);
+    if (step % every_ != 0 && !last && !eval_now) return;
+    // Steps/s of the training alone: the clock stops before an evaluation.
     const auto now = std::chrono::steady_clock::now();
     std::map<std::string, double> row;
+    if (evaluate_) {
+      for (const char* name : {"eval_w2", "eval_mmd2", "eval_nfe"})
+        row[name] = std::numeric_limits<double>::quiet_NaN();
+      if (eval_now)
+        for (const auto& [name, value] : evaluate_()) row[name] = value;
+    }
     for (const auto& [name, sum] : sums_) row[name] = sum / static_cast<double>(count_);
     row["step"] = static_cast<double>(step);
     row["lr"] = lr;
@@ -304,19 +331,21 @@ class IntervalLog {
     log_.append(row);
     sums_.clear();
     count_ = 0;
-    t_ = now;
+    t_ = std::chrono::steady_clock::now();
   }
 
  private:
   io::TrainLog log_;
-  int64_t every_;
+  int64_t every_, eval_every_;
+  StepEvaluation evaluate_;
   std::chrono::steady_clock::time_point t_;
   std::map<std::string, double> sums_;
   int64_t count_ = 0;
 };
 
 TrainRun train_with_checkpoints(train::Trainer& trainer, const TrainArgs& a, bool demo, bool rank0,
-                                bool grouped, const std::string& ckpt, const std::string& config) {
+                                bool grouped, const std::string& ckpt, const std::string& config,
+                                const StepEvaluation& evaluate = {}) {
   TrainRun run;
   int64_t saved_step = trainer.steps_done();
   run.first_step = saved_step;
@@ -329,7 +358,8 @@ TrainRun train_with_checkpoints(train::Trainer& trainer, const TrainArgs& a, boo
   if (rank0)
     train_log = std::make_unique<IntervalLog>(
         a.out, a.resume.empty() ? -1 : trainer.steps_done(),
-        a.log_every > 0 ? a.log_every : std::max<int64_t>(1, steps / 200));
+        a.log_every > 0 ? a.log_every : std::max<int64_t>(1, steps / 200), a.eval_every,
+        a.eval_every > 0 ? evaluate : StepEvaluation{});
   auto t0 = std::chrono::steady_clock::now();
   bool save_failed = false;
   try {
@@ -609,8 +639,22 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   trainer.save(ckpt, config);
   // Only the training loop turns SIGINT/SIGTERM into "save and stop"; later they kill.
   auto stop_signals = std::make_unique<StopSignals>();
+  // --eval-every: rank 0 samples the current flow from the same noise each time (the final
+  // evaluation's stream and settings), so the rows compare like with like.
+  const auto holdout = halves(split.holdout);
+  const auto schedule = a.spec.make_schedule();
+  StepEvaluation evaluate_now = [&]() -> std::map<std::string, double> {
+    torch::NoGradGuard no_grad;
+    auto model = trainer.ema_model();
+    const bool training = model->is_training();
+    model->eval();
+    const auto ev = evaluate(*model, trainer.spec().network_param(), *schedule, *prior, holdout,
+                             a.eval, a.common.seed, device);
+    if (training) model->train();
+    return {{"eval_w2", ev.w2}, {"eval_mmd2", ev.mmd2}, {"eval_nfe", static_cast<double>(ev.nfe)}};
+  };
   const TrainRun run =
-      train_with_checkpoints(trainer, a, demo, rank0, group != nullptr, ckpt, config);
+      train_with_checkpoints(trainer, a, demo, rank0, group != nullptr, ckpt, config, evaluate_now);
   trainer.save(ckpt, config);
   stop_signals.reset();
   // Data-parallel ranks apply the same averaged gradients, so their weights must agree bit
