@@ -358,8 +358,7 @@ TrainRun train_with_checkpoints(train::Trainer& trainer, const TrainArgs& a, boo
   if (rank0)
     train_log = std::make_unique<IntervalLog>(
         a.out, a.resume.empty() ? -1 : trainer.steps_done(),
-        a.log_every > 0 ? a.log_every : std::max<int64_t>(1, steps / 200), a.eval_every,
-        a.eval_every > 0 ? evaluate : StepEvaluation{});
+        a.log_every > 0 ? a.log_every : std::max<int64_t>(1, steps / 200), a.eval_every, evaluate);
   auto t0 = std::chrono::steady_clock::now();
   bool save_failed = false;
   try {
@@ -641,18 +640,19 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   auto stop_signals = std::make_unique<StopSignals>();
   // --eval-every: rank 0 samples the current flow from the same noise each time (the final
   // evaluation's stream and settings), so the rows compare like with like.
-  const auto holdout = halves(split.holdout);
-  const auto schedule = a.spec.make_schedule();
-  StepEvaluation evaluate_now = [&]() -> std::map<std::string, double> {
-    torch::NoGradGuard no_grad;
-    auto model = trainer.ema_model();
-    const bool training = model->is_training();
-    model->eval();
-    const auto ev = evaluate(*model, trainer.spec().network_param(), *schedule, *prior, holdout,
-                             a.eval, a.common.seed, device);
-    if (training) model->train();
-    return {{"eval_w2", ev.w2}, {"eval_mmd2", ev.mmd2}, {"eval_nfe", static_cast<double>(ev.nfe)}};
-  };
+  StepEvaluation evaluate_now;
+  if (a.eval_every > 0)
+    evaluate_now = [&, holdout = halves(split.holdout), schedule = a.spec.make_schedule()] {
+      torch::NoGradGuard no_grad;
+      auto model = trainer.ema_model();
+      const bool training = model->is_training();
+      model->eval();
+      const auto ev = evaluate(*model, trainer.spec().network_param(), *schedule, *prior, holdout,
+                               a.eval, a.common.seed, device);
+      if (training) model->train();
+      return std::map<std::string, double>{
+          {"eval_w2", ev.w2}, {"eval_mmd2", ev.mmd2}, {"eval_nfe", static_cast<double>(ev.nfe)}};
+    };
   const TrainRun run =
       train_with_checkpoints(trainer, a, demo, rank0, group != nullptr, ckpt, config, evaluate_now);
   trainer.save(ckpt, config);
