@@ -206,7 +206,7 @@ void warm_up_gemm() {
   // The forward product only: every verb's first evaluation needs it. The two products of
   // the backward pass are left to their first use: oneDNN generates code under one lock,
   // so warming them here too made a sampling verb's first forward product wait for them
-  // (first Euler step 29-33 ms instead of 6).
+  // (first Euler step 29-33 ms instead of 13-17).
   gemm(false, true, k, k, k, 1.f, a.data(), k, b.data(), k, 0.f, c.data(), k);
 }
 

@@ -86,7 +86,7 @@ int64_t block_rows(int64_t width);
 
 /// Runs one small float product of the forward pass's kind (x W^T). oneDNN sets itself up
 /// and generates the code of each kind of product on its first call, ~20-40 ms apiece on
-/// this machine; this pays it ahead for the forward pass (fast::prewarm runs it on
+/// this machine; this pays it ahead for the forward pass (fast::Prewarm runs it on
 /// another thread).
 void warm_up_gemm();
 
