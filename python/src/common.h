@@ -6,6 +6,10 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "cnf/density/density.h"
+#include "cnf/ode/solve.h"
 
 namespace cnf::python {
 
@@ -21,8 +25,22 @@ at::Tensor checked(const at::Tensor& x, const char* name, int64_t rank = 2, bool
 /// Optional weights (None -> undefined): a finite non-negative float vector of `n` entries.
 at::Tensor checked_weights(const py::object& w, const char* name, int64_t n);
 
+/// ODE options of a Python call: `method` checked against the registry (the error lists the
+/// valid names), steps, tolerances and step limit checked.
+ode::SolveOptions solve_options(const std::string& method, int64_t steps, double rtol, double atol,
+                                int64_t max_steps);
+/// Likelihood options of a Python call (divergence by name; `analytic_ok`: the network has
+/// the analytic route, else it falls back to the exact one).
+density::LikelihoodOptions likelihood_options(const std::string& divergence, int64_t probes,
+                                              bool gaussian_probes, const std::string& method,
+                                              int64_t steps, double rtol, double atol,
+                                              double t_start, bool analytic_ok);
+/// The shape of one row of x ([B, ...] -> [...]).
+std::vector<int64_t> row_shape(const at::Tensor& x);
+
 void bind_ot(py::module_& m);        // cnf.ot
 void bind_coupling(py::module_& m);  // cnf.coupling
-void bind_flows(py::module_& m);     // cnf.Field, cnf.solve, cnf.log_likelihood, cnf.Flow
+void bind_flows(py::module_& m);     // cnf.Field, cnf.solve, cnf.log_likelihood
+void bind_flow(py::module_& m);      // cnf.Flow
 
 }  // namespace cnf::python

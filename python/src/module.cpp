@@ -71,6 +71,7 @@ PYBIND11_MODULE(_cnf, m) {
   auto coupling = m.def_submodule("coupling", "Minibatch couplings of OT-CFM and SB-CFM");
   bind_coupling(coupling);
   bind_flows(m);
+  bind_flow(m);
   // oneDNN's one-time start-up of the fused MLP kernels, on a background thread, joined by
   // _finish_warm_up (registered with Python's atexit by the package) before the process
   // destroys oneDNN's static state.
