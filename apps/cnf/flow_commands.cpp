@@ -64,6 +64,21 @@ density::LikelihoodOptions likelihood_options(const EvalArgs& e, const DensityAr
   return o;
 }
 
+// --out of a verb that writes one array: a .npy file.
+void check_npy_out(const std::string& out) {
+  CNF_CHECK(out.size() > 4 && out.substr(out.size() - 4) == ".npy",
+            "--out must name a .npy file, got '", out, "'");
+}
+
+// The rows of --points (.npy or .csv) as float32, of the flow's dimension.
+at::Tensor read_points(const std::string& points, const train::Checkpoint& c,
+                       const std::string& flow_name) {
+  auto x = io::read_table(points).to(torch::kFloat32);
+  CNF_CHECK(x.size(1) == c.spec.model.dim, "points in '", points, "' have dimension ", x.size(1),
+            " but the model in '", flow_name, "' has ", c.spec.model.dim);
+  return x;
+}
+
 // ------------------------------------------------------------------ sample / eval
 
 struct SampleArgs {
@@ -79,8 +94,7 @@ struct SampleArgs {
 
 int run_sample(const SampleArgs& a) {
   auto device = setup(a.common);
-  CNF_CHECK(a.out.size() > 4 && a.out.substr(a.out.size() - 4) == ".npy",
-            "--out must name a .npy file, got '", a.out, "'");
+  check_npy_out(a.out);
   auto c = load_flow(a.source, device);
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto gen = stream_generator(a.common.seed, Stream::sampling);
@@ -304,16 +318,13 @@ int run_nll(const NllArgs& a) {
     CNF_CHECK(!group, "cnf nll of an image model runs in one process; drop --nproc/--rank");
     return run_image_nll(a, c, spec, device);
   }
-  CNF_CHECK(a.out.empty() || (a.out.size() > 4 && a.out.substr(a.out.size() - 4) == ".npy"),
-            "--out must name a .npy file, got '", a.out, "'");
+  if (!a.out.empty()) check_npy_out(a.out);
   at::Tensor x;
   if (a.points.empty()) {
     x = checkpoint_holdout(c, a.source.name(), spec, a.dim, a.eval.n, a.common.seed).a;
   } else {
     CNF_CHECK(a.data.empty(), "--points and --data both name the points; drop one");
-    x = io::read_table(a.points).to(torch::kFloat32);
-    CNF_CHECK(x.size(1) == c.spec.model.dim, "points in '", a.points, "' have dimension ",
-              x.size(1), " but the model in '", a.source.name(), "' has ", c.spec.model.dim);
+    x = read_points(a.points, c, a.source.name());
     check_finite(x, "points in '" + a.points + "'");
   }
   auto gen = stream_generator(a.common.seed, Stream::likelihood);
@@ -347,12 +358,9 @@ struct ScoreArgs {
 
 int run_score(const ScoreArgs& a) {
   auto device = setup(a.common);
-  CNF_CHECK(a.out.size() > 4 && a.out.substr(a.out.size() - 4) == ".npy",
-            "--out must name a .npy file, got '", a.out, "'");
+  check_npy_out(a.out);
   auto c = load_flow(a.source, device);
-  auto x = io::read_table(a.points).to(torch::kFloat32);
-  CNF_CHECK(x.size(1) == c.spec.model.dim, "points in '", a.points, "' have dimension ", x.size(1),
-            " but the model in '", a.source.name(), "' has ", c.spec.model.dim);
+  auto x = read_points(a.points, c, a.source.name());
   auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
   auto o = likelihood_options(a.eval, a.density, c);
   auto s = density::score(*c.model, *c.spec.make_schedule(), *prior, x.to(device), a.t, o);
