@@ -531,6 +531,34 @@ TEST(ImagesCli, TrainSampleNllAndTheStudyAtToySize) {
   EXPECT_TRUE(r.code == 1 && contains(r.output, "unknown method 'gan'")) << r.output;
 }
 
+TEST(ImagesCli, SampleGridOfAnImageModelNeedsNoDataSet) {
+  // An MLP trained on a PNG folder records its pixel layout: after the folder is gone, the
+  // checkpoint alone turns samples into pixels, exactly as the data set's own source does.
+  const auto out = tmp_dir() + "/nodata";
+  const auto folder = out + "/pngs";
+  fs::create_directories(folder);
+  auto set = toy_images(40);  // 4 held out: two halves of 2 for the final MMD
+  for (int64_t i = 0; i < 40; ++i)
+    io::image_grid_png(folder + "/img" + std::to_string(100 + i) + ".png",
+                       set.levels.slice(0, i, i + 1).to(torch::kFloat32) / 255.0, 1, 1, 0);
+  const std::string data = "png:" + folder + ":transform=logit";
+  auto source = data::load_image_spec(data).train;
+  auto r = run_cnf("train --data " + data +
+                   " --width 16 --depth 2 --steps 3 --batch-size 8 --eval-n 4 --eval-steps 2 "
+                   "--quiet --out " +
+                   out + "/run");
+  ASSERT_EQ(r.code, 0) << r.output;
+  fs::rename(folder, out + "/moved");
+  r = run_cnf("sample --ckpt " + out + "/run/model.pt -n 6 --steps 2 --out " + out + "/s.npy");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(out + "/s.png")) << r.output;
+  auto c = train::load_checkpoint(out + "/run/model.pt");
+  auto rows = torch::randn({5, 16}, torch::kFloat32);
+  // Both routes apply the same float32 logit inverse to the same rows: equal bit for bit.
+  EXPECT_TRUE(torch::equal(train::to_pixels(c.spec, rows), source->to_pixels(rows)));
+  EXPECT_THROW(train::to_pixels(c.spec, torch::zeros({2, 15})), Error);  // not 1x4x4 images
+}
+
 TEST(ImagesUNet, UpPathBlocksAfterTheFirstDoNotExpectTheSkipChannels) {
   // Regression: with res_blocks > 1 every block of a level's up path was built for the
   // skip connection's extra channels, which forward() adds to the first block only, so

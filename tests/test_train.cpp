@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -10,6 +11,7 @@
 #include "cnf/core/runtime.h"
 #include "cnf/data/sources.h"
 #include "cnf/metrics/distances.h"
+#include "cnf/path/schedule.h"
 #include "cnf/train/flow.h"
 #include "cnf/train/trainer.h"
 
@@ -162,6 +164,83 @@ TEST(TrainTest, EndToEndFlowMatchingReachesW2Bound) {
   EXPECT_LT(w2, 0.6) << "floor " << floor;
   // The floor is deterministic here (fixed generator); it guards the held-out draws.
   EXPECT_LT(floor, 0.4);
+}
+
+TEST(TrainObjectives, EachStatesWhatItNeedsAndTheTrainerAsksIt) {
+  // What each objective refuses, asked through the Trainer (which no longer knows the
+  // objectives' names): score matching needs N(0, I) noise drawn independently, mle a prior
+  // with a density and no coupling; flow matching takes any prior and any coupling.
+  auto error_of = [](const std::string& objective, const std::string& prior,
+                     const std::string& coupling) -> std::string {
+    train::FlowSpec spec;
+    spec.objective = objective;
+    train::TrainOptions o;
+    o.coupling = coupling;
+    try {
+      train::Trainer(spec, o, data::make_source("moons"), data::make_source(prior, 2));
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(error_of("score", "8gaussians", "independent").find("--prior normal"),
+            std::string::npos);
+  EXPECT_NE(error_of("score", "normal", "exact").find("--coupling independent, got 'exact'"),
+            std::string::npos);
+  EXPECT_NE(error_of("mle", "moons", "independent").find("prior with a density"),
+            std::string::npos);
+  EXPECT_NE(error_of("mle", "normal", "sinkhorn").find("got 'sinkhorn'"), std::string::npos);
+  EXPECT_EQ(error_of("fm", "8gaussians", "exact"), "");
+  EXPECT_EQ(error_of("score", "normal", "independent"), "");
+  EXPECT_EQ(error_of("mle", "normal", "independent"), "");
+
+  // Every row: its name is its registry key (what checkpoints store), aliases resolve, and
+  // the flow spec's defaults come from the object.
+  for (const auto& [name, objective] : train::objectives().entries()) {
+    EXPECT_EQ(objective->name(), name);
+    train::FlowSpec spec;
+    spec.objective = name;
+    EXPECT_EQ(spec.network_param(), objective->default_param()) << name;
+    EXPECT_EQ(&spec.training_objective(), objective) << name;
+  }
+  EXPECT_EQ(train::canonical_objective("score-matching"), "score");
+  EXPECT_EQ(&train::objective_named("flow-matching"), train::objectives().get("fm"));
+  EXPECT_THROW(train::objective_named("gan"), Error);
+
+  // One step of each trains from the pairs (or data alone) the objective asked for.
+  for (const auto& name : train::objectives().names()) {
+    train::FlowSpec spec;
+    spec.objective = name;
+    spec.model.width = 16;
+    train::TrainOptions o;
+    o.steps = 1;
+    o.batch_size = 32;
+    o.mle.solve.method = "rk4";
+    o.mle.solve.steps = 2;
+    train::Trainer t(spec, o, data::make_source("moons"), data::make_source("normal"));
+    EXPECT_TRUE(std::isfinite(t.step().loss.item<double>())) << name;
+  }
+}
+
+TEST(TrainCheckpoint, LoadsItsScheduleAndPriorOnce) {
+  // A checkpoint's typed parts are what its spec names, built once at load: the schedule
+  // with its parameters and the prior of the model's dimension.
+  train::FlowSpec spec;
+  spec.schedule = "vp:beta_min=0.2,beta_max=12";
+  spec.model.width = 16;
+  spec.data = "moons";
+  train::TrainOptions o;
+  o.steps = 1;
+  train::Trainer t(spec, o, data::make_source("moons"), data::make_source("normal"));
+  const auto path = temp_path("typed.pt");
+  t.save(path);
+  auto c = train::load_checkpoint(path);
+  ASSERT_TRUE(c.schedule && c.prior);
+  EXPECT_EQ(c.schedule->describe(), t.schedule()->describe());
+  EXPECT_EQ(c.schedule->describe(), path::make_schedule(spec.schedule)->describe());
+  EXPECT_EQ(c.prior->spec(), "normal");
+  EXPECT_EQ(c.prior->dim(), 2);
+  EXPECT_THROW(train::to_pixels(c.spec, torch::zeros({1, 2})), Error);  // not an image model
 }
 
 TEST(TrainTest, SchrodingerBridgeCouplingIsRefusedOffTheStraightPath) {

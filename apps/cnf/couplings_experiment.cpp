@@ -83,7 +83,7 @@ int run_couplings(const CouplingsArgs& a) {
             train_with_progress(trainer, "couplings: " + task + " " + cname, !a.quiet);
         auto model = trainer.ema_model();
         model->eval();
-        auto schedule = spec.make_schedule();
+        const auto& schedule = trainer.schedule();
         auto h = halves(split.holdout);
         EvalArgs e;
         e.n = h.a.size(0);

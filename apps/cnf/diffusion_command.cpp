@@ -125,7 +125,7 @@ int run_samplers(const SamplersArgs& a) {
     trainer.save(a.out + "/model.pt");
     c = train::load_checkpoint(a.out + "/model.pt", device);
   }
-  auto schedule = c.spec.make_schedule();
+  const auto& schedule = c.schedule;
   const path::Param param = c.spec.network_param();
   auto split = data::split_source(c.spec.data, c.spec.model.dim, 2 * a.n, 0.1, a.common.seed);
   auto held_a = split.holdout.slice(0, 0, a.n), held_b = split.holdout.slice(0, a.n, 2 * a.n);

@@ -38,13 +38,7 @@ struct EvalArgs {
   }
 
   ode::SolveOptions solve_options() const {
-    ode::SolveOptions so;
-    so.method = method;
-    so.steps = steps;
-    so.adaptive.rtol = rtol;
-    so.adaptive.atol = atol;
-    so.adaptive.max_steps = max_steps;
-    return so;
+    return ode::SolveOptions::of(method, steps, rtol, atol, max_steps);
   }
 };
 

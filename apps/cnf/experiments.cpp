@@ -63,7 +63,7 @@ int run_nfe_error(const NfeErrorArgs& a) {
     trainer.save(a.out + "/" + name + ".pt");
     auto model = trainer.model();
     model->eval();
-    auto schedule = spec.make_schedule();
+    const auto& schedule = trainer.schedule();
 
     auto gen = stream_generator(a.common.seed, Stream::nfe_study);
     auto x_1 = torch::randn({a.n, data_source->dim()}, gen, torch::kFloat32).to(device);

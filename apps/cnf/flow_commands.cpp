@@ -96,7 +96,7 @@ int run_sample(const SampleArgs& a) {
   auto device = setup(a.common);
   check_npy_out(a.out);
   auto c = load_flow(a.source, device);
-  auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
+  const auto& prior = c.prior;
   auto gen = stream_generator(a.common.seed, Stream::sampling);
   torch::Tensor x_1;
   if (a.noise.empty()) {
@@ -124,15 +124,15 @@ int run_sample(const SampleArgs& a) {
     // log rho_0 of each sample from its own trajectory (instantaneous change of variables).
     DensityArgs d;
     d.divergence = a.divergence;
-    auto r = density::sample_with_log_prob(*c.model, *c.spec.make_schedule(), *prior, x_1,
+    auto r = density::sample_with_log_prob(*c.model, *c.schedule, *prior, x_1,
                                            likelihood_options(a.eval, d, c), gen);
     sol.y = ode::State{r.x};
     sol.nfe = r.nfe;
     logp = r.log_prob.to(torch::kCPU);
   } else {
     auto net = with_labels(c.network, labels.defined() ? labels.to(device) : labels, a.guidance);
-    auto r = draw_samples(*net, c.spec.network_param(), *c.spec.make_schedule(), x_1,
-                          a.eval.sampler_options(), gen);
+    auto r =
+        draw_samples(*net, c.spec.network_param(), *c.schedule, x_1, a.eval.sampler_options(), gen);
     sol.y = ode::State{r.x};
     sol.nfe = r.nfe;
   }
@@ -148,7 +148,7 @@ int run_sample(const SampleArgs& a) {
   if (images) {
     // Image models also get a grid of (the first 100) samples as a PNG.
     const std::string grid = a.grid.empty() ? a.out.substr(0, a.out.size() - 4) + ".png" : a.grid;
-    write_sample_grid(grid, c.spec.data, x, 100,
+    write_sample_grid(grid, c.spec, x, 100,
                       labels.defined() && a.label == "all" ? c.spec.model.classes : 10);
     std::printf("wrote a grid of the samples to %s\n", grid.c_str());
   }
@@ -172,8 +172,8 @@ int run_eval(const EvalCmdArgs& a) {
   auto device = setup(a.common);
   auto c = load_flow(a.source, device);
   const std::string spec = a.data.empty() ? c.spec.data : a.data;
-  auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
-  auto ev = evaluate(*c.network, c.spec.network_param(), *c.spec.make_schedule(), *prior,
+  const auto& prior = c.prior;
+  auto ev = evaluate(*c.network, c.spec.network_param(), *c.schedule, *prior,
                      checkpoint_holdout(c, a.source.name(), spec, a.dim, a.eval.n, a.common.seed),
                      a.eval, a.common.seed, device);
   std::printf("W2 = %.4f  W2 floor = %.4f  MMD^2 = %.3e  NFE = %lld  (n = %lld, %s)\n", ev.w2,
@@ -213,11 +213,11 @@ int run_image_nll(const NllArgs& a, const train::Checkpoint& c, const std::strin
             split.train->dim(), " pixels but the model in '", a.source.name(), "' has ",
             c.spec.model.dim);
   const int64_t n = std::min(a.eval.n, split.test.levels.size(0));
-  auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
+  const auto& prior = c.prior;
   auto o = likelihood_options(a.eval, a.density, c);
   auto gen = stream_generator(a.common.seed, Stream::likelihood);
   auto t0 = std::chrono::steady_clock::now();
-  auto r = density::image_bits_per_dim(*c.model, *c.spec.make_schedule(), *prior, *split.train,
+  auto r = density::image_bits_per_dim(*c.model, *c.schedule, *prior, *split.train,
                                        split.test.levels.slice(0, 0, n), a.dequant_samples, o, gen);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::printf(
@@ -257,8 +257,7 @@ density::LikelihoodResult log_likelihood_sharded(const train::Checkpoint& c,
   CNF_CHECK(hi > lo, "-n ", n, " held-out points leave rank ", rank, " of ", world,
             " without rows; use -n >= ", world);
   auto gen_k = rank == 0 ? gen : stream_generator(seed, Stream::likelihood, rank);
-  auto mine = density::log_likelihood(*c.model, *c.spec.make_schedule(), prior, x.slice(0, lo, hi),
-                                      o, gen_k);
+  auto mine = density::log_likelihood(*c.model, *c.schedule, prior, x.slice(0, lo, hi), o, gen_k);
   auto pad = [&](const at::Tensor& t) {
     auto out = torch::zeros({m}, torch::kFloat64);
     out.slice(0, 0, hi - lo).copy_(t.to(torch::kCPU, torch::kFloat64).reshape({-1}));
@@ -329,14 +328,14 @@ int run_nll(const NllArgs& a) {
   }
   auto gen = stream_generator(a.common.seed, Stream::likelihood);
   if (a.bins > 0) x = density::dequantize(x, a.bins, gen);
-  auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
+  const auto& prior = c.prior;
   auto o = likelihood_options(a.eval, a.density, c);
   auto t0 = std::chrono::steady_clock::now();
   std::vector<int64_t> rank_nfe;
-  const auto r = group ? log_likelihood_sharded(c, *prior, x.to(device), o, gen, a.common.seed,
-                                                *group, rank_nfe)
-                       : density::log_likelihood(*c.model, *c.spec.make_schedule(), *prior,
-                                                 x.to(device), o, gen);
+  const auto r =
+      group
+          ? log_likelihood_sharded(c, *prior, x.to(device), o, gen, a.common.seed, *group, rank_nfe)
+          : density::log_likelihood(*c.model, *c.schedule, *prior, x.to(device), o, gen);
   if (group && group->rank() != 0) return 0;
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report_nll(a, r, o, x, a.points.empty() ? spec : a.points, secs, rank_nfe);
@@ -361,9 +360,9 @@ int run_score(const ScoreArgs& a) {
   check_npy_out(a.out);
   auto c = load_flow(a.source, device);
   auto x = read_points(a.points, c, a.source.name());
-  auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
+  const auto& prior = c.prior;
   auto o = likelihood_options(a.eval, a.density, c);
-  auto s = density::score(*c.model, *c.spec.make_schedule(), *prior, x.to(device), a.t, o);
+  auto s = density::score(*c.model, *c.schedule, *prior, x.to(device), a.t, o);
   io::write_npy(a.out, s.to(torch::kCPU));
   std::printf("wrote the score grad log rho_t at t = %g of %lld points to %s\n", a.t,
               static_cast<long long>(x.size(0)), a.out.c_str());
@@ -383,11 +382,11 @@ struct EntropyArgs {
 int run_entropy(const EntropyArgs& a) {
   auto device = setup(a.common);
   auto c = load_flow(a.source, device);
-  auto prior = data::make_source(c.spec.prior, c.spec.model.dim);
+  const auto& prior = c.prior;
   auto o = likelihood_options(a.eval, a.density, c);
   auto gen = stream_generator(a.common.seed, Stream::likelihood);
   auto t0 = std::chrono::steady_clock::now();
-  const auto h = density::entropy(*c.model, *c.spec.make_schedule(), *prior, a.eval.n, o, gen);
+  const auto h = density::entropy(*c.model, *c.schedule, *prior, a.eval.n, o, gen);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const std::string route = density::divergence_name(o.divergence.method);
   std::printf("H = %.4f +- %.4f nats (n = %lld samples, %s divergence, %s from t = %g, %.2f s)\n",

@@ -9,11 +9,9 @@
 #include <string>
 
 #include "cnf/nn/velocity.h"
+#include "cnf/train/flow_spec.h"
 
 namespace cnf::app {
-
-/// Model-space rows [N, D] of image data `data_spec` as pixels [N, C, H, W] in [0, 1].
-torch::Tensor image_pixels(const std::string& data_spec, const torch::Tensor& rows);
 
 /// Labels [n] for sampling a model with `classes` classes: "" -> none (undefined tensor),
 /// "all" -> i mod classes, or one class number. Errors name the bad value.
@@ -23,8 +21,9 @@ torch::Tensor sample_labels(const std::string& label, int64_t n, int64_t classes
 /// itself when `labels` is undefined.
 nn::VelocityField with_labels(nn::VelocityField net, const torch::Tensor& labels, double guidance);
 
-/// Writes a PNG grid of the first `max_images` of `rows` (model space of `data_spec`).
-void write_sample_grid(const std::string& path, const std::string& data_spec,
+/// Writes a PNG grid of the first `max_images` of `rows` (model space of the image model
+/// `spec`; train::to_pixels, without reading the data set).
+void write_sample_grid(const std::string& path, const train::FlowSpec& spec,
                        const torch::Tensor& rows, int64_t max_images = 100, int64_t columns = 10);
 
 /// Registers `cnf experiment images` (apps/cnf/images_experiment.cpp); -1 when not chosen.

@@ -23,12 +23,6 @@ namespace cnf::app {
 
 // ------------------------------------------------------------------ shared helpers
 
-torch::Tensor image_pixels(const std::string& data_spec, const torch::Tensor& rows) {
-  CNF_CHECK(data::is_image_spec(data_spec), "'", data_spec, "' is not image data");
-  auto split = data::load_image_spec(data_spec);
-  return split.train->to_pixels(rows.to(torch::kCPU, torch::kFloat32));
-}
-
 torch::Tensor sample_labels(const std::string& label, int64_t n, int64_t classes) {
   if (label.empty()) return {};
   CNF_CHECK(classes > 0, "--label needs a class-conditional model (trained with --classes K)");
@@ -51,9 +45,9 @@ nn::VelocityField with_labels(nn::VelocityField net, const torch::Tensor& labels
   return std::make_shared<nn::GuidedFieldImpl>(std::move(net), labels, guidance);
 }
 
-void write_sample_grid(const std::string& path, const std::string& data_spec,
+void write_sample_grid(const std::string& path, const train::FlowSpec& spec,
                        const torch::Tensor& rows, int64_t max_images, int64_t columns) {
-  auto px = image_pixels(data_spec, rows.slice(0, 0, std::min(max_images, rows.size(0))));
+  auto px = train::to_pixels(spec, rows.slice(0, 0, std::min(max_images, rows.size(0))));
   io::image_grid_png(path, px, columns, px.size(2) <= 14 ? 3 : 2);
 }
 
@@ -213,8 +207,8 @@ json stage_eval(const ImagesArgs& a, const Method& m, torch::Device device) {
   auto c = train::load_checkpoint(ckpt, device);
   auto classifier = metrics::load_classifier(classifier_path(a));
   auto split = data::load_image_spec(a.data);
-  auto schedule = c.spec.make_schedule();
-  auto prior = data::make_source("normal", c.spec.model.dim);
+  const auto& schedule = c.schedule;
+  const auto& prior = c.prior;
   ode::SolveOptions so;
   so.method = "dopri5";
   so.adaptive.rtol = a.rtol;

@@ -75,7 +75,7 @@ int run_mle_experiment(const MleExperimentArgs& a) {
       trainer.save(a.out + "/" + tag + ".pt");
       auto model = trainer.model();
       model->eval();
-      auto schedule = spec.make_schedule();
+      const auto& schedule = trainer.schedule();
 
       // Test NLL with the exact divergence, dopri5 at 1e-5.
       density::LikelihoodOptions lo;

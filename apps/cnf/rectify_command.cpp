@@ -190,8 +190,8 @@ RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, 
   const Lineage up = read_lineage(parent.config);
   CNF_CHECK(up.generator_steps == 0, "'", parent_name, "' is a distilled ", up.generator_steps,
             "-step generator, not a flow; reflow or distil the flow it came from");
-  auto schedule = parent.spec.make_schedule();
-  auto prior = data::make_source(parent.spec.prior, parent.spec.model.dim);
+  const auto& schedule = parent.schedule;
+  const auto& prior = parent.prior;
   make_dir(a.out);
 
   rectify::PairOptions po;

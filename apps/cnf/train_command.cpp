@@ -468,10 +468,10 @@ Evaluation evaluate_sharded(nn::VelocityFieldImpl& model, path::Param param,
 
 // samples.png (held-out data beside the samples), trajectories.png and density.png (a 2-D
 // histogram of the samples) for data of two or more dimensions; a grid for image data.
-void write_sample_plots(const TrainArgs& a, const Holdout& h, const Evaluation& ev,
-                        const std::vector<torch::Tensor>& traj) {
-  if (data::is_image_spec(a.spec.data)) {
-    write_sample_grid(a.out + "/samples.png", a.spec.data, ev.samples);
+void write_sample_plots(const TrainArgs& a, const train::FlowSpec& spec, const Holdout& h,
+                        const Evaluation& ev, const std::vector<torch::Tensor>& traj) {
+  if (data::is_image_spec(spec.data)) {
+    write_sample_grid(a.out + "/samples.png", spec, ev.samples);
     return;
   }
   if (ev.samples.size(1) < 2) return;
@@ -576,7 +576,7 @@ int evaluate_and_report(const TrainArgs& a, train::Trainer& trainer, const Train
                         torch::Device device, double param_diff, bool demo) {
   auto model = trainer.ema_model();
   model->eval();
-  auto schedule = a.spec.make_schedule();
+  const auto& schedule = trainer.schedule();
   auto h = halves(split.holdout);
   const int64_t n_traj = std::min<int64_t>(h.a.size(0), 300);
   std::vector<torch::Tensor> traj;
@@ -591,7 +591,7 @@ int evaluate_and_report(const TrainArgs& a, train::Trainer& trainer, const Train
             : evaluate(*model, param, *schedule, prior, h, a.eval, a.common.seed, device, observer);
   if (group && group->rank() != 0) return 0;  // rank 0 writes every output
   io::write_npy(a.out + "/samples.npy", ev.samples);
-  write_sample_plots(a, h, ev, traj);
+  write_sample_plots(a, trainer.spec(), h, ev, traj);
   write_nfe_plot(a.out, run);
   const json j =
       train_metrics(a, trainer, run, ev, group ? group->world_size() : 1, param_diff, rank_nfe);
@@ -642,7 +642,7 @@ int run_train(const TrainArgs& a, const CLI::App* sub, bool demo) {
   // evaluation's stream and settings), so the rows compare like with like.
   StepEvaluation evaluate_now;
   if (a.eval_every > 0)
-    evaluate_now = [&, holdout = halves(split.holdout), schedule = a.spec.make_schedule()] {
+    evaluate_now = [&, holdout = halves(split.holdout), schedule = trainer.schedule()] {
       torch::NoGradGuard no_grad;
       auto model = trainer.ema_model();
       const bool training = model->is_training();

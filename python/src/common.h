@@ -25,10 +25,6 @@ at::Tensor checked(const at::Tensor& x, const char* name, int64_t rank = 2, bool
 /// Optional weights (None -> undefined): a finite non-negative float vector of `n` entries.
 at::Tensor checked_weights(const py::object& w, const char* name, int64_t n);
 
-/// ODE options of a Python call: `method` checked against the registry (the error lists the
-/// valid names), steps, tolerances and step limit checked.
-ode::SolveOptions solve_options(const std::string& method, int64_t steps, double rtol, double atol,
-                                int64_t max_steps);
 /// Likelihood options of a Python call (divergence by name; `analytic_ok`: the network has
 /// the analytic route, else it falls back to the exact one).
 density::LikelihoodOptions likelihood_options(const std::string& divergence, int64_t probes,

@@ -26,10 +26,7 @@ namespace {
 class Flow {
  public:
   Flow(train::Checkpoint c, std::string origin, bool from_checkpoint)
-      : c_(std::move(c)), origin_(std::move(origin)), from_checkpoint_(from_checkpoint) {
-    schedule_ = c_.spec.make_schedule();
-    prior_ = data::make_source(c_.spec.prior, c_.spec.model.dim);
-  }
+      : c_(std::move(c)), origin_(std::move(origin)), from_checkpoint_(from_checkpoint) {}
 
   at::Tensor sample(const py::object& n, const py::object& noise, const std::string& sampler,
                     const std::string& method, int64_t steps, double rtol, double atol, double eta,
@@ -40,14 +37,14 @@ class Flow {
     so.steps = steps;
     so.eta = eta;
     so.spacing = sde::parse_spacing(spacing);
-    so.ode = solve_options(method, steps, rtol, atol, 100000);
+    so.ode = ode::SolveOptions::of(method, steps, rtol, atol);
     so.validate();
     auto gen = make_generator(seed);
     auto x_1 = prior_draws(n, noise, gen);
     py::gil_scoped_release release;
     torch::NoGradGuard no_grad;
-    auto r = sde::sample(*c_.network, c_.spec.network_param(), *schedule_,
-                         x_1 * sde::start_scale(*schedule_, so), so, gen);
+    auto r = sde::sample(*c_.network, c_.spec.network_param(), *c_.schedule,
+                         x_1 * sde::start_scale(*c_.schedule, so), so, gen);
     last_nfe_ = r.nfe;
     return r.x;
   }
@@ -64,7 +61,7 @@ class Flow {
     auto gen = make_generator(seed);
     auto x_1 = prior_draws(n, noise, gen);
     py::gil_scoped_release release;
-    auto r = density::sample_with_log_prob(*c_.model, *schedule_, *prior_, x_1, o, gen);
+    auto r = density::sample_with_log_prob(*c_.model, *c_.schedule, *c_.prior, x_1, o, gen);
     last_nfe_ = r.nfe;
     return {r.x, r.log_prob};
   }
@@ -77,7 +74,7 @@ class Flow {
                                 start(t_start), c_.model->has_analytic_divergence());
     auto gen = make_generator(seed);
     py::gil_scoped_release release;
-    auto r = density::log_likelihood(*c_.model, *schedule_, *prior_, pts, o, gen);
+    auto r = density::log_likelihood(*c_.model, *c_.schedule, *c_.prior, pts, o, gen);
     last_nfe_ = r.nfe;
     return r.log_prob;
   }
@@ -88,7 +85,7 @@ class Flow {
     CNF_CHECK(t >= 0 && t < 1, "t must be in [0, 1), got ", t);
     auto o = likelihood_options("exact", 1, false, method, 100, rtol, atol, 0.0, false);
     py::gil_scoped_release release;
-    return density::score(*c_.model, *schedule_, *prior_, pts, t, o);
+    return density::score(*c_.model, *c_.schedule, *c_.prior, pts, t, o);
   }
 
   // The velocity field (or the raw network) at x and t (a number or one time per row).
@@ -119,7 +116,7 @@ class Flow {
   }
 
   const train::Checkpoint& checkpoint() const { return c_; }
-  const path::Schedule& schedule() const { return *schedule_; }
+  const path::Schedule& schedule() const { return *c_.schedule; }
   const std::string& origin() const { return origin_; }
   int64_t last_nfe() const { return last_nfe_; }
   std::vector<int64_t> shape() const { return c_.network->sample_shape(); }
@@ -150,12 +147,10 @@ class Flow {
     if (!noise.is_none()) return points(noise.cast<at::Tensor>());
     const auto count = n.cast<int64_t>();
     CNF_CHECK(count >= 1, "n must be >= 1, got ", count);
-    return prior_->sample(count, gen);
+    return c_.prior->sample(count, gen);
   }
 
   train::Checkpoint c_;
-  path::SchedulePtr schedule_;
-  data::SourcePtr prior_;
   std::string origin_;
   bool from_checkpoint_;
   std::atomic<int64_t> last_nfe_{0};

@@ -26,28 +26,12 @@
 
 namespace cnf::python {
 
-ode::SolveOptions solve_options(const std::string& method, int64_t steps, double rtol, double atol,
-                                int64_t max_steps) {
-  ode::tableaus().get(method);  // an unknown name lists the valid ones
-  CNF_CHECK(steps >= 1, "steps must be >= 1, got ", steps);
-  CNF_CHECK(rtol > 0 && atol > 0, "rtol and atol must be > 0, got rtol = ", rtol,
-            ", atol = ", atol);
-  CNF_CHECK(max_steps >= 1, "max_steps must be >= 1, got ", max_steps);
-  ode::SolveOptions o;
-  o.method = method;
-  o.steps = steps;
-  o.adaptive.rtol = rtol;
-  o.adaptive.atol = atol;
-  o.adaptive.max_steps = max_steps;
-  return o;
-}
-
 density::LikelihoodOptions likelihood_options(const std::string& divergence, int64_t probes,
                                               bool gaussian_probes, const std::string& method,
                                               int64_t steps, double rtol, double atol,
                                               double t_start, bool analytic_ok) {
   density::LikelihoodOptions o;
-  o.solve = solve_options(method, steps, rtol, atol, 100000);
+  o.solve = ode::SolveOptions::of(method, steps, rtol, atol);
   o.divergence.method = density::parse_divergence(divergence);
   // The analytic route exists for cnf's MLP and hollow networks; others use autograd.
   if (o.divergence.method == density::Divergence::analytic && !analytic_ok)
@@ -192,7 +176,7 @@ SolveResult solve(const Field& f, const at::Tensor& x, double t0, double t1,
   auto y0 = checked(x, "x", 2, true, /*keep_grad=*/true);
   CNF_CHECK(std::isfinite(t0) && std::isfinite(t1) && t0 != t1, "t0 and t1 must be finite and ",
             "differ, got t0 = ", t0, ", t1 = ", t1);
-  auto o = solve_options(method, steps, rtol, atol, max_steps);
+  auto o = ode::SolveOptions::of(method, steps, rtol, atol, max_steps);
   set_controller(o.adaptive, controller);
   o.save_at = save_at;
   ode::Rhs rhs = [&f](double t, const ode::State& y) {

@@ -331,7 +331,7 @@ bool is_image_spec(const std::string& spec) {
          spec.rfind("png:", 0) == 0;
 }
 
-ImageSplit load_image_spec(const std::string& spec) {
+ImageSpec parse_image_spec(const std::string& spec) {
   CNF_CHECK(is_image_spec(spec), "'", spec,
             "' is not an image data spec (fashion-mnist or png:DIR)");
   // Split on ':'; for png the folder is the second field.
@@ -349,15 +349,18 @@ ImageSplit load_image_spec(const std::string& spec) {
     fields.push_back(cur);
   }
   size_t first_key = 1;
-  ImageSet train, test;
+  ImageSpec out;
   if (fields[0] == "png") {
     CNF_CHECK(fields.size() >= 2 && !fields[1].empty(), "image spec '", spec,
               "' names no folder; write png:FOLDER");
+    out.folder = fields[1];
     first_key = 2;
   }
-  int64_t size = 0, n = 0, n_test = 0;
-  std::vector<int64_t> classes;
-  ImageTransform transform;
+  int64_t& size = out.size;
+  int64_t& n = out.n;
+  int64_t& n_test = out.n_test;
+  std::vector<int64_t>& classes = out.classes;
+  ImageTransform& transform = out.transform;
   for (size_t k = first_key; k < fields.size(); ++k) {
     const auto& f = fields[k];
     auto eq = f.find('=');
@@ -399,11 +402,24 @@ ImageSplit load_image_spec(const std::string& spec) {
            "'; keys: size, classes, n, test, transform");
     }
   }
-  if (fields[0] == "png") {
-    auto all = read_png_folder(fields[1]);
+  return out;
+}
+
+std::vector<int64_t> ImageSpec::shape() const {
+  if (!folder.empty()) return {};  // known only from the files
+  const int64_t side = size > 0 ? size : 28;
+  return {1, side, side};
+}
+
+ImageSplit load_image_spec(const std::string& spec) {
+  const auto parsed = parse_image_spec(spec);
+  const auto& [folder, size, n, n_test, classes, transform] = parsed;
+  ImageSet train, test;
+  if (!folder.empty()) {
+    auto all = read_png_folder(folder);
     // 10% held out, chosen by a fixed permutation so every command sees the same split.
     const int64_t total = all.levels.size(0);
-    CNF_CHECK(total >= 2, "image folder '", fields[1], "' needs at least 2 images to hold one out");
+    CNF_CHECK(total >= 2, "image folder '", folder, "' needs at least 2 images to hold one out");
     auto gen = make_generator(0);
     auto perm = torch::randperm(total, gen, torch::kLong);
     const int64_t hold = std::max<int64_t>(1, total / 10);

@@ -447,6 +447,7 @@ train::Checkpoint import_torchscript(const ImportOptions& o) {
   c.model = c.spec.velocity_field(c.network);
   c.model->eval();
   c.config = "model = \"torchscript:" + o.file + "\"\n";
+  train::type_checkpoint(c);
   return c;
 }
 

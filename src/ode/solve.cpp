@@ -272,6 +272,22 @@ State hermite(const State& y0, const State& f0, const State& y1, const State& f1
 }
 }  // namespace
 
+SolveOptions SolveOptions::of(const std::string& method, int64_t steps, double rtol, double atol,
+                              int64_t max_steps) {
+  tableaus().get(method);  // an unknown name lists the valid ones
+  CNF_CHECK(steps >= 1, "steps must be >= 1, got ", steps);
+  CNF_CHECK(rtol > 0 && atol > 0, "rtol and atol must be > 0, got rtol = ", rtol,
+            ", atol = ", atol);
+  CNF_CHECK(max_steps >= 1, "max_steps must be >= 1, got ", max_steps);
+  SolveOptions o;
+  o.method = method;
+  o.steps = steps;
+  o.adaptive.rtol = rtol;
+  o.adaptive.atol = atol;
+  o.adaptive.max_steps = max_steps;
+  return o;
+}
+
 Solution solve(const Rhs& f, const State& y0, double t0, double t1, const ButcherTableau& tableau,
                StepController& controller, const Observer& observer,
                const std::vector<double>& save_at) {

@@ -5,13 +5,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <fstream>
 #include <mutex>
-#include <set>
 #include <sstream>
 #include <tuple>
 
-#include "archive_check.h"
+#include "archive.h"
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
 #include "cnf/data/images.h"
@@ -22,15 +20,6 @@
 #include "fused_adam.h"
 
 namespace cnf::train {
-
-// ---------------------------------------------------------------------------- FlowSpec
-
-const Registry<Objective>& objectives() {
-  static const Registry<Objective> registry("objective", {{"fm", Objective::flow_matching},
-                                                          {"score", Objective::score_matching},
-                                                          {"mle", Objective::mle}});
-  return registry;
-}
 
 const Registry<Optimizer>& optimizers() {
   static const Registry<Optimizer> r("optimizer",
@@ -47,128 +36,6 @@ const Registry<CouplingScope>& coupling_scopes() {
   static const Registry<CouplingScope> r(
       "coupling scope", {{"rank", CouplingScope::rank}, {"global", CouplingScope::global}});
   return r;
-}
-
-std::string canonical_objective(const std::string& name) {
-  if (name == "flow-matching") return "fm";
-  if (name == "score-matching") return "score";
-  objectives().get(name);  // unknown names fail, listing the valid ones
-  return name;
-}
-
-path::Param FlowSpec::network_param() const {
-  if (!param.empty()) return path::parse_param(param);
-  return objectives().get(canonical_objective(objective)) == Objective::score_matching
-             ? path::Param::noise
-             : path::Param::velocity;
-}
-
-double FlowSpec::likelihood_start() const {
-  const Objective o = objectives().get(canonical_objective(objective));
-  if (o == Objective::mle) return 0.0;  // trained through the ODE from t = 0
-  const auto s = make_schedule();
-  if (o == Objective::score_matching || network_param() != path::Param::velocity)
-    return path::conversion_range(*s).lo;
-  return s->t_min();
-}
-
-nn::VelocityField FlowSpec::velocity_field(nn::VelocityField net) const {
-  return sde::velocity_view(std::move(net), network_param(), make_schedule());
-}
-
-std::string FlowSpec::serialize() const {
-  std::ostringstream os;
-  os.precision(17);
-  os << "arch=" << model.arch << "\ndim=" << model.dim << "\nwidth=" << model.width
-     << "\ndepth=" << model.depth << "\nactivation=" << model.activation
-     << "\ntime_embedding=" << model.time_embedding
-     << "\nfourier_features=" << model.fourier_features << "\nschedule=" << schedule
-     << "\nsigma_min=" << sigma_min << "\ndata=" << data << "\nprior=" << prior << "\n";
-  os << "objective=" << canonical_objective(objective)
-     << "\nparam=" << path::param_name(network_param()) << "\nweighting=" << weighting << "\n";
-  if (model.blocks > 1) os << "blocks=" << model.blocks << "\n";
-  if (model.arch == "unet")
-    os << "channels=" << model.channels << "\nheight=" << model.height
-       << "\nwidth_px=" << model.width_px << "\nchannel_mult=" << model.channel_mult
-       << "\nres_blocks=" << model.res_blocks << "\nattention=" << (model.attention ? 1 : 0)
-       << "\n";
-  if (model.classes > 0) os << "classes=" << model.classes << "\n";
-  if (!module.empty()) os << "module=" << module << "\nmodule_time=" << module_time << "\n";
-  return os.str();
-}
-
-FlowSpec FlowSpec::parse(const std::string& text, const std::string& origin) {
-  FlowSpec s;
-  std::istringstream is(text);
-  std::string line;
-  int lineno = 0;
-  while (std::getline(is, line)) {
-    ++lineno;
-    if (line.empty()) continue;
-    auto eq = line.find('=');
-    CNF_CHECK(eq != std::string::npos, origin, ": flow spec line ", lineno, " '", line,
-              "' is not key=value");
-    auto key = line.substr(0, eq), value = line.substr(eq + 1);
-    try {
-      if (key == "arch")
-        s.model.arch = value;
-      else if (key == "dim")
-        s.model.dim = std::stoll(value);
-      else if (key == "width")
-        s.model.width = std::stoll(value);
-      else if (key == "depth")
-        s.model.depth = std::stoll(value);
-      else if (key == "activation")
-        s.model.activation = value;
-      else if (key == "time_embedding")
-        s.model.time_embedding = value;
-      else if (key == "fourier_features")
-        s.model.fourier_features = std::stoll(value);
-      else if (key == "schedule")
-        s.schedule = value;
-      else if (key == "sigma_min")
-        s.sigma_min = std::stod(value);
-      else if (key == "data")
-        s.data = value;
-      else if (key == "prior")
-        s.prior = value;
-      else if (key == "objective")
-        s.objective = value;
-      else if (key == "param")
-        s.param = value;
-      else if (key == "weighting")
-        s.weighting = value;
-      else if (key == "blocks")
-        s.model.blocks = std::stoll(value);
-      else if (key == "channels")
-        s.model.channels = std::stoll(value);
-      else if (key == "height")
-        s.model.height = std::stoll(value);
-      else if (key == "width_px")
-        s.model.width_px = std::stoll(value);
-      else if (key == "channel_mult")
-        s.model.channel_mult = value;
-      else if (key == "res_blocks")
-        s.model.res_blocks = std::stoll(value);
-      else if (key == "attention")
-        s.model.attention = std::stoll(value) != 0;
-      else if (key == "classes")
-        s.model.classes = std::stoll(value);
-      else if (key == "module")
-        s.module = value;
-      else if (key == "module_time")
-        s.module_time = value;
-      else
-        fail(origin, ": unknown flow spec field '", key, "' on line ", lineno);
-    } catch (const std::logic_error&) {
-      fail(origin, ": flow spec field '", key, "' has a bad value '", value, "'");
-    }
-  }
-  return s;
-}
-
-path::SchedulePtr FlowSpec::make_schedule() const {
-  return path::make_schedule(schedule, sigma_min);
 }
 
 // ------------------------------------------------------------------------ TrainOptions
@@ -225,8 +92,8 @@ struct Trainer::State {
   path::SchedulePtr schedule;
   coupling::CouplingPtr coupling;
   data::PairTablePtr pairs;
-  Objective objective = Objective::flow_matching;
-  objective::Weighting weighting = objective::Weighting::sigma2;
+  const Objective* objective = nullptr;
+  ObjectiveInputs inputs;  // what every micro-batch's loss reads besides the batch
   nn::VelocityField model, ema;
   nn::VelocityField field;  // model read as a velocity field (flow matching trains this)
   std::vector<torch::Tensor> params, ema_params;
@@ -276,48 +143,6 @@ uint64_t shard_seed(uint64_t seed, int64_t shard) {
 }
 constexpr int64_t kCouplingStream = int64_t{1} << 40;  // the global plan's generator
 
-std::string read_string(torch::serialize::InputArchive& ar, const std::string& key,
-                        const std::string& path) {
-  c10::IValue v;
-  CNF_CHECK(ar.try_read(key, v) && v.isString(), "checkpoint '", path, "' has no '", key,
-            "' field; it was not written by cnf train (or is from an incompatible version)");
-  return v.toStringRef();
-}
-
-torch::serialize::InputArchive open_archive(const std::string& path) {
-  {
-    std::ifstream probe(path, std::ios::binary);
-    CNF_CHECK(probe.good(), "cannot open checkpoint '", path,
-              "': no such file or no permission; pass the .pt file written by cnf train");
-  }
-  check_checkpoint_archive(path);
-  torch::serialize::InputArchive ar;
-  try {
-    ar.load_from(path);
-  } catch (const std::exception& e) {
-    std::string why = e.what();
-    why = why.substr(0, why.find('\n'));
-    fail("checkpoint '", path, "' is truncated or not a cnf checkpoint (", why,
-         "); use an intact .pt file written by cnf train");
-  }
-  auto format = read_string(ar, "format", path);
-  CNF_CHECK(format == "cnf-checkpoint-1", "checkpoint '", path, "' has format '", format,
-            "', this cnf reads 'cnf-checkpoint-1'");
-  return ar;
-}
-
-void load_module(torch::serialize::InputArchive& ar, const std::string& key, torch::nn::Module& m,
-                 const std::string& path) {
-  torch::serialize::InputArchive sub;
-  CNF_CHECK(ar.try_read(key, sub), "checkpoint '", path, "' has no '", key, "' weights");
-  try {
-    m.load(sub);
-  } catch (const std::exception& e) {
-    std::string why = e.what();
-    fail("checkpoint '", path, "': the '", key, "' weights do not fit the network of its spec (",
-         why.substr(0, why.find('\n')), ")");
-  }
-}
 double gradient_norm(const std::vector<torch::Tensor>& params) {
   std::vector<at::Tensor> grads;
   for (const auto& p : params)
@@ -359,30 +184,6 @@ std::string divergence_message(int64_t step, const std::string& what, double val
 }
 }  // namespace
 
-namespace {
-nn::VelocityField build_network(const NetworkFactory& make_network, const nn::ModelSpec& spec) {
-  auto net = make_network(spec);
-  CNF_CHECK(net != nullptr, "the network factory returned no network (a null pointer)");
-  // Checkpoints store the network as a TorchScript module, whose attribute names may not be
-  // Python keywords: a submodule named "in" saves but never loads again.
-  static const std::set<std::string> keywords{
-      "False", "None",     "True",  "and",    "as",   "assert", "async",  "await",    "break",
-      "class", "continue", "def",   "del",    "elif", "else",   "except", "finally",  "for",
-      "from",  "global",   "if",    "import", "in",   "is",     "lambda", "nonlocal", "not",
-      "or",    "pass",     "raise", "return", "try",  "while",  "with",   "yield"};
-  auto check = [&](const std::string& dotted) {
-    std::istringstream parts(dotted);
-    for (std::string part; std::getline(parts, part, '.');)
-      CNF_CHECK(!keywords.count(part), "the network has a parameter or submodule named '", part,
-                "' (in '", dotted, "'), a Python keyword that checkpoints cannot store; rename it ",
-                "where the network registers it");
-  };
-  for (const auto& p : net->named_parameters()) check(p.key());
-  for (const auto& b : net->named_buffers()) check(b.key());
-  return net;
-}
-}  // namespace
-
 Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data::SourcePtr prior,
                  NetworkFactory make_network)
     : s_(std::make_unique<State>()) {
@@ -400,33 +201,20 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
     make_network = nn::make_model;
   spec.objective = canonical_objective(spec.objective);
   spec.param = path::param_name(spec.network_param());
-  s_->objective = objectives().get(spec.objective);
-  s_->weighting = objective::parse_weighting(spec.weighting);
-  if (s_->objective == Objective::mle) {
-    CNF_CHECK(prior->has_log_prob(), "maximum likelihood needs a prior with a density (normal ",
-              "or gmm:K), got '", prior->spec(), "'");
-    CNF_CHECK(options.coupling == "independent",
-              "maximum likelihood uses data only; "
-              "--coupling must be independent, got '",
-              options.coupling, "'");
-  }
-  if (s_->objective == Objective::score_matching) {
-    // Denoising score matching regresses on -x_1 / sigma_t, the score of the Gaussian
-    // transition kernel: x_1 must be N(0, I) noise drawn independently of x_0.
-    CNF_CHECK(spec.prior == "normal", "score matching needs --prior normal (the noise of the ",
-              "Gaussian transition kernel), got '", spec.prior,
-              "'; use --objective fm for bridges");
-    CNF_CHECK(options.coupling == "independent", "score matching needs --coupling independent, ",
-              "got '", options.coupling, "'; couplings pair noise with data, which breaks the ",
-              "denoising target -x_1/sigma_t");
-  }
+  s_->objective = &spec.training_objective();
+  const auto weighting = objective::parse_weighting(spec.weighting);
+  coupling::CouplingOptions co;
+  co.epsilon = options.coupling_eps;
+  co.sigma = options.bridge_sigma;
+  s_->coupling = coupling::make_coupling(options.coupling, co);
+  s_->objective->check(*prior, *s_->coupling);
   if (auto images = std::dynamic_pointer_cast<const data::ImageSource>(data)) {
-    if (spec.model.arch == "unet") {
-      auto shape = images->image_shape();
-      spec.model.channels = shape[0];
-      spec.model.height = shape[1];
-      spec.model.width_px = shape[2];
-    }
+    // The pixel layout, which every network of images records (a checkpoint turns samples
+    // into pixels without reading the data set again).
+    auto shape = images->image_shape();
+    spec.model.channels = shape[0];
+    spec.model.height = shape[1];
+    spec.model.width_px = shape[2];
     if (spec.model.classes > 0) {
       const auto& set = images->images();
       CNF_CHECK(set.classes > 0 && set.labels.min().item<int64_t>() >= 0, "--classes ",
@@ -435,9 +223,9 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
       CNF_CHECK(set.labels.max().item<int64_t>() < spec.model.classes, "'", data->spec(),
                 "' has labels up to ", set.labels.max().item<int64_t>(), " but --classes is ",
                 spec.model.classes, "; pass --classes ", set.classes);
-      CNF_CHECK(options.coupling == "independent", "class-conditional training needs --coupling ",
-                "independent (a coupling would re-pair images and labels), got '", options.coupling,
-                "'");
+      CNF_CHECK(s_->coupling->keeps_draws(), "class-conditional training needs --coupling ",
+                "independent (a coupling would re-pair images and labels), got '",
+                s_->coupling->name(), "'");
       s_->images = images;
     }
   } else {
@@ -451,10 +239,6 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   s_->data = std::move(data);
   s_->prior = std::move(prior);
   s_->schedule = spec.make_schedule();
-  coupling::CouplingOptions co;
-  co.epsilon = options.coupling_eps;
-  co.sigma = options.bridge_sigma;
-  s_->coupling = coupling::make_coupling(options.coupling, co);
   // SB-CFM (Tong et al. 2024): the entropic plan at epsilon = 2 sigma^2 with the Brownian
   // bridge's noise sigma^2 t (1 - t) added to the straight interpolant is the Schrodinger
   // bridge only on that interpolant, x_t = (1 - t) x_0 + t x_1.
@@ -475,6 +259,16 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   s_->model->to(options.device);
   s_->field = spec.velocity_field(s_->model);
   s_->params = s_->model->parameters();
+  auto& in = s_->inputs;
+  in.network = s_->model.get();
+  in.field = s_->field.get();
+  in.schedule = s_->schedule;
+  in.prior = s_->prior.get();
+  in.param = spec.network_param();
+  in.weighting = weighting;
+  in.bridge_sigma = s_->coupling->bridge_sigma();
+  in.time_grid = options.time_grid;
+  in.mle = &s_->opt.mle;
   if (options.ema_decay > 0) {
     s_->ema = build_network(make_network, spec.model);
     CNF_CHECK(s_->ema->parameters().size() == s_->model->parameters().size(),
@@ -511,8 +305,9 @@ objective::LossResult Trainer::step() {
   const auto& o = s.opt;
   const int64_t K = static_cast<int64_t>(s.gens.size());
   std::vector<Micro> micro(K);
-  const bool global_plan = o.coupling_scope == CouplingScope::global && !s.pairs &&
-                           s.objective != Objective::mle && !s.images;
+  const bool draws_prior = s.objective->pairs_with_prior();
+  const bool global_plan =
+      o.coupling_scope == CouplingScope::global && !s.pairs && draws_prior && !s.images;
   for (int64_t j = 0; j < K; ++j) {
     auto& gen = s.gens[j];
     auto& m = micro[j];
@@ -520,8 +315,8 @@ objective::LossResult Trainer::step() {
       std::tie(m.a, m.b) = s.pairs->sample(o.batch_size, gen);
       m.a = m.a.to(o.device);
       m.b = m.b.to(o.device);
-    } else if (s.objective == Objective::mle) {
-      m.a = s.data->sample(o.batch_size, gen).to(o.device);  // MLE needs data only
+    } else if (!draws_prior) {
+      m.a = s.data->sample(o.batch_size, gen).to(o.device);  // e.g. mle: data only
     } else if (s.images) {
       // Class-conditional: labels ride along; a fraction label_dropout is replaced by the
       // null label so the same network also learns the unconditional field (Ho & Salimans
@@ -569,28 +364,7 @@ objective::LossResult Trainer::step() {
     auto& gen = s.gens[j];
     const auto& m = micro[j];
     if (m.labels.defined()) s.model->set_labels(m.labels);
-    objective::LossResult r;
-    switch (s.objective) {
-      case Objective::flow_matching: {
-        objective::FlowMatchingOptions fm;
-        fm.schedule = s.schedule;
-        fm.time_grid = o.time_grid;
-        fm.bridge_sigma = s.coupling->bridge_sigma();
-        r = objective::flow_matching_loss(*s.field, {m.a, m.b}, fm, gen);
-        break;
-      }
-      case Objective::score_matching: {
-        objective::ScoreMatchingOptions sm;
-        sm.schedule = s.schedule;
-        sm.param = s.spec.network_param();
-        sm.weighting = s.weighting;
-        r = objective::score_matching_loss(*s.model, {m.a, m.b}, sm, gen);
-        break;
-      }
-      case Objective::mle:
-        r = objective::mle_loss(*s.field, *s.schedule, *s.prior, m.a, o.mle, gen);
-        break;
-    }
+    auto r = s.objective->loss(s.inputs, m.a, m.b, gen);
     if (s.images) s.model->set_labels({});
     const double loss = r.loss.item<double>();
     // Without a group the loss is checked before its backward pass; with one, after the
@@ -823,40 +597,10 @@ std::string Trainer::resume(const std::string& path) {
 std::string Trainer::coupling_report() const { return s_->coupling->report(); }
 int64_t Trainer::steps_done() const { return s_->step; }
 const FlowSpec& Trainer::spec() const { return s_->spec; }
+const path::SchedulePtr& Trainer::schedule() const { return s_->schedule; }
 const TrainOptions& Trainer::options() const { return s_->opt; }
 nn::VelocityField Trainer::model() const { return s_->model; }
 nn::VelocityField Trainer::ema_model() const { return s_->ema ? s_->ema : s_->model; }
 nn::VelocityField Trainer::ema_velocity() const { return s_->spec.velocity_field(ema_model()); }
-
-FlowSpec read_flow_spec(const std::string& path) {
-  auto ar = open_archive(path);
-  return FlowSpec::parse(read_string(ar, "spec", path), path);
-}
-
-Checkpoint load_checkpoint(const std::string& path, c10::Device device,
-                           const NetworkFactory& make_network, bool ema) {
-  auto ar = open_archive(path);
-  Checkpoint c;
-  c.spec = FlowSpec::parse(read_string(ar, "spec", path), path);
-  c.config = read_string(ar, "config", path);
-  c10::IValue step;
-  if (ar.try_read("step", step) && step.isInt()) c.step = step.toInt();
-  if (c.spec.model.arch == kCustomArch)
-    CNF_CHECK(make_network, "checkpoint '", path, "' holds a network built by a program's own ",
-              "NetworkFactory (arch=custom); load it with train::load_checkpoint(path, device, ",
-              "factory) and that factory");
-  if (c.spec.model.arch == "torchscript")
-    CNF_CHECK(make_network, "checkpoint '", path, "' holds a fine-tuned TorchScript module (",
-              c.spec.module, "); load it with interop::load_flow (cnf's verbs do)");
-  c.network =
-      build_network(make_network ? make_network : NetworkFactory(nn::make_model), c.spec.model);
-  torch::serialize::InputArchive probe;
-  load_module(ar, ema && ar.try_read("ema", probe) ? "ema" : "model", *c.network, path);
-  c.network->to(device);
-  c.network->eval();
-  c.model = c.spec.velocity_field(c.network);
-  c.model->eval();
-  return c;
-}
 
 }  // namespace cnf::train

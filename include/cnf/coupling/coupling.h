@@ -46,6 +46,9 @@ class Coupling {
   virtual std::string describe() const { return name(); }
   /// sigma of the Brownian-bridge noise the objective adds to the path (0: none).
   virtual double bridge_sigma() const { return 0.0; }
+  /// Whether it keeps the independent draws as they are (objectives that need independent
+  /// noise, and class labels riding with their images, accept only such a coupling).
+  virtual bool keeps_draws() const { return false; }
   /// One line for a training report about the plans solved so far (e.g. how many did not
   /// converge), or "" when there is nothing to say.
   virtual std::string report() const { return ""; }
@@ -79,6 +82,7 @@ class Independent final : public Coupling {
     return {x_0, x_1};
   }
   std::string name() const override { return "independent"; }
+  bool keeps_draws() const override { return true; }
 };
 
 /// Minibatch exact OT (OT-CFM). Deterministic: draws nothing from the generator when the

@@ -136,6 +136,26 @@ struct ImageSplit {
   /// The held-out test images (levels, not dequantized).
   ImageSet test;
 };
+/// The keys of an image spec (see ImageSplit), read without touching any file.
+struct ImageSpec {
+  /// png: the folder; empty for fashion-mnist.
+  std::string folder;
+  /// size=S (0: the files' own size).
+  int64_t size = 0;
+  /// n=N (0: every training image).
+  int64_t n = 0;
+  /// test=N (0: every test image).
+  int64_t n_test = 0;
+  /// classes=A+B+... (empty: all).
+  std::vector<int64_t> classes;
+  /// transform=... (scale by default).
+  ImageTransform transform;
+  /// {C, H, W} when the spec alone fixes it (fashion-mnist: {1, S, S}, S = size or 28);
+  /// empty for a PNG folder, whose size only its files tell.
+  std::vector<int64_t> shape() const;
+};
+/// Reads the keys of an image spec; errors name the bad key or value.
+ImageSpec parse_image_spec(const std::string& spec);
 /// Loads both parts of an image spec (see ImageSplit); errors name the bad key or file.
 ImageSplit load_image_spec(const std::string& spec);
 

@@ -20,7 +20,7 @@
 #include <string>
 
 #include "cnf/path/affine.h"
-#include "cnf/train/trainer.h"
+#include "cnf/train/checkpoint.h"
 
 /// PyTorch interop: TorchScript export of cnf's flows and import of PyTorch-trained ones.
 namespace cnf::interop {

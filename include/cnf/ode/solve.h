@@ -215,6 +215,12 @@ struct SolveOptions {
   std::vector<double> save_at;
   /// Optional observer of every accepted step.
   Observer observer;
+
+  /// The options of a method with `steps` fixed steps or the tolerances and step limit of
+  /// adaptive stepping, checked: an unknown method lists the valid ones, and steps,
+  /// tolerances and max_steps must be positive (errors name the field).
+  static SolveOptions of(const std::string& method, int64_t steps, double rtol, double atol,
+                         int64_t max_steps = 100000);
 };
 
 /// What ode::solve returns: the final state, the states at save_at, and the counts.

@@ -36,71 +36,15 @@
 #include "cnf/objective/mle.h"
 #include "cnf/path/affine.h"
 #include "cnf/path/schedule.h"
+#include "cnf/train/checkpoint.h"
+#include "cnf/train/flow_spec.h"
+#include "cnf/train/objectives.h"
 
 namespace cnf::dist {
 class Group;
 }
 
-/// Training: the trainer, checkpoints, and generation with a trained flow.
 namespace cnf::train {
-
-/// The training objectives. Names (registry `objectives()`): fm (conditional flow matching,
-/// objective/flow_matching.h) and score (denoising score matching,
-/// objective/score_matching.h) and mle (maximum likelihood through the ODE,
-/// objective/mle.h); "flow-matching" and "score-matching" are accepted too.
-enum class Objective { flow_matching, score_matching, mle };
-/// The objectives by name: fm, score, mle.
-const Registry<Objective>& objectives();
-/// The registry name of `name` or of its alias; unknown names list the valid ones.
-std::string canonical_objective(const std::string& name);
-
-/// Everything needed to rebuild a trained flow: network, path, data and prior specs, and
-/// what the network predicts. Checkpoints written before `objective`, `param` and
-/// `weighting` existed parse as fm / velocity / sigma2.
-struct FlowSpec {
-  /// The network.
-  nn::ModelSpec model;
-  /// Schedule name (path::make_schedule).
-  std::string schedule = "condot";
-  /// sigma_min of condot.
-  double sigma_min = 0.0;
-  /// Data spec (data::make_source).
-  std::string data = "moons";
-  /// Prior spec (data::make_source).
-  std::string prior = "normal";
-  /// Objective: fm, score or mle (canonical_objective accepts the aliases).
-  std::string objective = "fm";
-  /// What the network predicts: velocity, score, data or noise; empty means the objective's
-  /// natural choice (fm: velocity, score: noise). Any of them trains with either objective.
-  std::string param;
-  /// Score-matching weighting lambda(t): sigma2, likelihood or uniform.
-  std::string weighting = "sigma2";
-  /// For model.arch "torchscript" (a PyTorch module fine-tuned by cnf, interop/torchscript.h):
-  /// the module's file and its time convention, from which the network is rebuilt before
-  /// the checkpoint's weights are loaded into it. Empty otherwise.
-  std::string module;
-  /// The module's time convention (data-at-0 or data-at-1), with `module`.
-  std::string module_time;
-
-  /// The spec as key=value lines, as a checkpoint stores it.
-  std::string serialize() const;
-  /// Reads the lines serialize() writes; missing keys keep their defaults, unknown keys and bad
-  /// values fail naming `origin` and the line.
-  static FlowSpec parse(const std::string& text, const std::string& origin);
-  /// The schedule `schedule` with `sigma_min`.
-  path::SchedulePtr make_schedule() const;
-  /// `param`, resolved to the objective's default when empty.
-  path::Param network_param() const;
-  /// The smallest time the network was trained at, where likelihoods start
-  /// (density::LikelihoodOptions::t_start): 0 for mle; for fm with a velocity network the
-  /// schedule's t_min() (1e-3 on vp and subvp, 0 elsewhere); for score matching and
-  /// networks predicting noise, data or score, the start of path::conversion_range (below
-  /// it the converted field is frozen).
-  double likelihood_start() const;
-  /// `net` (built from `model`) read as a velocity field: itself for velocity models, else a
-  /// conversion through path::convert (sde/parameterized.h).
-  nn::VelocityField velocity_field(nn::VelocityField net) const;
-};
 
 /// The optimizers (registry `optimizers()`): adam (L2 weight decay), adamw (decoupled).
 enum class Optimizer { adam, adamw };
@@ -176,17 +120,6 @@ std::string coupling_warning(const FlowSpec& spec, const TrainOptions& options);
 /// Learning rate at `step` (0-based) under the options' schedule and warm-up.
 double learning_rate(const TrainOptions& options, int64_t step);
 
-/// Builds the network that a Trainer trains or a checkpoint loads into, from the spec's
-/// model description (whose `dim` the trainer sets to the data's). The default is
-/// nn::make_model. A program passes its own to train any nn::VelocityFieldImpl it defines
-/// (examples/custom_field): the factory is called once for the network and once more for its
-/// EMA copy, and must build networks with the same parameters in the same order each time.
-using NetworkFactory = std::function<nn::VelocityField(const nn::ModelSpec&)>;
-
-/// The architecture name a FlowSpec records for a network built by a program's own
-/// NetworkFactory; such a checkpoint loads only through load_checkpoint(path, device, factory).
-inline constexpr const char* kCustomArch = "custom";
-
 /// The training loop (see the file comment): draws and pairs the batches, takes the optimizer
 /// steps, keeps the EMA and writes and resumes checkpoints.
 ///
@@ -261,6 +194,8 @@ class Trainer {
   int64_t steps_done() const;
   /// The flow spec.
   const FlowSpec& spec() const;
+  /// The schedule of the path it trains on (built once from the spec).
+  const path::SchedulePtr& schedule() const;
   /// The training options.
   const TrainOptions& options() const;
   /// The trained network, and its EMA (the network itself when the EMA is off).
@@ -275,33 +210,5 @@ class Trainer {
   struct State;
   std::unique_ptr<State> s_;
 };
-
-/// A trained flow loaded from a checkpoint: the EMA weights when present. `model` is the
-/// velocity field (what ode::solve, generation and likelihoods take); `network` the raw
-/// network, predicting spec.network_param() (what sde::sample takes).
-struct Checkpoint {
-  /// The flow spec it was trained with.
-  FlowSpec spec;
-  /// The velocity field, in eval mode.
-  nn::VelocityField model;
-  /// The raw network, predicting spec.network_param(), in eval mode.
-  nn::VelocityField network;
-  /// Training steps done.
-  int64_t step = 0;
-  /// The configuration text save() stored.
-  std::string config;
-};
-/// The flow spec stored in a checkpoint, without loading its weights (e.g. to choose the
-/// NetworkFactory that load_checkpoint needs). Errors as load_checkpoint's.
-FlowSpec read_flow_spec(const std::string& path);
-
-/// Loads a checkpoint written by Trainer::save (cnf train): the EMA weights when it has them
-/// and `ema` is true, else the raw weights. Networks built by a program's own
-/// NetworkFactory (arch kCustomArch) need that same factory here.
-///
-/// Example (examples/sample_checkpoint/main.cpp):
-/// \snippet sample_checkpoint/main.cpp load
-Checkpoint load_checkpoint(const std::string& path, c10::Device device = c10::Device(c10::kCPU),
-                           const NetworkFactory& make_network = {}, bool ema = true);
 
 }  // namespace cnf::train
