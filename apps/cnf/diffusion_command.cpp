@@ -139,9 +139,12 @@ int run_samplers(const SamplersArgs& a) {
     double w2, seconds;
   };
   std::vector<Row> rows;
-  const std::vector<std::pair<std::string, double>> kinds = {
-      {"ode", 0},  {"pf-ode", 0}, {"em", 0},   {"pc", 0},   {"ddim", 0},
-      {"ddim", 1}, {"dpm1", 0},   {"dpm2", 0}, {"dpm3", 0}, {"dpm++2m", 0}};
+  // Every registered sampler, and DDIM once more at its ancestral end (eta = 1).
+  std::vector<std::pair<std::string, double>> kinds;
+  for (const auto& name : sde::samplers().names()) {
+    kinds.emplace_back(name, 0.0);
+    if (name == "ddim") kinds.emplace_back(name, 1.0);
+  }
   for (const auto& [name, eta] : kinds) {
     const std::string label = eta > 0 ? name + "(eta=1)" : name;
     for (int64_t k : step_list) {
@@ -152,7 +155,9 @@ int run_samplers(const SamplersArgs& a) {
       so.method = "euler";
       so.steps = k;
       auto opt = sampler_options(sa, k, so);
-      const int64_t per_step = name == "dpm2" ? 2 : name == "dpm3" ? 3 : name == "pc" ? 2 : 1;
+      // The descriptor's cost; the ODE samplers here take k Euler steps of one evaluation.
+      const auto& method = opt.sampler.method();
+      const int64_t per_step = method.integrates_ode ? 1 : method.evals_per_step(opt);
       if (k * per_step > a.max_nfe) continue;
       auto gen = stream_generator(a.common.seed, Stream::sampler_noise);
       auto t0 = std::chrono::steady_clock::now();

@@ -126,9 +126,10 @@ ScheduleValues Cosine::operator()(const at::Tensor& t) const {
 }
 std::string Cosine::describe() const { return "cosine"; }
 
-const Registry<ScheduleKind>& schedules() {
+namespace {
+Registry<ScheduleKind>& schedule_registry() {
   using V = const std::vector<double>&;
-  static const Registry<ScheduleKind> registry(
+  static Registry<ScheduleKind> registry(
       "schedule",
       {
           {"condot",
@@ -145,6 +146,14 @@ const Registry<ScheduleKind>& schedules() {
           {"cosine", {{}, [](V) { return SchedulePtr(std::make_shared<Cosine>()); }}},
       });
   return registry;
+}
+}  // namespace
+
+const Registry<ScheduleKind>& schedules() { return schedule_registry(); }
+
+void add_schedule(const std::string& name, ScheduleKind kind) {
+  CNF_CHECK(kind.make != nullptr, "schedule '", name, "' needs a make function");
+  schedule_registry().add(name, std::move(kind));
 }
 
 std::string Cosine::torchscript() const {

@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "cnf/core/error.h"
@@ -11,24 +12,31 @@ namespace cnf::sde {
 
 using path::Param;
 
-const Registry<Sampler>& samplers() {
-  static const Registry<Sampler> registry("sampler", {{"ode", Sampler::ode},
-                                                      {"pf-ode", Sampler::pf_ode},
-                                                      {"em", Sampler::em},
-                                                      {"pc", Sampler::pc},
-                                                      {"ddim", Sampler::ddim},
-                                                      {"dpm1", Sampler::dpm1},
-                                                      {"dpm2", Sampler::dpm2},
-                                                      {"dpm3", Sampler::dpm3},
-                                                      {"dpm++2m", Sampler::dpmpp_2m}});
+namespace {
+Registry<Sampler>& sampler_registry() {
+  static Registry<Sampler> registry("sampler", {{"ode", Sampler::ode},
+                                                {"pf-ode", Sampler::pf_ode},
+                                                {"em", Sampler::em},
+                                                {"pc", Sampler::pc},
+                                                {"ddim", Sampler::ddim},
+                                                {"dpm1", Sampler::dpm1},
+                                                {"dpm2", Sampler::dpm2},
+                                                {"dpm3", Sampler::dpm3},
+                                                {"dpm++2m", Sampler::dpmpp_2m}});
   return registry;
 }
+}  // namespace
 
-std::string sampler_name(Sampler s) {
-  for (const auto& e : samplers().entries())
-    if (e.second == s) return e.first;
-  return "?";
+const Registry<Sampler>& samplers() { return sampler_registry(); }
+
+void add_sampler(const std::string& name, const SamplerMethod* method) {
+  CNF_CHECK(method && method->run && (method->integrates_ode || method->evals_per_step),
+            "sampler '", name, "' needs a run function and, unless it integrates an ODE, ",
+            "evals_per_step");
+  sampler_registry().add(name, Sampler(method));
 }
+
+std::string sampler_name(Sampler s) { return samplers().name_of(s); }
 
 const Registry<Spacing>& spacings() {
   static const Registry<Spacing> r(
@@ -59,7 +67,7 @@ void SamplerOptions::validate() const {
 
 path::TimeRange sampling_range(const path::Schedule& schedule, const SamplerOptions& o) {
   path::TimeRange r{0.0, 1.0};
-  if (o.sampler != Sampler::ode) r = path::conversion_range(schedule);
+  if (!o.sampler->whole_interval) r = path::conversion_range(schedule);
   // TimeRange is {lo, hi}; here lo = t_end, hi = t_start.
   if (o.t_start >= 0) r.hi = o.t_start;
   if (o.t_end >= 0) r.lo = o.t_end;
@@ -120,47 +128,9 @@ double mean_norm(const at::Tensor& x) {
   return x.reshape({x.size(0), -1}).norm(2, {1}).mean().item<double>();
 }
 
-// The network, counted, and read through any parameterization (time clamped into the
-// conversion range when a conversion happens; see sde/parameterized.h).
-class Model {
- public:
-  Model(nn::VelocityFieldImpl& net, Param param, const path::Schedule& schedule)
-      : net_(net), param_(param), schedule_(schedule), range_(path::conversion_range(schedule)) {}
-
-  // One evaluation at (x, t); as() reads it in any parameterization.
-  struct Eval {
-    at::Tensor x, t, pred;
-  };
-  Eval eval(const at::Tensor& x, double t) {
-    ++nfe;
-    const double tc = param_ == Param::velocity ? t : std::clamp(t, range_.lo, range_.hi);
-    auto tt = torch::full({x.size(0)}, tc, x.options());
-    return {x, tt, net_.forward(x, tt)};
-  }
-  at::Tensor as(const Eval& e, Param want) const {
-    return path::convert(schedule_, e.pred, param_, want, e.x, e.t);
-  }
-  at::Tensor operator()(const at::Tensor& x, double t, Param want) {
-    if (want == Param::velocity && param_ != Param::velocity) {
-      // Velocity at any t in [0, 1]: the clamp rule of predict().
-      ++nfe;
-      return predict(net_, param_, schedule_, range_, x, torch::full({x.size(0)}, t, x.options()),
-                     want);
-    }
-    return as(eval(x, t), want);
-  }
-
-  int64_t nfe = 0;
-
- private:
-  nn::VelocityFieldImpl& net_;
-  Param param_;
-  const path::Schedule& schedule_;
-  path::TimeRange range_;
-};
-
-at::Tensor solve_ode(Model& m, const path::Schedule& schedule, const at::Tensor& x, double t0,
-                     double t1, const ode::SolveOptions& so, bool probability_flow) {
+at::Tensor solve_ode(Denoiser& m, const at::Tensor& x, double t0, double t1,
+                     const ode::SolveOptions& so, bool probability_flow) {
+  const auto& schedule = m.schedule();
   ode::Rhs rhs;
   if (probability_flow) {
     rhs = [&](double t, const ode::State& y) {
@@ -177,9 +147,9 @@ at::Tensor solve_ode(Model& m, const path::Schedule& schedule, const at::Tensor&
 }
 
 // Backward SDE and predictor–corrector on a grid uniform in t (or as asked).
-at::Tensor sde_sample(Model& m, const path::Schedule& schedule, at::Tensor x,
-                      const std::vector<double>& ts, const SamplerOptions& o, at::Generator& gen) {
-  const bool pc = o.sampler == Sampler::pc;
+at::Tensor sde_sample(Denoiser& m, at::Tensor x, const std::vector<double>& ts,
+                      const SamplerOptions& o, at::Generator& gen, bool pc) {
+  const auto& schedule = m.schedule();
   const bool reverse_diffusion = pc && o.predictor == PcPredictor::reverse_diffusion;
   const size_t n = ts.size() - 1;
   for (size_t k = 0; k < n; ++k) {
@@ -217,17 +187,16 @@ at::Tensor sde_sample(Model& m, const path::Schedule& schedule, at::Tensor x,
 }
 
 // DDIM and singlestep DPM-Solver (noise prediction) in lambda.
-at::Tensor dpm_singlestep(Model& m, const path::Schedule& schedule, at::Tensor x,
-                          const std::vector<double>& ts, const SamplerOptions& o,
-                          at::Generator& gen) {
-  const int order = o.sampler == Sampler::dpm2 ? 2 : o.sampler == Sampler::dpm3 ? 3 : 1;
+at::Tensor dpm_singlestep(Denoiser& m, at::Tensor x, const std::vector<double>& ts,
+                          const SamplerOptions& o, at::Generator& gen, int order, bool ddim) {
+  const auto& schedule = m.schedule();
   for (size_t k = 0; k + 1 < ts.size(); ++k) {
     const double t = ts[k], s = ts[k + 1];
     const Coef ct = coef(schedule, t), cs = coef(schedule, s);
     const double h = cs.lambda - ct.lambda;
     auto e = m.eval(x, t);
     auto x0 = m.as(e, Param::data), eps = m.as(e, Param::noise);
-    if (o.sampler == Sampler::ddim && o.eta > 0) {
+    if (ddim && o.eta > 0) {
       const double c = o.eta * cs.sigma * std::sqrt(-std::expm1(-2.0 * h));
       const double keep = std::sqrt(std::max(0.0, cs.sigma * cs.sigma - c * c));
       x = cs.alpha * x0 + keep * eps + c * noise_like(x, gen);
@@ -270,8 +239,9 @@ at::Tensor dpm_singlestep(Model& m, const path::Schedule& schedule, at::Tensor x
 }
 
 // Multistep DPM-Solver++(2M) on the data prediction.
-at::Tensor dpmpp_2m(Model& m, const path::Schedule& schedule, at::Tensor x,
-                    const std::vector<double>& ts) {
+at::Tensor dpmpp_2m(Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions&,
+                    at::Generator&) {
+  const auto& schedule = m.schedule();
   at::Tensor x0_prev;
   double h_prev = 0.0;
   for (size_t k = 0; k + 1 < ts.size(); ++k) {
@@ -294,7 +264,126 @@ at::Tensor dpmpp_2m(Model& m, const path::Schedule& schedule, at::Tensor x,
   return x;
 }
 
+int64_t one(const SamplerOptions&) { return 1; }
+int64_t none(const SamplerOptions&) { return 0; }
+
 }  // namespace
+
+Denoiser::Denoiser(nn::VelocityFieldImpl& net, Param param, const path::Schedule& schedule)
+    : net_(net), param_(param), schedule_(schedule), range_(path::conversion_range(schedule)) {}
+
+Denoiser::Eval Denoiser::eval(const at::Tensor& x, double t) {
+  ++nfe_;
+  const double tc = param_ == Param::velocity ? t : std::clamp(t, range_.lo, range_.hi);
+  auto tt = torch::full({x.size(0)}, tc, x.options());
+  return {x, tt, net_.forward(x, tt)};
+}
+
+at::Tensor Denoiser::as(const Eval& e, Param want) const {
+  return path::convert(schedule_, e.pred, param_, want, e.x, e.t);
+}
+
+at::Tensor Denoiser::operator()(const at::Tensor& x, double t, Param want) {
+  if (want == Param::velocity && param_ != Param::velocity) {
+    // Velocity at any t in [0, 1]: the clamp rule of predict().
+    ++nfe_;
+    return predict(net_, param_, schedule_, range_, x, torch::full({x.size(0)}, t, x.options()),
+                   want);
+  }
+  return as(eval(x, t), want);
+}
+
+namespace detail {
+// summary, integrates_ode, stochastic, whole_interval, order, spacing, evals_per_step, run.
+const SamplerMethod kOde{
+    "the model's velocity through ode::solve (any tableau), on [0, 1] by default",
+    true,
+    false,
+    true,
+    0,
+    Spacing::time,
+    none,
+    [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
+       at::Generator&) { return solve_ode(m, x, ts.front(), ts.back(), o.ode, false); }};
+const SamplerMethod kPfOde{
+    "f x - 1/2 g^2 score through ode::solve: the same ODE by another route",
+    true,
+    false,
+    false,
+    0,
+    Spacing::time,
+    none,
+    [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
+       at::Generator&) { return solve_ode(m, x, ts.front(), ts.back(), o.ode, true); }};
+const SamplerMethod kEm{
+    "Euler-Maruyama on the backward SDE",
+    false,
+    true,
+    false,
+    1,
+    Spacing::time,
+    one,
+    [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
+       at::Generator& gen) { return sde_sample(m, std::move(x), ts, o, gen, false); }};
+const SamplerMethod kPc{
+    "predictor-corrector: Langevin corrector moves, then a reverse-diffusion or EM step",
+    false,
+    true,
+    false,
+    1,
+    Spacing::time,
+    [](const SamplerOptions& o) { return 1 + o.corrector_steps; },
+    [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
+       at::Generator& gen) { return sde_sample(m, std::move(x), ts, o, gen, true); }};
+const SamplerMethod kDdim{
+    "DDIM (eta = 0 deterministic, eta = 1 ancestral)",
+    false,
+    false,  // draws noise only when eta > 0
+    false,
+    1,
+    Spacing::lambda,
+    one,
+    [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
+       at::Generator& gen) { return dpm_singlestep(m, std::move(x), ts, o, gen, 1, true); }};
+const SamplerMethod kDpm1{
+    "DPM-Solver-1 (singlestep, noise prediction)",
+    false,
+    false,
+    false,
+    1,
+    Spacing::lambda,
+    one,
+    [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
+       at::Generator& gen) { return dpm_singlestep(m, std::move(x), ts, o, gen, 1, false); }};
+const SamplerMethod kDpm2{
+    "DPM-Solver-2 (singlestep, r = 1/2)",
+    false,
+    false,
+    false,
+    2,
+    Spacing::lambda,
+    [](const SamplerOptions&) { return int64_t{2}; },
+    [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
+       at::Generator& gen) { return dpm_singlestep(m, std::move(x), ts, o, gen, 2, false); }};
+const SamplerMethod kDpm3{
+    "DPM-Solver-3 (singlestep, r = 1/3, 2/3)",
+    false,
+    false,
+    false,
+    3,
+    Spacing::lambda,
+    [](const SamplerOptions&) { return int64_t{3}; },
+    [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
+       at::Generator& gen) { return dpm_singlestep(m, std::move(x), ts, o, gen, 3, false); }};
+const SamplerMethod kDpmpp2m{"DPM-Solver++(2M) (multistep, data prediction)",
+                             false,
+                             false,
+                             false,
+                             2,
+                             Spacing::lambda,
+                             one,
+                             dpmpp_2m};
+}  // namespace detail
 
 SampleResult sample(nn::VelocityFieldImpl& net, Param param, const path::Schedule& schedule,
                     const at::Tensor& x_start, const SamplerOptions& o, at::Generator& gen) {
@@ -306,28 +395,14 @@ SampleResult sample(nn::VelocityFieldImpl& net, Param param, const path::Schedul
   SampleResult r;
   r.t_start = range.hi;
   r.t_end = range.lo;
-  Model m(net, param, schedule);
-  switch (o.sampler) {
-    case Sampler::ode:
-    case Sampler::pf_ode:
-      r.x =
-          solve_ode(m, schedule, x_start, range.hi, range.lo, o.ode, o.sampler == Sampler::pf_ode);
-      break;
-    default: {
-      Spacing spacing = o.spacing;
-      if (spacing == Spacing::automatic)
-        spacing = (o.sampler == Sampler::em || o.sampler == Sampler::pc) ? Spacing::time
-                                                                         : Spacing::lambda;
-      auto ts = time_grid(schedule, range.hi, range.lo, o.steps, spacing);
-      if (o.sampler == Sampler::em || o.sampler == Sampler::pc)
-        r.x = sde_sample(m, schedule, x_start, ts, o, gen);
-      else if (o.sampler == Sampler::dpmpp_2m)
-        r.x = dpmpp_2m(m, schedule, x_start, ts);
-      else
-        r.x = dpm_singlestep(m, schedule, x_start, ts, o, gen);
-    }
-  }
-  r.nfe = m.nfe;
+  Denoiser m(net, param, schedule);
+  const SamplerMethod& method = o.sampler.method();
+  std::vector<double> ts{range.hi, range.lo};
+  if (!method.integrates_ode)
+    ts = time_grid(schedule, range.hi, range.lo, o.steps,
+                   o.spacing == Spacing::automatic ? method.spacing : o.spacing);
+  r.x = method.run(m, x_start, ts, o, gen);
+  r.nfe = m.nfe();
   CNF_CHECK(torch::isfinite(r.x).all().item<bool>(), sampler_name(o.sampler),
             " produced non-finite samples on ", schedule.describe(), " (", o.steps,
             " steps from t = ", range.hi, " to ", range.lo,

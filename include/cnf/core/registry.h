@@ -61,6 +61,13 @@ class Registry {
 
   /// Every (name, value) pair, in table order.
   const std::vector<std::pair<std::string, T>>& entries() const { return entries_; }
+  /// Appends `value` under `name`, which must be new (a program's or a test's own entry; see
+  /// path::add_schedule, sde::add_sampler). Not synchronized: add before any lookup runs.
+  void add(std::string name, T value) {
+    CNF_CHECK(!name.empty() && !contains(name), "cannot add the ", kind_, " '", name,
+              "': the name is empty or taken; valid names so far: ", joined_names());
+    entries_.emplace_back(std::move(name), std::move(value));
+  }
   /// What the values are, e.g. "schedule" or "ODE method".
   const std::string& kind() const { return kind_; }
 

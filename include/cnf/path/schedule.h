@@ -143,8 +143,13 @@ struct ScheduleKind {
 };
 
 /// Every schedule cnf offers, by name: condot (sigma_min), vp and subvp (beta_min,
-/// beta_max), ve (sigma_min, sigma_max), cosine.
+/// beta_max), ve (sigma_min, sigma_max), cosine; then any added by add_schedule.
 const Registry<ScheduleKind>& schedules();
+/// Registers another schedule under `name` (a new name): its parameters and how to build it.
+/// Its class's describe() should return canonical_spec(name, kind.params, values) so that
+/// checkpoints round-trip. Call it before any schedule is built from text (registries are
+/// not locked), e.g. at the start of main.
+void add_schedule(const std::string& name, ScheduleKind kind);
 
 /// Builds a schedule from a spec `name` or `name:key=value,...` (core/spec.h), e.g.
 /// "vp:beta_min=0.1,beta_max=20" or "ve:sigma_max=50". `sigma_min` (condot's own flag, kept

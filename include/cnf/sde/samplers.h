@@ -65,13 +65,6 @@
 /// probability-flow ODE, DDIM, DPM-Solver), and networks read through what they predict.
 namespace cnf::sde {
 
-/// The samplers (see the file comment); their names are in samplers().
-enum class Sampler { ode, pf_ode, em, pc, ddim, dpm1, dpm2, dpm3, dpmpp_2m };
-/// ode, pf-ode, em, pc, ddim, dpm1, dpm2, dpm3, dpm++2m.
-const Registry<Sampler>& samplers();
-/// The registry name of `s`.
-std::string sampler_name(Sampler s);
-
 /// Time grid of the fixed-grid samplers: uniform in t or in lambda = log(alpha_t / sigma_t);
 /// automatic picks per sampler.
 enum class Spacing { automatic, time, lambda };
@@ -86,6 +79,45 @@ enum class PcPredictor { reverse_diffusion, euler_maruyama };
 PcPredictor parse_pc_predictor(const std::string& name);
 /// The predictors by name: reverse-diffusion, euler-maruyama (alias em).
 const Registry<PcPredictor>& pc_predictors();
+
+struct SamplerMethod;
+struct SamplerOptions;
+
+/// The rows of the built-in samplers (see the file comment).
+namespace detail {
+extern const SamplerMethod kOde, kPfOde, kEm, kPc, kDdim, kDpm1, kDpm2, kDpm3, kDpmpp2m;
+}  // namespace detail
+
+/// A sampler: a handle on its SamplerMethod, compared by identity. The built-in ones are
+/// constants (Sampler::dpmpp_2m); samplers() names every registered one.
+class Sampler {
+ public:
+  /// \var ode
+  /// The built-in samplers (see the file comment).
+  static const Sampler ode, pf_ode, em, pc, ddim, dpm1, dpm2, dpm3, dpmpp_2m;
+  /// The sampler described by `method` (which must outlive every use).
+  constexpr explicit Sampler(const SamplerMethod* method) : m_(method) {}
+  /// Its descriptor.
+  const SamplerMethod& method() const { return *m_; }
+  /// Its descriptor's fields.
+  const SamplerMethod* operator->() const { return m_; }
+  /// Same sampler.
+  friend bool operator==(Sampler a, Sampler b) { return a.m_ == b.m_; }
+  /// Different samplers.
+  friend bool operator!=(Sampler a, Sampler b) { return a.m_ != b.m_; }
+
+ private:
+  const SamplerMethod* m_;
+};
+inline constexpr Sampler Sampler::ode{&detail::kOde};
+inline constexpr Sampler Sampler::pf_ode{&detail::kPfOde};
+inline constexpr Sampler Sampler::em{&detail::kEm};
+inline constexpr Sampler Sampler::pc{&detail::kPc};
+inline constexpr Sampler Sampler::ddim{&detail::kDdim};
+inline constexpr Sampler Sampler::dpm1{&detail::kDpm1};
+inline constexpr Sampler Sampler::dpm2{&detail::kDpm2};
+inline constexpr Sampler Sampler::dpm3{&detail::kDpm3};
+inline constexpr Sampler Sampler::dpmpp_2m{&detail::kDpmpp2m};
 
 /// Sampler, time grid and settings of sde::sample; validate() checks them.
 struct SamplerOptions {
@@ -118,6 +150,79 @@ struct SamplerOptions {
   /// Throws cnf::Error naming the first invalid field.
   void validate() const;
 };
+
+/// The network as a sampler reads it: every evaluation counted, the prediction converted to
+/// any parameterization (time clamped into path::conversion_range when a conversion happens;
+/// sde/parameterized.h).
+class Denoiser {
+ public:
+  /// `net` predicts `param` on `schedule`; both must outlive the Denoiser.
+  Denoiser(nn::VelocityFieldImpl& net, path::Param param, const path::Schedule& schedule);
+  /// One evaluation at (x, t): the input, the time tensor and the raw prediction.
+  struct Eval {
+    /// \var x
+    /// The input.
+    /// \var t
+    /// The time, one entry per row.
+    /// \var pred
+    /// The network's output (its own parameterization).
+    at::Tensor x, t, pred;
+  };
+  /// Evaluates the network once at (x, t).
+  Eval eval(const at::Tensor& x, double t);
+  /// An evaluation read as `want` (no further evaluation).
+  at::Tensor as(const Eval& e, path::Param want) const;
+  /// One evaluation read as `want`; the velocity at any t in [0, 1] (sde::predict's rule).
+  at::Tensor operator()(const at::Tensor& x, double t, path::Param want);
+  /// Evaluations so far.
+  int64_t nfe() const { return nfe_; }
+  /// The schedule.
+  const path::Schedule& schedule() const { return schedule_; }
+
+ private:
+  nn::VelocityFieldImpl& net_;
+  path::Param param_;
+  const path::Schedule& schedule_;
+  path::TimeRange range_;
+  int64_t nfe_ = 0;
+};
+
+/// What a sampler is: one row of samplers(), the descriptor that sde::sample's dispatch, the
+/// `samplers` study and the help read, with the loop that walks its time grid. Adding a
+/// sampler is one such value and its row (see samplers.cpp; a test registers its own).
+struct SamplerMethod {
+  /// One line for help and docs.
+  const char* summary = "";
+  /// Integrates an ODE through ode::solve (its method, steps and tolerances come from
+  /// SamplerOptions::ode); `run` gets the grid {t_start, t_end} only.
+  bool integrates_ode = false;
+  /// Draws noise from the generator with the default options (ddim only when eta > 0).
+  bool stochastic = false;
+  /// Runs on [0, 1] by default (the velocity field needs no conversion) instead of
+  /// path::conversion_range.
+  bool whole_interval = false;
+  /// Documented order of convergence in the step size (weak order for the stochastic ones;
+  /// for integrates_ode, the tableau's).
+  int order = 1;
+  /// The grid of Spacing::automatic.
+  Spacing spacing = Spacing::lambda;
+  /// Network evaluations per grid step under `options` (0 when integrates_ode: the
+  /// solver's steps decide).
+  int64_t (*evals_per_step)(const SamplerOptions& options) = nullptr;
+  /// Walks `x` from ts.front() down to ts.back() (steps + 1 descending times), reading the
+  /// network through `model`; returns the state at ts.back().
+  at::Tensor (*run)(Denoiser& model, at::Tensor x, const std::vector<double>& ts,
+                    const SamplerOptions& options, at::Generator& gen) = nullptr;
+};
+
+/// Every registered sampler by name: ode, pf-ode, em, pc, ddim, dpm1, dpm2, dpm3, dpm++2m,
+/// then any added by add_sampler.
+const Registry<Sampler>& samplers();
+/// Registers another sampler under `name` (a new name; `method` must outlive the program).
+/// Call it before any sampling starts (registries are not locked), e.g. at the start of main.
+void add_sampler(const std::string& name, const SamplerMethod* method);
+/// The registry name of `s`.
+std::string sampler_name(Sampler s);
 
 /// What sde::sample returns.
 struct SampleResult {
