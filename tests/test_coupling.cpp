@@ -82,7 +82,7 @@ TEST(CouplingTest, SinkhornPairFrequenciesFollowTheEntropicPlan) {
   o.epsilon = 0.3;
   o.tol = 1e-10;  // the plan to 1e-10: its bias on the counts is far below their noise
   auto c = coupling::make_coupling("sinkhorn", o);
-  EXPECT_EQ(c->describe(), "sinkhorn(epsilon=0.3)");
+  EXPECT_EQ(c->describe(), "sinkhorn:eps=0.3");
   auto counts = pair_counts(*c, kDraws, 1);
   auto [stat, min_expected] = chi_square(counts, entropic_plan(batch_x0(), batch_x1(), 0.3));
   std::printf("[ measured ] sinkhorn eps 0.3: chi-square %.2f (df 12), min expected count %.0f\n",

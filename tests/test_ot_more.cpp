@@ -407,8 +407,18 @@ TEST(OtCoupling, ExactCouplingMinimizesTransportCost) {
   EXPECT_TRUE(torch::equal(ex.first, x_0) && torch::equal(sk.first, x_0));
 
   EXPECT_EQ(coupling::make_coupling("sb", co)->bridge_sigma(), co.sigma);
-  EXPECT_EQ(coupling::make_coupling("sb", co)->describe(), "sb(sigma=0.5)");
+  EXPECT_EQ(coupling::make_coupling("sb", co)->describe(), "sb");  // sigma 0.5: the default
   expect_error([] { coupling::make_coupling("ot"); }, "independent, exact, sinkhorn, sb");
+  // Spec text: a key the spec sets overrides the options, the canonical text round-trips, and
+  // the forms checkpoints stored before (name(key=value)) read as the same coupling.
+  EXPECT_EQ(coupling::make_coupling("sb:sigma=0.3", co)->bridge_sigma(), 0.3);
+  EXPECT_EQ(coupling::make_coupling("sinkhorn:eps=0.05", co)->describe(), "sinkhorn:eps=0.05");
+  EXPECT_EQ(coupling::make_coupling("sinkhorn:eps=0.1")->describe(), "sinkhorn");
+  EXPECT_EQ(coupling::canonical_coupling("sinkhorn(epsilon=0.3)"), "sinkhorn:eps=0.3");
+  EXPECT_EQ(coupling::canonical_coupling("sb(sigma=0.5)"), "sb");
+  EXPECT_EQ(coupling::canonical_coupling("exact"), "exact");
+  expect_error([] { coupling::make_coupling("sinkhorn:sigma=1"); }, "eps");
+  expect_error([] { coupling::make_coupling("exact:eps=1"); }, "exact");
   co.epsilon = 0;
   expect_error([&] { coupling::make_coupling("sinkhorn", co); }, "--coupling-eps");
   co.sigma = -1;
@@ -486,9 +496,9 @@ TEST(OtCoupling, SbTrainingResumesBitForBitAndRefusesAnotherCoupling) {
   ind.run();
   EXPECT_FALSE(torch::equal(ind.model()->parameters()[0], pa[0]));
   auto other = make("sb", 0.4);
-  expect_error([&] { other.resume(ckpt); }, "sb(sigma=0.3)");
+  expect_error([&] { other.resume(ckpt); }, "sb:sigma=0.3");
   auto exact = make("exact", 0.3);
-  expect_error([&] { exact.resume(ckpt); }, "--bridge-sigma");
+  expect_error([&] { exact.resume(ckpt); }, "--coupling sb:sigma=0.3");
 }
 
 // ----------------------------------------------------------------------------- CLI
@@ -560,5 +570,5 @@ TEST(OtCli, TrainAcceptsOtCouplings) {
   // Resuming the sb run with another sigma is refused.
   r = run_cnf("train --coupling sb --bridge-sigma 0.5 --resume " + d + "/sb/model.pt --out " + d +
               "/sb2" + common);
-  EXPECT_TRUE(r.code == 1 && contains(r.output, "coupling sb(sigma=0.4")) << r.output;
+  EXPECT_TRUE(r.code == 1 && contains(r.output, "coupling sb:sigma=0.4")) << r.output;
 }

@@ -43,6 +43,62 @@ struct Stat {
   }
 };
 
+// The flow's trajectories from 300 prior draws (rk4, 50 steps) as a PNG.
+void plot_trajectories(const std::string& path, const std::string& title,
+                       nn::VelocityFieldImpl& model, const path::Schedule& schedule,
+                       const torch::Tensor& x_1) {
+  ode::SolveOptions so = ode::SolveOptions::of("rk4", 50, 1e-3, 1e-3);
+  std::vector<torch::Tensor> traj;
+  so.observer = [&](double, const ode::State& y) { traj.push_back(y[0].to(torch::kCPU)); };
+  train::generate(model, schedule, x_1, so);
+  io::PlotOptions po;
+  po.width = po.height = 450;
+  po.title = title;
+  io::trajectories_png(path, torch::stack(traj), po);
+}
+
+// One run: trains prior -> data with coupling `cname` and seed `seed`, then measures W2 to
+// held-out data (dopri5), the path energy and NFE, and training speed. The first seed's run
+// also plots its trajectories.
+json run_one(const CouplingsArgs& a, const std::string& prior_spec, const std::string& data_spec,
+             const std::string& cname, uint64_t seed, bool plot, torch::Device device) {
+  train::FlowSpec spec;
+  spec.data = data_spec;
+  spec.prior = prior_spec;
+  train::TrainOptions o = study_options(a.steps, seed, device);
+  o.coupling = cname;
+  o.bridge_sigma = a.bridge_sigma;
+  auto split = data::split_source(data_spec, 2, 2 * a.n, 0.1, seed);
+  auto prior = data::make_source(prior_spec, 2);
+  train::Trainer trainer(spec, o, split.train, prior);
+  const std::string task = prior_spec + ":" + data_spec;
+  const double secs = train_with_progress(trainer, "couplings: " + task + " " + cname, !a.quiet);
+  auto model = trainer.ema_model();
+  model->eval();
+  const auto& schedule = trainer.schedule();
+  auto h = halves(split.holdout);
+  EvalArgs e;
+  e.n = h.a.size(0);
+  e.method = "dopri5";
+  auto ev = evaluate(*model, path::Param::velocity, *schedule, *prior, h, e, seed, device);
+  auto gen = stream_generator(seed, Stream::couplings_eval);
+  auto st = rectify::straightness(*model, *schedule, prior->sample(a.n, gen).to(device));
+  if (plot)
+    plot_trajectories(a.out + "/traj_" + prior_spec + "_" + data_spec + "_" + cname + ".png",
+                      prior_spec + " -> " + data_spec + ", " + cname, *model, *schedule,
+                      prior->sample(300, gen).to(device));
+  return {{"task", task},
+          {"coupling", cname},
+          {"seed", seed},
+          {"w2", ev.w2},
+          {"w2_floor", ev.w2_floor},
+          {"normalized_energy", st.normalized_energy},
+          {"straightness", st.straightness},
+          {"transport_cost", st.transport_cost},
+          {"nfe", st.nfe},
+          {"steps_per_second", a.steps / std::max(secs, 1e-9)}};
+}
+
 int run_couplings(const CouplingsArgs& a) {
   auto device = setup(a.common);
   make_dir(a.out);
@@ -58,69 +114,27 @@ int run_couplings(const CouplingsArgs& a) {
   CNF_CHECK(!tasks.empty() && !couplings.empty() && !seeds.empty(),
             "--tasks, --couplings and --seeds must not be empty");
   for (const auto& c : couplings) coupling::make_coupling(c);  // unknown names fail early
+  for (const auto& task : tasks)
+    CNF_CHECK(split_list(task, ':').size() == 2, "a task is prior:data (e.g. normal:moons), got '",
+              task, "'");
   std::string table =
       "| prior -> data | coupling | W2 to held-out | normalized path energy | dopri5 NFE | "
       "steps/s |\n|---|---|---|---|---|---|\n";
   json results = json::array();
   for (const auto& task : tasks) {
     auto parts = split_list(task, ':');
-    CNF_CHECK(parts.size() == 2, "a task is prior:data (e.g. normal:moons), got '", task, "'");
     const std::string prior_spec = parts[0], data_spec = parts[1];
     for (const auto& cname : couplings) {
       Stat w2, energy, nfe, speed;
       double floor = 0;
       for (uint64_t seed : seeds) {
-        train::FlowSpec spec;
-        spec.data = data_spec;
-        spec.prior = prior_spec;
-        train::TrainOptions o = study_options(a.steps, seed, device);
-        o.coupling = cname;
-        o.bridge_sigma = a.bridge_sigma;
-        auto split = data::split_source(data_spec, 2, 2 * a.n, 0.1, seed);
-        auto prior = data::make_source(prior_spec, 2);
-        train::Trainer trainer(spec, o, split.train, prior);
-        const double secs =
-            train_with_progress(trainer, "couplings: " + task + " " + cname, !a.quiet);
-        auto model = trainer.ema_model();
-        model->eval();
-        const auto& schedule = trainer.schedule();
-        auto h = halves(split.holdout);
-        EvalArgs e;
-        e.n = h.a.size(0);
-        e.method = "dopri5";
-        auto ev = evaluate(*model, path::Param::velocity, *schedule, *prior, h, e, seed, device);
-        auto gen = stream_generator(seed, Stream::couplings_eval);
-        auto s = rectify::straightness(*model, *schedule, prior->sample(a.n, gen).to(device));
-        w2.v.push_back(ev.w2);
-        floor = ev.w2_floor;
-        energy.v.push_back(s.normalized_energy);
-        nfe.v.push_back(static_cast<double>(s.nfe));
-        speed.v.push_back(a.steps / std::max(secs, 1e-9));
-        results.push_back({{"task", task},
-                           {"coupling", cname},
-                           {"seed", seed},
-                           {"w2", ev.w2},
-                           {"w2_floor", ev.w2_floor},
-                           {"normalized_energy", s.normalized_energy},
-                           {"straightness", s.straightness},
-                           {"transport_cost", s.transport_cost},
-                           {"nfe", s.nfe},
-                           {"steps_per_second", a.steps / std::max(secs, 1e-9)}});
-        if (seed == seeds.front()) {
-          auto x_1 = prior->sample(300, gen).to(device);
-          ode::SolveOptions so;
-          so.method = "rk4";
-          so.steps = 50;
-          std::vector<torch::Tensor> traj;
-          so.observer = [&](double, const ode::State& y) { traj.push_back(y[0].to(torch::kCPU)); };
-          train::generate(*model, *schedule, x_1, so);
-          io::PlotOptions po;
-          po.width = po.height = 450;
-          po.title = prior_spec + " -> " + data_spec + ", " + cname;
-          io::trajectories_png(
-              a.out + "/traj_" + prior_spec + "_" + data_spec + "_" + cname + ".png",
-              torch::stack(traj), po);
-        }
+        json r = run_one(a, prior_spec, data_spec, cname, seed, seed == seeds.front(), device);
+        w2.v.push_back(r["w2"].get<double>());
+        floor = r["w2_floor"].get<double>();
+        energy.v.push_back(r["normalized_energy"].get<double>());
+        nfe.v.push_back(r["nfe"].get<double>());
+        speed.v.push_back(r["steps_per_second"].get<double>());
+        results.push_back(std::move(r));
       }
       char row[512];
       std::snprintf(row, sizeof row, "| %s -> %s | %s | %s (floor %.3f) | %s | %s | %s |\n",

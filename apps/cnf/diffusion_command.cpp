@@ -106,55 +106,44 @@ std::vector<int64_t> parse_steps(const std::string& text) {
   return out;
 }
 
-int run_samplers(const SamplersArgs& a) {
-  auto device = setup(a.common);
-  make_dir(a.out);
-  const auto step_list = parse_steps(a.steps);
-  train::Checkpoint c;
-  if (!a.ckpt.empty()) {
-    c = train::load_checkpoint(a.ckpt, device);
-  } else {
-    train::FlowSpec spec;
-    spec.data = a.data;
-    spec.schedule = a.schedule;
-    spec.objective = a.objective;
-    auto source = data::make_source(a.data);
-    train::Trainer trainer(spec, study_options(a.train_steps, a.common.seed, device), source,
-                           data::make_source("normal", source->dim()));
-    train_with_progress(trainer, "samplers: training", !a.quiet);
-    trainer.save(a.out + "/model.pt");
-    c = train::load_checkpoint(a.out + "/model.pt", device);
-  }
-  const auto& schedule = c.schedule;
-  const path::Param param = c.spec.network_param();
-  auto split = data::split_source(c.spec.data, c.spec.model.dim, 2 * a.n, 0.1, a.common.seed);
-  auto held_a = split.holdout.slice(0, 0, a.n), held_b = split.holdout.slice(0, a.n, 2 * a.n);
-  const double floor = metrics::w2(held_b, held_a);
-  auto prior_gen = stream_generator(a.common.seed, Stream::evaluation);
-  auto x_1 = torch::randn({a.n, c.spec.model.dim}, prior_gen).to(device);
+// The model the study samples: --ckpt, or one trained here on --data/--schedule.
+train::Checkpoint samplers_model(const SamplersArgs& a, torch::Device device) {
+  if (!a.ckpt.empty()) return train::load_checkpoint(a.ckpt, device);
+  train::FlowSpec spec;
+  spec.data = a.data;
+  spec.schedule = a.schedule;
+  spec.objective = a.objective;
+  auto source = data::make_source(a.data);
+  train::Trainer trainer(spec, study_options(a.train_steps, a.common.seed, device), source,
+                         data::make_source("normal", source->dim()));
+  train_with_progress(trainer, "samplers: training", !a.quiet);
+  trainer.save(a.out + "/model.pt");
+  return train::load_checkpoint(a.out + "/model.pt", device);
+}
 
-  struct Row {
-    std::string sampler;
-    int64_t steps, nfe;
-    double w2, seconds;
-  };
-  std::vector<Row> rows;
-  // Every registered sampler, and DDIM once more at its ancestral end (eta = 1).
+struct SamplerRow {
+  std::string sampler;
+  int64_t steps, nfe;
+  double w2, seconds;
+};
+
+// Every registered sampler (and DDIM once more at eta = 1) at each step count within the
+// NFE budget, from the same noise x_1: W2 to the held-out points and wall time.
+std::vector<SamplerRow> sweep_samplers(const SamplersArgs& a, const train::Checkpoint& c,
+                                       const torch::Tensor& x_1, const torch::Tensor& held) {
   std::vector<std::pair<std::string, double>> kinds;
   for (const auto& name : sde::samplers().names()) {
     kinds.emplace_back(name, 0.0);
     if (name == "ddim") kinds.emplace_back(name, 1.0);
   }
+  std::vector<SamplerRow> rows;
   for (const auto& [name, eta] : kinds) {
     const std::string label = eta > 0 ? name + "(eta=1)" : name;
-    for (int64_t k : step_list) {
+    for (int64_t k : parse_steps(a.steps)) {
       SamplerArgs sa;
       sa.sampler = name;
       sa.eta = eta;
-      ode::SolveOptions so;
-      so.method = "euler";
-      so.steps = k;
-      auto opt = sampler_options(sa, k, so);
+      auto opt = sampler_options(sa, k, ode::SolveOptions::of("euler", k, 1e-3, 1e-3));
       // The descriptor's cost; the ODE samplers here take k Euler steps of one evaluation.
       const auto& method = opt.sampler.method();
       const int64_t per_step = method.integrates_ode ? 1 : method.evals_per_step(opt);
@@ -163,7 +152,7 @@ int run_samplers(const SamplersArgs& a) {
       auto t0 = std::chrono::steady_clock::now();
       sde::SampleResult r;
       try {
-        r = draw_samples(*c.network, param, *schedule, x_1, opt, gen);
+        r = draw_samples(*c.network, c.spec.network_param(), *c.schedule, x_1, opt, gen);
       } catch (const Error& e) {
         std::fprintf(stderr, "samplers: %s at %lld steps failed: %s\n", label.c_str(),
                      static_cast<long long>(k), e.what());
@@ -171,38 +160,32 @@ int run_samplers(const SamplersArgs& a) {
       }
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      rows.push_back({label, k, r.nfe, metrics::w2(r.x.to(torch::kCPU), held_a), secs});
+      rows.push_back({label, k, r.nfe, metrics::w2(r.x.to(torch::kCPU), held), secs});
       if (!a.quiet)
         std::fprintf(stderr, "samplers: %-12s steps %4lld  NFE %4lld  W2 %.4f\n", label.c_str(),
                      static_cast<long long>(k), static_cast<long long>(r.nfe), rows.back().w2);
     }
   }
+  return rows;
+}
 
-  std::string csv = "sampler,steps,nfe,w2,seconds\n";
-  for (const auto& r : rows) {
-    char line[160];
-    std::snprintf(line, sizeof line, "%s,%lld,%lld,%.6f,%.4f\n", r.sampler.c_str(),
-                  static_cast<long long>(r.steps), static_cast<long long>(r.nfe), r.w2, r.seconds);
-    csv += line;
-  }
-  io::write_text_atomic(a.out + "/samplers.csv", csv);
-
-  // Table: per sampler, W2 of its largest run within each NFE budget (what the budget buys).
-  const std::vector<int64_t> budgets = {10, 20, 50, 100, 200, 500, 1000};
-  std::printf(
-      "W2 to %lld held-out points (floor %.4f) of %s %s/%s, largest run within an NFE "
-      "budget:\n",
-      static_cast<long long>(a.n), floor, c.spec.data.c_str(), c.spec.schedule.c_str(),
-      c.spec.param.c_str());
-  std::printf("%-13s", "sampler");
-  for (auto b : budgets) std::printf(" %7s", ("<=" + std::to_string(b)).c_str());
-  std::printf("\n");
-  json table = json::array();
+std::vector<std::string> row_labels(const std::vector<SamplerRow>& rows) {
   std::vector<std::string> labels;
   for (const auto& r : rows)
     if (std::find(labels.begin(), labels.end(), r.sampler) == labels.end())
       labels.push_back(r.sampler);
-  for (const auto& label : labels) {
+  return labels;
+}
+
+// Per sampler, W2 of its largest run within each NFE budget (what the budget buys): printed
+// and returned.
+json budget_table(const std::vector<SamplerRow>& rows) {
+  const std::vector<int64_t> budgets = {10, 20, 50, 100, 200, 500, 1000};
+  std::printf("%-13s", "sampler");
+  for (auto b : budgets) std::printf(" %7s", ("<=" + std::to_string(b)).c_str());
+  std::printf("\n");
+  json table = json::array();
+  for (const auto& label : row_labels(rows)) {
     std::printf("%-13s", label.c_str());
     json row = {{"sampler", label}};
     for (auto b : budgets) {
@@ -222,11 +205,16 @@ int run_samplers(const SamplersArgs& a) {
     std::printf("\n");
     table.push_back(row);
   }
+  return table;
+}
 
+void plot_samplers(const std::string& path, const std::string& title,
+                   const std::vector<SamplerRow>& rows) {
   std::vector<io::Series> series;
   const io::RGB palette[] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
                              {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
                              {188, 189, 34},  {23, 190, 207}};
+  const auto labels = row_labels(rows);
   for (size_t i = 0; i < labels.size(); ++i) {
     std::vector<float> xy;
     for (const auto& r : rows)
@@ -241,8 +229,38 @@ int run_samplers(const SamplersArgs& a) {
   po.height = 500;
   po.point_radius = 3;
   po.alpha = 1.0;
-  po.title = "log10 W2 vs log10 NFE (" + c.spec.data + ", " + c.spec.schedule + ")";
-  io::scatter_png(a.out + "/samplers.png", series, po);
+  po.title = title;
+  io::scatter_png(path, series, po);
+}
+
+int run_samplers(const SamplersArgs& a) {
+  auto device = setup(a.common);
+  make_dir(a.out);
+  parse_steps(a.steps);  // a bad list fails before training
+  const train::Checkpoint c = samplers_model(a, device);
+  auto split = data::split_source(c.spec.data, c.spec.model.dim, 2 * a.n, 0.1, a.common.seed);
+  auto held_a = split.holdout.slice(0, 0, a.n), held_b = split.holdout.slice(0, a.n, 2 * a.n);
+  const double floor = metrics::w2(held_b, held_a);
+  auto prior_gen = stream_generator(a.common.seed, Stream::evaluation);
+  auto x_1 = torch::randn({a.n, c.spec.model.dim}, prior_gen).to(device);
+  const auto rows = sweep_samplers(a, c, x_1, held_a);
+
+  std::string csv = "sampler,steps,nfe,w2,seconds\n";
+  for (const auto& r : rows) {
+    char line[160];
+    std::snprintf(line, sizeof line, "%s,%lld,%lld,%.6f,%.4f\n", r.sampler.c_str(),
+                  static_cast<long long>(r.steps), static_cast<long long>(r.nfe), r.w2, r.seconds);
+    csv += line;
+  }
+  io::write_text_atomic(a.out + "/samplers.csv", csv);
+  std::printf(
+      "W2 to %lld held-out points (floor %.4f) of %s %s/%s, largest run within an NFE "
+      "budget:\n",
+      static_cast<long long>(a.n), floor, c.spec.data.c_str(), c.spec.schedule.c_str(),
+      c.spec.param.c_str());
+  const json table = budget_table(rows);
+  plot_samplers(a.out + "/samplers.png",
+                "log10 W2 vs log10 NFE (" + c.spec.data + ", " + c.spec.schedule + ")", rows);
 
   json j = {{"data", c.spec.data},   {"schedule", c.spec.schedule},
             {"param", c.spec.param}, {"n", a.n},

@@ -41,70 +41,52 @@ struct Point {
   double error;
 };
 
-int run_nfe_error(const NfeErrorArgs& a) {
-  auto device = setup(a.common);
-  make_dir(a.out);
-  auto schedules = split_list(a.schedules);
-  CNF_CHECK(!schedules.empty(), "--schedules is empty; give e.g. condot,vp");
-  for (const auto& s : schedules) path::make_schedule(s);  // unknown names fail before training
-  CNF_CHECK(a.n >= 1 && a.steps >= 1, "--n and --steps must be >= 1");
+// Trains a flow on schedule `name` and measures each ODE method's error against an accurate
+// dopri5 solve from the same noise, at 1..128 steps and at tolerances 1e-1..1e-6.
+std::vector<Point> measure_schedule(const NfeErrorArgs& a, const std::string& name,
+                                    torch::Device device, json& per_schedule) {
+  train::FlowSpec spec;
+  spec.data = a.data;
+  spec.schedule = name;
+  auto data_source = data::make_source(a.data);
+  // No EMA: the study measures the solver error of the trained weights themselves.
+  train::Trainer trainer(spec, study_options(a.steps, a.common.seed, device, 2e-3, 0.0),
+                         data_source, data::make_source("normal", data_source->dim()));
+  train_with_progress(trainer, "nfe-error: training " + name, !a.quiet);
+  trainer.save(a.out + "/" + name + ".pt");
+  auto model = trainer.model();
+  model->eval();
+  const auto& schedule = trainer.schedule();
 
+  auto gen = stream_generator(a.common.seed, Stream::nfe_study);
+  auto x_1 = torch::randn({a.n, data_source->dim()}, gen, torch::kFloat32).to(device);
+  auto reference = train::generate(
+      *model, *schedule, x_1, ode::SolveOptions::of("dopri5", 1, a.reference_tol, a.reference_tol));
   std::vector<Point> points;
-  json per_schedule = json::object();
-  for (const auto& name : schedules) {
-    train::FlowSpec spec;
-    spec.data = a.data;
-    spec.schedule = name;
-    auto data_source = data::make_source(a.data);
-    // No EMA: the study measures the solver error of the trained weights themselves.
-    train::Trainer trainer(spec, study_options(a.steps, a.common.seed, device, 2e-3, 0.0),
-                           data_source, data::make_source("normal", data_source->dim()));
-    train_with_progress(trainer, "nfe-error: training " + name, !a.quiet);
-    trainer.save(a.out + "/" + name + ".pt");
-    auto model = trainer.model();
-    model->eval();
-    const auto& schedule = trainer.schedule();
-
-    auto gen = stream_generator(a.common.seed, Stream::nfe_study);
-    auto x_1 = torch::randn({a.n, data_source->dim()}, gen, torch::kFloat32).to(device);
-    ode::SolveOptions ref;
-    ref.method = "dopri5";
-    ref.adaptive.rtol = ref.adaptive.atol = a.reference_tol;
-    auto reference = train::generate(*model, *schedule, x_1, ref);
-    auto error = [&](const ode::Solution& sol) {
-      return (sol.y[0] - reference.y[0]).norm(2, {1}).mean().item<double>();
-    };
-    for (std::string method : {"euler", "midpoint", "rk4"})
-      for (int64_t k : {1, 2, 4, 8, 16, 32, 64, 128}) {
-        ode::SolveOptions so;
-        so.method = method;
-        so.steps = k;
-        auto sol = train::generate(*model, *schedule, x_1, so);
-        points.push_back({name, method, "steps=" + std::to_string(k), sol.nfe, error(sol)});
-      }
-    for (double tol : {1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6}) {
-      ode::SolveOptions so;
-      so.method = "dopri5";
-      so.adaptive.rtol = so.adaptive.atol = tol;
-      auto sol = train::generate(*model, *schedule, x_1, so);
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "tol=%.0e", tol);
-      points.push_back({name, "dopri5", buf, sol.nfe, error(sol)});
-    }
-    per_schedule[name] = {{"reference_nfe", reference.nfe}};
+  auto add = [&](const std::string& method, const std::string& setting,
+                 const ode::SolveOptions& so) {
+    auto sol = train::generate(*model, *schedule, x_1, so);
+    const double error = (sol.y[0] - reference.y[0]).norm(2, {1}).mean().item<double>();
+    points.push_back({name, method, setting, sol.nfe, error});
+  };
+  for (std::string method : {"euler", "midpoint", "rk4"})
+    for (int64_t k : {1, 2, 4, 8, 16, 32, 64, 128})
+      add(method, "steps=" + std::to_string(k), ode::SolveOptions::of(method, k, 1e-3, 1e-3));
+  for (double tol : {1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6}) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "tol=%.0e", tol);
+    add("dopri5", buf, ode::SolveOptions::of("dopri5", 1, tol, tol));
   }
+  per_schedule[name] = {{"reference_nfe", reference.nfe}};
+  return points;
+}
 
-  // CSV, summary and plot.
-  std::string csv = "schedule,method,setting,nfe,error\n";
-  for (const auto& p : points) {
-    char line[256];
-    std::snprintf(line, sizeof line, "%s,%s,%s,%lld,%.6e\n", p.schedule.c_str(), p.method.c_str(),
-                  p.setting.c_str(), static_cast<long long>(p.nfe), p.error);
-    csv += line;
-  }
-  io::write_text_atomic(a.out + "/nfe_error.csv", csv);
+const std::vector<std::string> kNfeMethods = {"euler", "midpoint", "rk4", "dopri5"};
 
-  // NFE each (schedule, method) needs to bring the mean error below each threshold.
+// Prints and returns the NFE each (schedule, method) needs to bring the mean error below
+// 1e-1, 1e-2 and 1e-3.
+json nfe_summary(const NfeErrorArgs& a, const std::vector<std::string>& schedules,
+                 const std::vector<Point>& points) {
   const std::vector<double> thresholds{1e-1, 1e-2, 1e-3};
   std::printf(
       "NFE to reach a mean error below the threshold (vs dopri5 at tol %.0e), %lld points:\n",
@@ -112,7 +94,7 @@ int run_nfe_error(const NfeErrorArgs& a) {
   std::printf("%-8s %-9s %10s %10s %10s\n", "path", "method", "err<1e-1", "err<1e-2", "err<1e-3");
   json summary = json::array();
   for (const auto& name : schedules)
-    for (std::string method : {"euler", "midpoint", "rk4", "dopri5"}) {
+    for (const auto& method : kNfeMethods) {
       std::printf("%-8s %-9s", name.c_str(), method.c_str());
       json row = {{"schedule", name}, {"method", method}};
       for (double th : thresholds) {
@@ -129,7 +111,12 @@ int run_nfe_error(const NfeErrorArgs& a) {
       std::printf("\n");
       summary.push_back(row);
     }
+  return summary;
+}
 
+// log10 error against log10 NFE, one shade family per schedule, one shade per method.
+void plot_nfe_error(const NfeErrorArgs& a, const std::vector<std::string>& schedules,
+                    const std::vector<Point>& points) {
   std::vector<io::Series> series;
   const io::RGB blues[] = {{158, 202, 225}, {66, 146, 198}, {8, 81, 156}, {8, 48, 107}};
   const io::RGB reds[] = {{252, 174, 145}, {251, 106, 74}, {203, 24, 29}, {103, 0, 13}};
@@ -138,15 +125,14 @@ int run_nfe_error(const NfeErrorArgs& a) {
   for (const auto& name : schedules) {
     const io::RGB* palette = si == 0 ? blues : si == 1 ? reds : greens;
     int mi = 0;
-    for (std::string method : {"euler", "midpoint", "rk4", "dopri5"}) {
+    for (const auto& method : kNfeMethods) {
       std::vector<float> xy;
       for (const auto& p : points)
         if (p.schedule == name && p.method == method && p.error > 0) {
           xy.push_back(static_cast<float>(std::log10(static_cast<double>(p.nfe))));
           xy.push_back(static_cast<float>(std::log10(p.error)));
         }
-      auto t = torch::tensor(xy).reshape({-1, 2});
-      series.push_back({t, palette[mi % 4], name + " " + method});
+      series.push_back({torch::tensor(xy).reshape({-1, 2}), palette[mi % 4], name + " " + method});
       ++mi;
     }
     ++si;
@@ -158,6 +144,32 @@ int run_nfe_error(const NfeErrorArgs& a) {
   po.alpha = 1.0;
   po.title = "log10 mean error vs log10 NFE (" + a.data + ")";
   io::scatter_png(a.out + "/nfe_error.png", series, po);
+}
+
+int run_nfe_error(const NfeErrorArgs& a) {
+  auto device = setup(a.common);
+  make_dir(a.out);
+  auto schedules = split_list(a.schedules);
+  CNF_CHECK(!schedules.empty(), "--schedules is empty; give e.g. condot,vp");
+  for (const auto& s : schedules) path::make_schedule(s);  // unknown names fail before training
+  CNF_CHECK(a.n >= 1 && a.steps >= 1, "--n and --steps must be >= 1");
+
+  std::vector<Point> points;
+  json per_schedule = json::object();
+  for (const auto& name : schedules) {
+    auto mine = measure_schedule(a, name, device, per_schedule);
+    points.insert(points.end(), mine.begin(), mine.end());
+  }
+  std::string csv = "schedule,method,setting,nfe,error\n";
+  for (const auto& p : points) {
+    char line[256];
+    std::snprintf(line, sizeof line, "%s,%s,%s,%lld,%.6e\n", p.schedule.c_str(), p.method.c_str(),
+                  p.setting.c_str(), static_cast<long long>(p.nfe), p.error);
+    csv += line;
+  }
+  io::write_text_atomic(a.out + "/nfe_error.csv", csv);
+  const json summary = nfe_summary(a, schedules, points);
+  plot_nfe_error(a, schedules, points);
 
   json j = {{"data", a.data},     {"train_steps", a.steps},
             {"n", a.n},           {"reference_tol", a.reference_tol},

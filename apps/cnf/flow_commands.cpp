@@ -418,36 +418,57 @@ std::pair<std::shared_ptr<Args>, CLI::App*> add_density_verb(CLI::App& app, cons
   return {args, cmd};
 }
 
+CLI::App* add_sample_verb(CLI::App& app, SampleArgs& a) {
+  auto* sample_cmd = app.add_subcommand("sample", "Draw samples from a trained flow");
+  add_common(sample_cmd, a.common);
+  add_flow_source(sample_cmd, a.source);
+  sample_cmd->add_option("--noise", a.noise,
+                         "Start from these prior draws x_1 (.npy or .csv, [N, dim]; unit scale) "
+                         "instead of -n fresh ones");
+  sample_cmd->add_option("--out", a.out, "Output .npy file")->required();
+  add_eval(sample_cmd, a.eval, "Number of samples", "");
+  add_sampler_options(sample_cmd, a.eval.sampler, "");
+  sample_cmd->add_flag("--with-logp", a.with_logp,
+                       "Also write log rho_0 of each sample (OUT_logp.npy), same trajectory");
+  sample_cmd
+      ->add_option("--divergence", a.divergence,
+                   "Divergence for --with-logp: " + density::divergences().joined_names())
+      ->capture_default_str()
+      ->check(names_of(density::divergences()));
+  sample_cmd->add_option("--label", a.label,
+                         "Class-conditional models: a class number, or 'all' (cycles through the "
+                         "classes); default: unconditional");
+  sample_cmd
+      ->add_option("--guidance", a.guidance,
+                   "Classifier-free guidance weight w: (1 + w) v(x|c) - w v(x) (0: plain "
+                   "conditional)")
+      ->capture_default_str();
+  sample_cmd->add_option("--grid", a.grid,
+                         "Image models: PNG grid of the samples (default: OUT with .png)");
+  return sample_cmd;
+}
+
+void add_nll_options(CLI::App* cmd, NllArgs& a) {
+  cmd->add_option("--data", a.data, "Data spec (default: the model's held-out data)");
+  cmd->add_option("--points", a.points,
+                  "Points to evaluate (.npy or .csv, [N, dim]; all rows) instead of held-out "
+                  "data");
+  cmd->add_option("--out", a.out, "Also write log rho_0 of each point (.npy)");
+  cmd->add_option("--dim", a.dim, "Dimension for normal/gmm data (default: model's)");
+  cmd->add_option("--bins", a.bins,
+                  "Data are integer levels 0..bins-1: dequantize uniformly, report bits/dim")
+      ->capture_default_str();
+  cmd->add_option("--dequant-samples", a.dequant_samples,
+                  "Image models: uniform dequantization draws per test image")
+      ->capture_default_str();
+  add_dist(cmd, a.dist);
+}
+
 }  // namespace
 
 Runner add_flow_commands(CLI::App& app) {
   auto sample_args = std::make_shared<SampleArgs>();
-  auto* sample_cmd = app.add_subcommand("sample", "Draw samples from a trained flow");
-  add_common(sample_cmd, sample_args->common);
-  add_flow_source(sample_cmd, sample_args->source);
-  sample_cmd->add_option("--noise", sample_args->noise,
-                         "Start from these prior draws x_1 (.npy or .csv, [N, dim]; unit scale) "
-                         "instead of -n fresh ones");
-  sample_cmd->add_option("--out", sample_args->out, "Output .npy file")->required();
-  add_eval(sample_cmd, sample_args->eval, "Number of samples", "");
-  add_sampler_options(sample_cmd, sample_args->eval.sampler, "");
-  sample_cmd->add_flag("--with-logp", sample_args->with_logp,
-                       "Also write log rho_0 of each sample (OUT_logp.npy), same trajectory");
-  sample_cmd
-      ->add_option("--divergence", sample_args->divergence,
-                   "Divergence for --with-logp: " + density::divergences().joined_names())
-      ->capture_default_str()
-      ->check(names_of(density::divergences()));
-  sample_cmd->add_option("--label", sample_args->label,
-                         "Class-conditional models: a class number, or 'all' (cycles through the "
-                         "classes); default: unconditional");
-  sample_cmd
-      ->add_option("--guidance", sample_args->guidance,
-                   "Classifier-free guidance weight w: (1 + w) v(x|c) - w v(x) (0: plain "
-                   "conditional)")
-      ->capture_default_str();
-  sample_cmd->add_option("--grid", sample_args->grid,
-                         "Image models: PNG grid of the samples (default: OUT with .png)");
+  auto* sample_cmd = add_sample_verb(app, *sample_args);
 
   auto nll = add_density_verb<NllArgs>(
       app, "nll",
@@ -455,21 +476,7 @@ Runner add_flow_commands(CLI::App& app) {
       "Held-out points (image models: test images)");
   auto nll_args = nll.first;
   auto* nll_cmd = nll.second;
-  nll_cmd->add_option("--data", nll_args->data, "Data spec (default: the model's held-out data)");
-  nll_cmd->add_option("--points", nll_args->points,
-                      "Points to evaluate (.npy or .csv, [N, dim]; all rows) instead of held-out "
-                      "data");
-  nll_cmd->add_option("--out", nll_args->out, "Also write log rho_0 of each point (.npy)");
-  nll_cmd->add_option("--dim", nll_args->dim, "Dimension for normal/gmm data (default: model's)");
-  nll_cmd
-      ->add_option("--bins", nll_args->bins,
-                   "Data are integer levels 0..bins-1: dequantize uniformly, report bits/dim")
-      ->capture_default_str();
-  nll_cmd
-      ->add_option("--dequant-samples", nll_args->dequant_samples,
-                   "Image models: uniform dequantization draws per test image")
-      ->capture_default_str();
-  add_dist(nll_cmd, nll_args->dist);
+  add_nll_options(nll_cmd, *nll_args);
 
   auto score = add_density_verb<ScoreArgs>(
       app, "score", "The score grad log rho_t at given points (instantaneous change of score)",

@@ -200,6 +200,26 @@ bool stage_train(const ImagesArgs& a, const Method& m, torch::Device device) {
   return trainer.steps_done() >= o.steps;
 }
 
+// Class-conditional samples of every class, guided (weight a.guidance): the classifier's
+// accuracy on them into `j`, and a grid by class.
+void add_guided_scores(const ImagesArgs& a, const train::Checkpoint& c,
+                       const data::ImageSplit& split, metrics::ImageClassifierImpl& classifier,
+                       const ode::SolveOptions& so, at::Generator& noise_gen,
+                       const std::string& dir, json& j, torch::Device device) {
+  auto labels = sample_labels("all", a.cond_n, c.spec.model.classes);
+  auto guided = c.spec.velocity_field(with_labels(c.network, labels.to(device), a.guidance));
+  auto x = c.prior->sample(a.cond_n, noise_gen).to(device);
+  auto cs = train::generate(*guided, *c.schedule, x, so);
+  auto cpx = split.train->to_pixels(cs.y[0].to(torch::kCPU));
+  j["cond_accuracy"] = metrics::classifier_accuracy(classifier, cpx, labels);
+  j["cond_samples"] = a.cond_n;
+  j["guidance"] = a.guidance;
+  j["cond_nfe"] = cs.nfe;
+  io::image_grid_png(dir + "/samples_by_class.png",
+                     cpx.slice(0, 0, std::min<int64_t>(a.cond_n, 10 * c.spec.model.classes)),
+                     c.spec.model.classes, 3);
+}
+
 json stage_eval(const ImagesArgs& a, const Method& m, torch::Device device) {
   const std::string dir = a.out + "/" + m.name, ckpt = dir + "/model.pt";
   CNF_CHECK(fs::exists(ckpt), "no model for ", m.name, " in ", dir,
@@ -209,10 +229,7 @@ json stage_eval(const ImagesArgs& a, const Method& m, torch::Device device) {
   auto split = data::load_image_spec(a.data);
   const auto& schedule = c.schedule;
   const auto& prior = c.prior;
-  ode::SolveOptions so;
-  so.method = "dopri5";
-  so.adaptive.rtol = a.rtol;
-  so.adaptive.atol = a.atol;
+  const auto so = ode::SolveOptions::of("dopri5", 1, a.rtol, a.atol);
 
   // Bits/dim of test images (unconditional: no label is the null label).
   const int64_t n_bpd = std::min(a.bpd_n, split.test.levels.size(0));
@@ -271,20 +288,8 @@ json stage_eval(const ImagesArgs& a, const Method& m, torch::Device device) {
       {"rtol", a.rtol},
       {"steps", c.step}};
   // Class-conditional samples, guided, scored by the classifier's accuracy.
-  if (c.spec.model.classes > 0 && a.cond_n > 0) {
-    auto labels = sample_labels("all", a.cond_n, c.spec.model.classes);
-    auto guided = c.spec.velocity_field(with_labels(c.network, labels.to(device), a.guidance));
-    auto x = prior->sample(a.cond_n, noise_gen).to(device);
-    auto cs = train::generate(*guided, *schedule, x, so);
-    auto cpx = split.train->to_pixels(cs.y[0].to(torch::kCPU));
-    j["cond_accuracy"] = metrics::classifier_accuracy(*classifier, cpx, labels);
-    j["cond_samples"] = a.cond_n;
-    j["guidance"] = a.guidance;
-    j["cond_nfe"] = cs.nfe;
-    io::image_grid_png(dir + "/samples_by_class.png",
-                       cpx.slice(0, 0, std::min<int64_t>(a.cond_n, 10 * c.spec.model.classes)),
-                       c.spec.model.classes, 3);
-  }
+  if (c.spec.model.classes > 0 && a.cond_n > 0)
+    add_guided_scores(a, c, split, *classifier, so, noise_gen, dir, j, device);
   if (fs::exists(dir + "/train.json")) {
     auto t = json::parse(io::read_text(dir + "/train.json"));
     j["train_seconds"] = t.value("train_seconds", 0.0);

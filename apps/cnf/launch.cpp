@@ -49,21 +49,12 @@ bool launched_worker() {
   return v != nullptr && *v != '\0';
 }
 
-int launch_local(int nproc, char** argv, double grace_seconds) {
-  CNF_CHECK(nproc >= 1, "--nproc must be >= 1, got ", nproc);
-  const int port = dist::free_loopback_port();
-  struct sigaction sa {
-  }, old_int{}, old_term{};
-  sa.sa_handler = record_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGINT, &sa, &old_int);
-  sigaction(SIGTERM, &sa, &old_term);
-  forwarded_signal = 0;
-
+namespace {
+// Forks rank 0..nproc-1, each exec'ing this program with RANK, WORLD_SIZE, MASTER_ADDR and
+// MASTER_PORT set (and the launcher's own signal handlers restored).
+std::vector<pid_t> start_ranks(int nproc, char** argv, int port, const struct sigaction& old_int,
+                               const struct sigaction& old_term) {
   std::vector<pid_t> pids(nproc, -1);
-  std::vector<int> status(nproc, 0);
-  std::vector<bool> done(nproc, false);
   for (int r = 0; r < nproc; ++r) {
     const pid_t pid = ::fork();
     CNF_CHECK(pid >= 0, "cannot start rank ", r, ": fork failed: ", std::strerror(errno));
@@ -84,6 +75,25 @@ int launch_local(int nproc, char** argv, double grace_seconds) {
     }
     pids[r] = pid;
   }
+  return pids;
+}
+}  // namespace
+
+int launch_local(int nproc, char** argv, double grace_seconds) {
+  CNF_CHECK(nproc >= 1, "--nproc must be >= 1, got ", nproc);
+  const int port = dist::free_loopback_port();
+  struct sigaction sa {
+  }, old_int{}, old_term{};
+  sa.sa_handler = record_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+  forwarded_signal = 0;
+
+  const std::vector<pid_t> pids = start_ranks(nproc, argv, port, old_int, old_term);
+  std::vector<int> status(nproc, 0);
+  std::vector<bool> done(nproc, false);
 
   using clock = std::chrono::steady_clock;
   int first_failed = -1, left = nproc, forwarded = 0;

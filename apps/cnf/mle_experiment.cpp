@@ -31,6 +31,82 @@ struct MleExperimentArgs {
   bool quiet = false;
 };
 
+// exp(log rho_0) of the flow on an 80 x 80 grid over [-4, 4]^2, as a heat map.
+void plot_density(const std::string& path, const std::string& title, nn::VelocityFieldImpl& model,
+                  const path::Schedule& schedule, const data::Source& prior,
+                  const density::LikelihoodOptions& lo, at::Generator& gen, torch::Device device) {
+  const int g = 80;
+  auto lin = torch::linspace(-4, 4, g, torch::kFloat32);
+  auto yy = lin.flip(0).view({g, 1}).expand({g, g});
+  auto xx = lin.view({1, g}).expand({g, g});
+  auto grid = torch::stack({xx.reshape({-1}), yy.reshape({-1})}, 1).to(device);
+  auto dens = density::log_likelihood(model, schedule, prior, grid, lo, gen)
+                  .log_prob.exp()
+                  .reshape({g, g})
+                  .to(torch::kCPU);
+  io::PlotOptions po;
+  po.width = po.height = 400;
+  po.title = title;
+  io::heatmap_png(path, dens, {-4, 4, -4, 4}, po);
+}
+
+// Trains `method` on `set` and measures it: test NLL (exact divergence, dopri5 1e-5), the
+// training NFE of its last 10 steps, dopri5's NFE to sample 1,000 points, training time; writes
+// the checkpoint and the density map. Returns the result row (printed into the table by the
+// caller).
+json run_one(const MleExperimentArgs& a, const std::string& set, const std::string& method,
+             const data::DataSplit& split, const data::SourcePtr& prior, torch::Device device) {
+  train::FlowSpec spec;
+  spec.data = set;
+  spec.model.width = 64;
+  spec.model.depth = 3;
+  spec.model.activation = "tanh";
+  spec.objective = method == "fm" ? "fm" : "mle";
+  train::TrainOptions o = study_options(method == "fm" ? a.fm_steps : a.mle_steps, a.common.seed,
+                                        device, method == "fm" ? 2e-3 : 3e-3, 0.0);
+  o.batch_size = a.batch_size;
+  if (method == "mle+reg") o.mle.kinetic = o.mle.jacobian = a.reg;
+  if (method == "mle+steepest") o.mle.steepest = a.reg;
+  train::Trainer trainer(spec, o, split.train, prior);
+  std::vector<double> nfes;
+  const double seconds = train_with_progress(trainer, "mle study: " + set + " " + method, !a.quiet,
+                                             10, [&](int64_t, const objective::LossResult& r) {
+                                               auto it = r.diagnostics.find("nfe");
+                                               if (it != r.diagnostics.end())
+                                                 nfes.push_back(it->second.item<double>());
+                                             });
+  const std::string tag = set + "_" +
+                          (method == "mle+reg"        ? "mle-reg"
+                           : method == "mle+steepest" ? "mle-steepest"
+                                                      : method);
+  trainer.save(a.out + "/" + tag + ".pt");
+  auto model = trainer.model();
+  model->eval();
+  const auto& schedule = trainer.schedule();
+
+  density::LikelihoodOptions lo;
+  lo.divergence.method = density::Divergence::exact;
+  auto gen = stream_generator(a.common.seed, Stream::likelihood);
+  auto ll = density::log_likelihood(*model, *schedule, *prior, split.holdout.to(device), lo, gen);
+  auto nll = density::mean_and_stderr(-ll.log_prob);
+  auto x_1 = prior->sample(1000, gen).to(device);
+  const int64_t sample_nfe =
+      train::generate(*model, *schedule, x_1, ode::SolveOptions::of("dopri5", 1, 1e-5, 1e-5)).nfe;
+  double train_nfe = 0;
+  const size_t last = std::min<size_t>(10, nfes.size());
+  for (size_t i = nfes.size() - last; i < nfes.size(); ++i) train_nfe += nfes[i] / last;
+  plot_density(a.out + "/density_" + tag + ".png", set + ", " + method, *model, *schedule, *prior,
+               lo, gen, device);
+  return {{"data", set},
+          {"method", method},
+          {"nll", nll.mean},
+          {"nll_stderr", nll.stderr},
+          {"train_nfe_last10", nfes.empty() ? json(nullptr) : json(train_nfe)},
+          {"sample_nfe", sample_nfe},
+          {"train_seconds", seconds},
+          {"steps", o.steps}};
+}
+
 int run_mle_experiment(const MleExperimentArgs& a) {
   auto device = setup(a.common);
   make_dir(a.out);
@@ -47,83 +123,18 @@ int run_mle_experiment(const MleExperimentArgs& a) {
     auto split = data::split_source(set, 2, a.n, 0.1, a.common.seed);
     auto prior = data::make_source("normal", 2);
     for (const auto& method : methods) {
-      train::FlowSpec spec;
-      spec.data = set;
-      spec.model.width = 64;
-      spec.model.depth = 3;
-      spec.model.activation = "tanh";
-      spec.objective = method == "fm" ? "fm" : "mle";
-      train::TrainOptions o =
-          study_options(method == "fm" ? a.fm_steps : a.mle_steps, a.common.seed, device,
-                        method == "fm" ? 2e-3 : 3e-3, 0.0);
-      o.batch_size = a.batch_size;
-      if (method == "mle+reg") o.mle.kinetic = o.mle.jacobian = a.reg;
-      if (method == "mle+steepest") o.mle.steepest = a.reg;
-      train::Trainer trainer(spec, o, split.train, prior);
-      std::vector<double> nfes;
-      const double seconds =
-          train_with_progress(trainer, "mle study: " + set + " " + method, !a.quiet, 10,
-                              [&](int64_t, const objective::LossResult& r) {
-                                auto it = r.diagnostics.find("nfe");
-                                if (it != r.diagnostics.end())
-                                  nfes.push_back(it->second.item<double>());
-                              });
-      const std::string tag = set + "_" +
-                              (method == "mle+reg"        ? "mle-reg"
-                               : method == "mle+steepest" ? "mle-steepest"
-                                                          : method);
-      trainer.save(a.out + "/" + tag + ".pt");
-      auto model = trainer.model();
-      model->eval();
-      const auto& schedule = trainer.schedule();
-
-      // Test NLL with the exact divergence, dopri5 at 1e-5.
-      density::LikelihoodOptions lo;
-      lo.divergence.method = density::Divergence::exact;
-      auto gen = stream_generator(a.common.seed, Stream::likelihood);
-      auto ll =
-          density::log_likelihood(*model, *schedule, *prior, split.holdout.to(device), lo, gen);
-      auto nll = density::mean_and_stderr(-ll.log_prob);
-      // NFE of sampling 1,000 points with dopri5 at 1e-5.
-      ode::SolveOptions so;
-      so.method = "dopri5";
-      so.adaptive.rtol = so.adaptive.atol = 1e-5;
-      auto x_1 = prior->sample(1000, gen).to(device);
-      const int64_t sample_nfe = train::generate(*model, *schedule, x_1, so).nfe;
-      double train_nfe = 0;
-      const size_t last = std::min<size_t>(10, nfes.size());
-      for (size_t i = nfes.size() - last; i < nfes.size(); ++i) train_nfe += nfes[i] / last;
-
-      // Density on a grid, exp(log rho_0), as a heat map.
-      const int g = 80;
-      auto lin = torch::linspace(-4, 4, g, torch::kFloat32);
-      auto yy = lin.flip(0).view({g, 1}).expand({g, g});
-      auto xx = lin.view({1, g}).expand({g, g});
-      auto grid = torch::stack({xx.reshape({-1}), yy.reshape({-1})}, 1).to(device);
-      auto dens = density::log_likelihood(*model, *schedule, *prior, grid, lo, gen)
-                      .log_prob.exp()
-                      .reshape({g, g})
-                      .to(torch::kCPU);
-      io::PlotOptions po;
-      po.width = po.height = 400;
-      po.title = set + ", " + method;
-      io::heatmap_png(a.out + "/density_" + tag + ".png", dens, {-4, 4, -4, 4}, po);
-
+      const json r = run_one(a, set, method, split, prior, device);
       char row[512];
-      std::snprintf(row, sizeof row,
-                    "| %s | %s | %.3f ± %.3f | %s | %lld | %.0f s (%lld steps) |\n", set.c_str(),
-                    method.c_str(), nll.mean, nll.stderr,
-                    nfes.empty() ? "–" : std::to_string(static_cast<int>(train_nfe)).c_str(),
-                    static_cast<long long>(sample_nfe), seconds, static_cast<long long>(o.steps));
+      std::snprintf(
+          row, sizeof row, "| %s | %s | %.3f ± %.3f | %s | %lld | %.0f s (%lld steps) |\n",
+          set.c_str(), method.c_str(), r["nll"].get<double>(), r["nll_stderr"].get<double>(),
+          r["train_nfe_last10"].is_null()
+              ? "–"
+              : std::to_string(static_cast<int>(r["train_nfe_last10"].get<double>())).c_str(),
+          static_cast<long long>(r["sample_nfe"].get<int64_t>()), r["train_seconds"].get<double>(),
+          static_cast<long long>(r["steps"].get<int64_t>()));
       table += row;
-      results.push_back({{"data", set},
-                         {"method", method},
-                         {"nll", nll.mean},
-                         {"nll_stderr", nll.stderr},
-                         {"train_nfe_last10", nfes.empty() ? json(nullptr) : json(train_nfe)},
-                         {"sample_nfe", sample_nfe},
-                         {"train_seconds", seconds},
-                         {"steps", o.steps}});
+      results.push_back(r);
       if (!a.quiet) std::fprintf(stderr, "%s", row);
     }
   }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <memory>
 
 #include "apps/cnf/common.h"
@@ -32,6 +33,57 @@ bool ends_with_npy(const std::string& p) {
   return p.size() > 4 && p.substr(p.size() - 4) == ".npy";
 }
 
+// The neural estimates: an ICNN map for W2 (--method icnn), a Lipschitz critic for W1
+// (--method critic).
+int run_neural_ot(const OtArgs& o, const torch::Tensor& a, const torch::Tensor& b, json& j,
+                  const std::function<double()>& seconds) {
+  if (o.method == "icnn") {
+    CNF_CHECK(o.cost == "sqeuclidean", "--method icnn estimates W2 (sqeuclidean cost), got --cost ",
+              o.cost);
+    ot::NeuralW2Options no;
+    no.seed = o.common.seed;
+    if (o.steps > 0) no.steps = o.steps;
+    auto r = ot::neural_w2(a, b, no);
+    j["w2"] = r.w2;
+    j["map_cost"] = r.map_cost;
+    j["seconds"] = seconds();
+    std::printf("W2 (ICNN dual estimate) = %.6g   cost of the learned map = %.6g   (%.2f s)\n",
+                r.w2, r.map_cost, seconds());
+    if (!o.map.empty()) {
+      io::write_npy(o.map, r.map(a).to(torch::kCPU));
+      std::printf("wrote the map of each point of --a to %s\n", o.map.c_str());
+    }
+  } else {
+    CNF_CHECK(o.cost == "euclidean", "--method critic estimates W1: pass --cost euclidean");
+    ot::CriticW1Options co;
+    co.seed = o.common.seed;
+    if (o.steps > 0) co.steps = o.steps;
+    auto r = ot::critic_w1(a, b, co);
+    j["w1"] = r.w1;
+    j["critic_gap"] = r.gap;
+    j["critic_slope"] = r.slope;
+    j["seconds"] = seconds();
+    std::printf("W1 (critic estimate) = %.6g   raw gap %.6g, mean slope %.4g   (%.2f s)\n", r.w1,
+                r.gap, r.slope, seconds());
+  }
+  write_json(o.common.json, j);
+  return 0;
+}
+
+// The exact or entropic plan's files: --plan and --assignment.
+void write_plan_files(const OtArgs& o, const ot::Solution& s, int64_t n_a, int64_t n_b) {
+  if (!o.plan.empty()) {
+    io::write_npy(o.plan, s.plan.to(torch::kCPU));
+    std::printf("wrote the plan [%lld, %lld] to %s\n", static_cast<long long>(n_a),
+                static_cast<long long>(n_b), o.plan.c_str());
+  }
+  if (!o.assignment.empty()) {
+    io::write_npy(o.assignment, s.assignment);
+    std::printf("wrote the assignment (row i of --a goes to row assignment[i] of --b) to %s\n",
+                o.assignment.c_str());
+  }
+}
+
 int run_ot(const OtArgs& o) {
   auto device = setup(o.common);
   for (const auto* p : {&o.plan, &o.assignment, &o.map})
@@ -45,44 +97,13 @@ int run_ot(const OtArgs& o) {
   const torch::Tensor wb = o.wb.empty() ? torch::Tensor() : io::read_table(o.wb).reshape({-1});
   json j = {{"method", o.method}, {"cost_name", o.cost}, {"n_a", a.size(0)}, {"n_b", b.size(0)}};
   auto t0 = std::chrono::steady_clock::now();
-  auto seconds = [&] {
+  const std::function<double()> seconds = [&] {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-
   if (o.method == "icnn" || o.method == "critic") {
     CNF_CHECK(o.plan.empty() && o.assignment.empty() && !wa.defined() && !wb.defined(),
               "--plan, --assignment, --wa and --wb apply to emd and sinkhorn, not to ", o.method);
-    if (o.method == "icnn") {
-      CNF_CHECK(o.cost == "sqeuclidean",
-                "--method icnn estimates W2 (sqeuclidean cost), got --cost ", o.cost);
-      ot::NeuralW2Options no;
-      no.seed = o.common.seed;
-      if (o.steps > 0) no.steps = o.steps;
-      auto r = ot::neural_w2(a, b, no);
-      j["w2"] = r.w2;
-      j["map_cost"] = r.map_cost;
-      j["seconds"] = seconds();
-      std::printf("W2 (ICNN dual estimate) = %.6g   cost of the learned map = %.6g   (%.2f s)\n",
-                  r.w2, r.map_cost, seconds());
-      if (!o.map.empty()) {
-        io::write_npy(o.map, r.map(a).to(torch::kCPU));
-        std::printf("wrote the map of each point of --a to %s\n", o.map.c_str());
-      }
-    } else {
-      CNF_CHECK(o.cost == "euclidean", "--method critic estimates W1: pass --cost euclidean");
-      ot::CriticW1Options co;
-      co.seed = o.common.seed;
-      if (o.steps > 0) co.steps = o.steps;
-      auto r = ot::critic_w1(a, b, co);
-      j["w1"] = r.w1;
-      j["critic_gap"] = r.gap;
-      j["critic_slope"] = r.slope;
-      j["seconds"] = seconds();
-      std::printf("W1 (critic estimate) = %.6g   raw gap %.6g, mean slope %.4g   (%.2f s)\n", r.w1,
-                  r.gap, r.slope, seconds());
-    }
-    write_json(o.common.json, j);
-    return 0;
+    return run_neural_ot(o, a, b, j, seconds);
   }
 
   CNF_CHECK(o.map.empty(), "--map applies to --method icnn only");
@@ -114,16 +135,7 @@ int run_ot(const OtArgs& o) {
               o.cost.c_str(), s.cost, static_cast<long long>(a.size(0)),
               static_cast<long long>(b.size(0)), secs);
   if (!s.report.empty()) std::fprintf(stderr, "%s\n", s.report.c_str());
-  if (!o.plan.empty()) {
-    io::write_npy(o.plan, s.plan.to(torch::kCPU));
-    std::printf("wrote the plan [%lld, %lld] to %s\n", static_cast<long long>(a.size(0)),
-                static_cast<long long>(b.size(0)), o.plan.c_str());
-  }
-  if (!o.assignment.empty()) {
-    io::write_npy(o.assignment, s.assignment);
-    std::printf("wrote the assignment (row i of --a goes to row assignment[i] of --b) to %s\n",
-                o.assignment.c_str());
-  }
+  write_plan_files(o, s, a.size(0), b.size(0));
   write_json(o.common.json, j);
   // A plan that misses its marginals is no answer: fail after reporting it.
   CNF_CHECK(s.converged, s.report);

@@ -182,6 +182,54 @@ struct RectifyResult {
   json metrics;
 };
 
+// The parent's pairs (x_0 = its flow's image of x_1, x_1): generated in chunks under
+// OUT/pairs, or reused from there. Sets how many chunks were reused and the seconds taken.
+data::PairTable parent_pairs(const RectifyArgs& a, const train::Checkpoint& parent,
+                             torch::Device device, int64_t& reused, double& seconds) {
+  rectify::PairOptions po;
+  po.n = a.pairs;
+  po.chunk = a.chunk;
+  po.solve = a.pair_solve.solve_options();
+  po.seed = a.common.seed;
+  po.device = device;
+  po.parent = a.source.name();
+  io::Progress pbar(a.pairs, "pairs from " + a.source.name(), !a.quiet);
+  reused = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  auto pairs = rectify::generate_pairs(*parent.model, *parent.schedule, *parent.prior, po,
+                                       a.out + "/pairs", [&](int64_t k, int64_t, bool was_reused) {
+                                         reused += was_reused;
+                                         pbar.update(std::min(a.pairs, (k + 1) * a.chunk));
+                                       });
+  pbar.finish();
+  seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (reused > 0)
+    std::fprintf(stderr, "reused %lld chunk(s) already in %s/pairs\n",
+                 static_cast<long long>(reused), a.out.c_str());
+  return pairs;
+}
+
+// Trains to the end with a progress bar, saving `ckpt` every 1000 steps and at the end;
+// returns the seconds spent.
+double train_child(train::Trainer& trainer, const RectifyArgs& a, bool distill,
+                   const std::string& ckpt, const std::string& stored_config) {
+  const int64_t steps = trainer.options().steps;
+  io::Progress progress(steps, distill ? "distill" : "reflow", !a.quiet);
+  auto t1 = std::chrono::steady_clock::now();
+  trainer.run([&](int64_t step, const objective::LossResult& r) {
+    if (step % 50 == 0 || step == steps) {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "loss %.4f", r.loss.item<double>());
+      progress.update(step, buf);
+    }
+    if (step % 1000 == 0) trainer.save(ckpt, stored_config);
+    return true;
+  });
+  progress.finish();
+  trainer.save(ckpt, stored_config);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+}
+
 // Pairs from the parent, a new flow trained on them, and the report of both.
 RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, bool distill,
                                torch::Device device) {
@@ -194,27 +242,9 @@ RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, 
   const auto& prior = parent.prior;
   make_dir(a.out);
 
-  rectify::PairOptions po;
-  po.n = a.pairs;
-  po.chunk = a.chunk;
-  po.solve = a.pair_solve.solve_options();
-  po.seed = a.common.seed;
-  po.device = device;
-  po.parent = parent_name;
-  io::Progress pbar(a.pairs, "pairs from " + parent_name, !a.quiet);
   int64_t reused = 0;
-  auto t0 = std::chrono::steady_clock::now();
-  auto pairs = rectify::generate_pairs(*parent.model, *schedule, *prior, po, a.out + "/pairs",
-                                       [&](int64_t k, int64_t, bool was_reused) {
-                                         reused += was_reused;
-                                         pbar.update(std::min(a.pairs, (k + 1) * a.chunk));
-                                       });
-  pbar.finish();
-  const double pair_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (reused > 0)
-    std::fprintf(stderr, "reused %lld chunk(s) already in %s/pairs\n",
-                 static_cast<long long>(reused), a.out.c_str());
+  double pair_seconds = 0;
+  auto pairs = parent_pairs(a, parent, device, reused, pair_seconds);
 
   train::TrainOptions opt = a.opt;
   opt.seed = a.common.seed;
@@ -249,21 +279,7 @@ RectifyResult run_rectify_once(const RectifyArgs& a, const std::string& config, 
   me.parent = parent_name;
   const std::string stored_config = config + lineage_line(me);
   const std::string ckpt = a.out + "/model.pt";
-  io::Progress progress(opt.steps, distill ? "distill" : "reflow", !a.quiet);
-  auto t1 = std::chrono::steady_clock::now();
-  trainer.run([&](int64_t step, const objective::LossResult& r) {
-    if (step % 50 == 0 || step == opt.steps) {
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "loss %.4f", r.loss.item<double>());
-      progress.update(step, buf);
-    }
-    if (step % 1000 == 0) trainer.save(ckpt, stored_config);
-    return true;
-  });
-  progress.finish();
-  const double train_seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
-  trainer.save(ckpt, stored_config);
+  const double train_seconds = train_child(trainer, a, distill, ckpt, stored_config);
 
   auto child = trainer.ema_model();
   child->eval();
@@ -346,6 +362,39 @@ struct ReflowExperimentArgs {
   bool quiet = false;
 };
 
+// What run_rectify_once needs for one step of the study: the flow in `ckpt`, reflowed or
+// distilled (into a one-step generator) into `out`.
+RectifyArgs study_step(const ReflowExperimentArgs& a, const std::string& ckpt,
+                       const std::string& out, const train::TrainOptions& o, bool distill) {
+  RectifyArgs r;
+  r.common = a.common;
+  r.source.ckpt = ckpt;
+  r.out = out;
+  r.pairs = a.pairs;
+  r.pair_solve.method = "dopri5";
+  r.opt = o;
+  if (distill) {
+    r.opt.steps = a.distill_steps;
+    r.generator_steps = 1;
+  }
+  r.eval_n = a.n;
+  r.quiet = a.quiet;
+  return r;
+}
+
+// The table row of one round's report.
+std::string reflow_row(int64_t k, const json& j) {
+  char buf[512];
+  std::snprintf(
+      buf, sizeof buf, "| %lld | %.2e ± %.1e | %.3f ± %.3f | %.4f | %lld | %.3f | %.3f | %.3f |\n",
+      static_cast<long long>(k), j["straightness"].get<double>(),
+      j["straightness_stderr"].get<double>(), j["transport_cost"].get<double>(),
+      j["transport_cost_stderr"].get<double>(), j["normalized_energy"].get<double>(),
+      static_cast<long long>(j["adaptive_nfe"].get<int64_t>()), j["w2_euler"].get<double>(),
+      j["w2_distilled_1step"].get<double>(), j["w2_dopri5"].get<double>());
+  return buf;
+}
+
 int run_reflow_experiment(const ReflowExperimentArgs& a) {
   auto device = setup(a.common);
   CNF_CHECK(a.rounds >= 1 && a.rounds <= 10, "--rounds must be in 1..10, got ", a.rounds);
@@ -375,16 +424,7 @@ int run_reflow_experiment(const ReflowExperimentArgs& a) {
     const std::string dir = a.out + "/round" + std::to_string(k);
     json j;
     if (k > 1) {  // reflow the previous round; its result already holds this round's report
-      RectifyArgs r;
-      r.common = a.common;
-      r.source.ckpt = ckpt;
-      r.out = dir;
-      r.pairs = a.pairs;
-      r.pair_solve.method = "dopri5";
-      r.opt = o;
-      r.eval_n = a.n;
-      r.quiet = a.quiet;
-      auto res = run_rectify_once(r, "", false, device);
+      auto res = run_rectify_once(study_step(a, ckpt, dir, o, false), "", false, device);
       io::write_text_atomic(dir + "/metrics.json", res.metrics.dump(2) + "\n");
       ckpt = dir + "/model.pt";
       j = res.metrics["metrics"];
@@ -395,30 +435,11 @@ int run_reflow_experiment(const ReflowExperimentArgs& a) {
     plot_trajectories(dir + "/trajectories.png", *flow.model, *schedule, *prior, a.common.seed,
                       device, "round " + std::to_string(k) + " trajectories");
     // Distil this round's flow into a one-step generator.
-    RectifyArgs d;
-    d.common = a.common;
-    d.source.ckpt = ckpt;
-    d.out = dir + "/distill1";
-    d.pairs = a.pairs;
-    d.pair_solve.method = "dopri5";
-    d.opt = o;
-    d.opt.steps = a.distill_steps;
-    d.generator_steps = 1;
-    d.eval_n = a.n;
-    d.quiet = a.quiet;
-    auto dist = run_rectify_once(d, "", true, device);
-    io::write_text_atomic(d.out + "/metrics.json", dist.metrics.dump(2) + "\n");
+    auto dist = run_rectify_once(study_step(a, ckpt, dir + "/distill1", o, true), "", true, device);
+    io::write_text_atomic(dir + "/distill1/metrics.json", dist.metrics.dump(2) + "\n");
     j["w2_distilled_1step"] = dist.metrics["w2_euler"];
     rounds.push_back(j);
-    char buf[512];
-    std::snprintf(
-        buf, sizeof buf, "| %lld | %.2e ± %.1e | %.3f ± %.3f | %.4f | %lld | %.3f | %.3f | %.3f |",
-        static_cast<long long>(k), j["straightness"].get<double>(),
-        j["straightness_stderr"].get<double>(), j["transport_cost"].get<double>(),
-        j["transport_cost_stderr"].get<double>(), j["normalized_energy"].get<double>(),
-        static_cast<long long>(j["adaptive_nfe"].get<int64_t>()), j["w2_euler"].get<double>(),
-        j["w2_distilled_1step"].get<double>(), j["w2_dopri5"].get<double>());
-    table += std::string(buf) + "\n";
+    table += reflow_row(k, j);
   }
   char floor_line[128];
   std::snprintf(floor_line, sizeof floor_line,

@@ -185,9 +185,12 @@ void add_optimizer_flags(CLI::App* sub, TrainArgs& a) {
   sub->add_option("--ema-decay", o.ema_decay, "EMA decay of the sampling weights (0: off)")
       ->capture_default_str();
   sub->add_option("--coupling", o.coupling,
-                  "Pairing of data and noise: independent, exact (minibatch OT, OT-CFM), "
-                  "sinkhorn (entropic plan), sb (Schrodinger bridge: entropic plan at "
-                  "epsilon = 2 sigma^2 and Brownian-bridge path)")
+                  "Pairing of data and noise, a spec name[:key=value] of " +
+                      join_names(coupling::coupling_names()) +
+                      ": exact is minibatch OT (OT-CFM), sinkhorn:eps=E the entropic plan, "
+                      "sb:sigma=S the Schrodinger bridge (entropic plan at epsilon = 2 sigma^2 "
+                      "and Brownian-bridge path); keys left out come from --coupling-eps and "
+                      "--bridge-sigma")
       ->capture_default_str()
       ->check(parsed_by([](const std::string& v) { coupling::make_coupling(v); }));
   sub->add_option("--coupling-eps", o.coupling_eps,

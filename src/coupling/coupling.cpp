@@ -9,6 +9,7 @@
 
 #include "cnf/core/error.h"
 #include "cnf/core/registry.h"
+#include "cnf/core/spec.h"
 #include "cnf/ot/emd.h"
 #include "cnf/ot/sinkhorn.h"
 
@@ -38,29 +39,31 @@ std::pair<at::Tensor, at::Tensor> sample_rows(const at::Tensor& plan, const at::
   return {x_0, x_1.index_select(0, j.to(x_1.device()))};
 }
 
-// Shortest of 15 or 17 significant digits that reads back as v: "0.3", not 0.2999...
-std::string format(double v) {
-  for (int digits : {15, 17}) {
-    std::ostringstream os;
-    os.precision(digits);
-    os << v;
-    if (digits == 17 || std::stod(os.str()) == v) return os.str();
-  }
-  return {};
-}
+// A coupling's spec parameters and the CouplingOptions field each one sets.
+struct Kind {
+  std::vector<SpecParam> params;
+  std::vector<double CouplingOptions::*> fields;
+  CouplingPtr (*make)(const CouplingOptions&);
+};
 
-using Factory = CouplingPtr (*)(const CouplingOptions&);
-const Registry<Factory>& couplings() {
-  static const Registry<Factory> r(
+const Registry<Kind>& couplings() {
+  // Parameter defaults are CouplingOptions' defaults, so canonical text omits them.
+  static const CouplingOptions d;
+  static const Registry<Kind> r(
       "coupling",
       {{"independent",
-        [](const CouplingOptions&) { return CouplingPtr(std::make_shared<Independent>()); }},
-       {"exact", [](const CouplingOptions&) { return CouplingPtr(std::make_shared<ExactOT>()); }},
+        {{},
+         {},
+         [](const CouplingOptions&) { return CouplingPtr(std::make_shared<Independent>()); }}},
+       {"exact",
+        {{}, {}, [](const CouplingOptions&) { return CouplingPtr(std::make_shared<ExactOT>()); }}},
        {"sinkhorn",
-        [](const CouplingOptions& o) { return CouplingPtr(std::make_shared<EntropicOT>(o)); }},
-       {"sb", [](const CouplingOptions& o) {
-          return CouplingPtr(std::make_shared<SchrodingerBridge>(o));
-        }}});
+        {{{"eps", d.epsilon}},
+         {&CouplingOptions::epsilon},
+         [](const CouplingOptions& o) { return CouplingPtr(std::make_shared<EntropicOT>(o)); }}},
+       {"sb", {{{"sigma", d.sigma}}, {&CouplingOptions::sigma}, [](const CouplingOptions& o) {
+                 return CouplingPtr(std::make_shared<SchrodingerBridge>(o));
+               }}}});
   return r;
 }
 
@@ -146,7 +149,7 @@ std::string EntropicOT::report() const {
 }
 
 std::string EntropicOT::describe() const {
-  return "sinkhorn(epsilon=" + format(options_.epsilon) + ")";
+  return canonical_spec("sinkhorn", couplings().get("sinkhorn").params, {options_.epsilon});
 }
 
 namespace {
@@ -161,10 +164,33 @@ CouplingOptions sb_options(CouplingOptions o) {
 SchrodingerBridge::SchrodingerBridge(CouplingOptions options)
     : EntropicOT(sb_options(options)), sigma_(options.sigma) {}
 
-std::string SchrodingerBridge::describe() const { return "sb(sigma=" + format(sigma_) + ")"; }
+std::string SchrodingerBridge::describe() const {
+  return canonical_spec("sb", couplings().get("sb").params, {sigma_});
+}
 
-CouplingPtr make_coupling(const std::string& name, const CouplingOptions& options) {
-  return couplings().get(name)(options);
+CouplingPtr make_coupling(const std::string& spec, const CouplingOptions& options) {
+  const SpecText text = split_spec(spec, "coupling");
+  const Kind& kind = couplings().get(text.name);
+  // The options' values are the fallbacks of the keys the spec leaves out.
+  auto params = kind.params;
+  for (size_t i = 0; i < params.size(); ++i) params[i].fallback = options.*kind.fields[i];
+  const auto values = spec_values(text, params, "coupling");
+  CouplingOptions o = options;
+  for (size_t i = 0; i < values.size(); ++i) o.*kind.fields[i] = values[i];
+  return kind.make(o);
+}
+
+std::string canonical_coupling(const std::string& text) {
+  // Checkpoints written before couplings were spec text store "sinkhorn(epsilon=0.3)" and
+  // "sb(sigma=0.5)".
+  const auto open = text.find('(');
+  if (open != std::string::npos && text.back() == ')') {
+    const auto name = text.substr(0, open);
+    auto inner = text.substr(open + 1, text.size() - open - 2);
+    if (inner.rfind("epsilon=", 0) == 0) inner = "eps=" + inner.substr(8);
+    return make_coupling(name + ":" + inner)->describe();
+  }
+  return make_coupling(text)->describe();
 }
 std::vector<std::string> coupling_names() { return couplings().names(); }
 

@@ -12,6 +12,7 @@
 #include "archive.h"
 #include "cnf/core/error.h"
 #include "cnf/core/runtime.h"
+#include "cnf/core/spec.h"
 #include "cnf/data/images.h"
 #include "cnf/dist/dist.h"
 #include "cnf/io/files.h"
@@ -62,10 +63,10 @@ void TrainOptions::validate() const {
 }
 
 std::string coupling_warning(const FlowSpec& spec, const TrainOptions& options) {
-  if (options.coupling != "exact" && options.coupling != "sinkhorn") return {};
+  const auto name = split_spec(options.coupling, "coupling").name;
+  if (name != "exact" && name != "sinkhorn") return {};
   if (path::schedule_name(spec.schedule) == "condot") return {};
-  return "coupling " + options.coupling +
-         " pairs data and noise by the squared-distance OT plan, " +
+  return "coupling " + name + " pairs data and noise by the squared-distance OT plan, " +
          "which makes the conditional paths straight and non-crossing only on the OT path " +
          "(condot); on the curved " + spec.make_schedule()->describe() +
          " path the pairing still trains a valid " +
@@ -542,14 +543,14 @@ std::string Trainer::resume(const std::string& path) {
             "use the same options to resume, or start a new run");
   // Checkpoints from before couplings were stored used the independent coupling.
   c10::IValue stored_coupling;
-  const std::string coupling =
+  const std::string coupling = coupling::canonical_coupling(
       ar.try_read("coupling", stored_coupling) && stored_coupling.isString()
           ? stored_coupling.toStringRef()
-          : std::string("independent");
+          : std::string("independent"));
   CNF_CHECK(coupling == s.coupling->describe(), "checkpoint '", path,
             "' was trained with the coupling ", coupling, " but this run uses ",
-            s.coupling->describe(),
-            "; pass the same --coupling, --coupling-eps and --bridge-sigma to resume");
+            s.coupling->describe(), "; pass the same --coupling (e.g. --coupling ", coupling,
+            ") to resume");
   load_module(ar, "model", *s.model, path);
   if (s.ema) load_module(ar, "ema", *s.ema, path);
   torch::serialize::InputArchive opt_ar;

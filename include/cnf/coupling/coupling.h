@@ -41,8 +41,9 @@ class Coupling {
                                                  at::Generator& gen) const = 0;
   /// The registry name: "independent", "exact", "sinkhorn" or "sb".
   virtual std::string name() const = 0;
-  /// The name and the parameters that change the pairing, e.g. "sb(sigma=0.5)"; a
-  /// checkpoint stores it so that a resumed run must use the same coupling.
+  /// The canonical spec: the name and the parameters that differ from their defaults, e.g.
+  /// "sb:sigma=0.3" ("sb" at sigma 0.5); make_coupling reads it back, and a checkpoint stores
+  /// it so that a resumed run must use the same coupling.
   virtual std::string describe() const { return name(); }
   /// sigma of the Brownian-bridge noise the objective adds to the path (0: none).
   virtual double bridge_sigma() const { return 0.0; }
@@ -141,7 +142,10 @@ class SchrodingerBridge final : public EntropicOT {
   double sigma_;
 };
 
-/// Builds a coupling by name; unknown names list the valid ones; bad options say which.
+/// Builds a coupling from a spec `name` or `name:key=value` (core/spec.h): independent,
+/// exact, sinkhorn:eps=E, sb:sigma=S. A key the spec sets overrides `options`; the others
+/// come from `options`. describe() prints the canonical spec, which builds the same coupling.
+/// Unknown names and keys list the valid ones; bad values say which.
 ///
 /// Example (pairs a minibatch by minibatch OT):
 /// \code
@@ -149,7 +153,10 @@ class SchrodingerBridge final : public EntropicOT {
 ///   at::Generator gen = cnf::make_generator(0);
 ///   auto [x_0, x_1] = coupling->pair(data, noise, gen);  // noise permuted to its OT partners
 /// \endcode
-CouplingPtr make_coupling(const std::string& name, const CouplingOptions& options = {});
+CouplingPtr make_coupling(const std::string& spec, const CouplingOptions& options = {});
+/// The canonical spec of a coupling's text: spec text, or the form checkpoints stored before
+/// couplings were spec text ("sinkhorn(epsilon=0.3)", "sb(sigma=0.5)").
+std::string canonical_coupling(const std::string& text);
 /// The registered names: independent, exact, sinkhorn, sb.
 std::vector<std::string> coupling_names();
 

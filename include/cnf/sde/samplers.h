@@ -85,16 +85,30 @@ struct SamplerOptions;
 
 /// The rows of the built-in samplers (see the file comment).
 namespace detail {
-extern const SamplerMethod kOde, kPfOde, kEm, kPc, kDdim, kDpm1, kDpm2, kDpm3, kDpmpp2m;
+extern const SamplerMethod kOde;      ///< ode
+extern const SamplerMethod kPfOde;    ///< pf-ode
+extern const SamplerMethod kEm;       ///< em
+extern const SamplerMethod kPc;       ///< pc
+extern const SamplerMethod kDdim;     ///< ddim
+extern const SamplerMethod kDpm1;     ///< dpm1
+extern const SamplerMethod kDpm2;     ///< dpm2
+extern const SamplerMethod kDpm3;     ///< dpm3
+extern const SamplerMethod kDpmpp2m;  ///< dpm++2m
 }  // namespace detail
 
 /// A sampler: a handle on its SamplerMethod, compared by identity. The built-in ones are
 /// constants (Sampler::dpmpp_2m); samplers() names every registered one.
 class Sampler {
  public:
-  /// \var ode
-  /// The built-in samplers (see the file comment).
-  static const Sampler ode, pf_ode, em, pc, ddim, dpm1, dpm2, dpm3, dpmpp_2m;
+  static const Sampler ode;       ///< the velocity through ode::solve
+  static const Sampler pf_ode;    ///< the probability-flow ODE from the score
+  static const Sampler em;        ///< Euler–Maruyama on the backward SDE
+  static const Sampler pc;        ///< predictor–corrector
+  static const Sampler ddim;      ///< DDIM
+  static const Sampler dpm1;      ///< DPM-Solver-1
+  static const Sampler dpm2;      ///< DPM-Solver-2
+  static const Sampler dpm3;      ///< DPM-Solver-3
+  static const Sampler dpmpp_2m;  ///< DPM-Solver++(2M)
   /// The sampler described by `method` (which must outlive every use).
   constexpr explicit Sampler(const SamplerMethod* method) : m_(method) {}
   /// Its descriptor.
