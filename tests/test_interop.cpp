@@ -6,6 +6,7 @@
 #include <torch/script.h>
 #include <torch/torch.h>
 
+#include <cctype>
 #include <cmath>
 #include <filesystem>
 
@@ -90,8 +91,12 @@ TEST_P(ScheduleTorchScript, EqualsTheCxxCoefficients) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllSchedules, ScheduleTorchScript,
-                         ::testing::ValuesIn(path::schedules().names()),
-                         [](const auto& info) { return info.param; });
+                         ::testing::ValuesIn(path::schedules().names()), [](const auto& info) {
+                           std::string name;
+                           for (char c : info.param)
+                             name += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return name;
+                         });
 
 TEST(Interop, ExportedNetworksRunInLibTorchAndGiveCnfsVelocity) {
   const auto dir = temp_dir("export");

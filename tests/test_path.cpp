@@ -71,6 +71,18 @@ Published published(const std::string& spec, double t) {
     const double h = std::acos(-1.0) / 2;
     return {std::cos(h * t), std::sin(h * t), -h * std::sin(h * t), h * std::cos(h * t)};
   }
+  if (name == "cosine-abar") {
+    // Nichol & Dhariwal 2021, eq. 17: alpha-bar(t) = f(t) / f(0), f(t) = cos^2((t + s) / (1 + s)
+    // * pi / 2); alpha = sqrt(alpha-bar), sigma = sqrt(1 - alpha-bar), derivatives by the chain
+    // rule from d alpha-bar / dt = f'(t) / f(0), f'(t) = -sin(2 u) pi / (2 (1 + s)).
+    const double s = p["s"], pi = std::acos(-1.0);
+    auto u = [&](double x) { return (x + s) / (1 + s) * pi / 2; };
+    const double f0 = std::pow(std::cos(u(0)), 2);
+    const double abar = std::pow(std::cos(u(t)), 2) / f0;
+    const double d_abar = -std::sin(2 * u(t)) * pi / (2 * (1 + s)) / f0;
+    const double alpha = std::sqrt(abar), sigma = std::sqrt(1 - abar);
+    return {alpha, sigma, d_abar / (2 * alpha), sigma > 0 ? -d_abar / (2 * sigma) : 0.0};
+  }
   if (name == "test_power") {
     // The test-only schedule of tests/test_registration.cpp: alpha = 1 - t^p, sigma = t.
     const double q = p["p"];

@@ -144,6 +144,9 @@ Registry<ScheduleKind>& schedule_registry() {
            {{{"sigma_min", 0.01}, {"sigma_max", 10.0}},
             [](V v) { return SchedulePtr(std::make_shared<VE>(v[0], v[1])); }}},
           {"cosine", {{}, [](V) { return SchedulePtr(std::make_shared<Cosine>()); }}},
+          {"cosine-abar",
+           {{{"s", 0.008}},
+            [](V v) { return SchedulePtr(std::make_shared<CosineAlphaBar>(v[0])); }}},
       });
   return registry;
 }
@@ -160,6 +163,35 @@ std::string Cosine::torchscript() const {
   const std::string h = float_literal(M_PI / 2.0);
   return "alpha = torch.cos(" + h + " * t)\nsigma = torch.sin(" + h + " * t)\n" + "d_alpha = -" +
          h + " * sigma\nd_sigma = " + h + " * alpha\n";
+}
+
+CosineAlphaBar::CosineAlphaBar(double s) : s_(s) {
+  CNF_CHECK(s >= 0 && s < 1, "cosine-abar needs 0 <= s < 1, got s=", s);
+}
+
+ScheduleValues CosineAlphaBar::operator()(const at::Tensor& t) const {
+  const double k = M_PI / (2.0 * (1.0 + s_)), c0 = std::cos(k * s_);
+  auto theta = k * (t + s_);
+  auto alpha = torch::cos(theta) / c0;
+  auto d_alpha = -k * torch::sin(theta) / c0;
+  // 1 - alpha^2 = (c0^2 - cos^2 theta) / c0^2 = sin(theta - k s) sin(theta + k s) / c0^2,
+  // a product form that keeps sigma accurate where alpha is close to 1.
+  auto sigma = torch::sqrt(torch::sin(theta - k * s_) * torch::sin(theta + k * s_)) / c0;
+  auto d_sigma = -alpha * d_alpha / sigma;
+  return {alpha, sigma, d_alpha, d_sigma};
+}
+
+std::string CosineAlphaBar::describe() const {
+  return canonical_spec("cosine-abar", schedules().get("cosine-abar").params, {s_});
+}
+
+std::string CosineAlphaBar::torchscript() const {
+  const double k = M_PI / (2.0 * (1.0 + s_)), c0 = std::cos(k * s_);
+  const std::string K = float_literal(k), S = float_literal(s_), C = float_literal(c0),
+                    KS = float_literal(k * s_);
+  return "theta = " + K + " * (t + " + S + ")\nalpha = torch.cos(theta) / " + C + "\nd_alpha = -" +
+         K + " * torch.sin(theta) / " + C + "\nsigma = torch.sqrt(torch.sin(theta - " + KS +
+         ") * torch.sin(theta + " + KS + ")) / " + C + "\nd_sigma = -alpha * d_alpha / sigma\n";
 }
 
 SchedulePtr make_schedule(const std::string& spec, double sigma_min) {

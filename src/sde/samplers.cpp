@@ -22,7 +22,9 @@ Registry<Sampler>& sampler_registry() {
                                                 {"dpm1", Sampler::dpm1},
                                                 {"dpm2", Sampler::dpm2},
                                                 {"dpm3", Sampler::dpm3},
-                                                {"dpm++2m", Sampler::dpmpp_2m}});
+                                                {"dpm++2m", Sampler::dpmpp_2m},
+                                                {"dpm++2m-sde", Sampler(&detail::kDpmpp2mSde)},
+                                                {"euler-a", Sampler(&detail::kEulerAncestral)}});
   return registry;
 }
 }  // namespace
@@ -264,6 +266,53 @@ at::Tensor dpmpp_2m(Denoiser& m, at::Tensor x, const std::vector<double>& ts, co
   return x;
 }
 
+// Euler ancestral (k-diffusion's sample_euler_ancestral, after Ho et al. 2020's ancestral
+// step), in cnf's variables: with x~ = x / alpha and s~ = sigma / alpha the path is
+// x~ = x0 + s~ eps, and each step from t to s moves to s_down = sqrt(s~_s^2 - s_up^2) by one
+// Euler step of the ODE dx~/ds~ = (x~ - x0) / s~, then adds s_up z, where
+// s_up = min(s~_s, s~_s sqrt(1 - s~_s^2 / s~_t^2)). The result is scaled back by alpha_s.
+at::Tensor euler_ancestral(Denoiser& m, at::Tensor x, const std::vector<double>& ts,
+                           const SamplerOptions&, at::Generator& gen) {
+  const auto& schedule = m.schedule();
+  for (size_t k = 0; k + 1 < ts.size(); ++k) {
+    const Coef ct = coef(schedule, ts[k]), cs = coef(schedule, ts[k + 1]);
+    const double st = ct.sigma / ct.alpha, ss = cs.sigma / cs.alpha;
+    const double up = std::min(ss, ss * std::sqrt(std::max(0.0, 1.0 - (ss * ss) / (st * st))));
+    const double down = std::sqrt(std::max(0.0, ss * ss - up * up));
+    auto x0 = m(x, ts[k], Param::data);
+    auto xt = x / ct.alpha;
+    auto xs = x0 + (down / st) * (xt - x0);  // x~ + (down - s~_t) (x~ - x0) / s~_t
+    x = cs.alpha * (xs + up * noise_like(x, gen));
+  }
+  return x;
+}
+
+// DPM-Solver++(2M) SDE (Lu et al. 2022, arXiv:2211.01095, SDE-DPM-Solver++ with the
+// multistep midpoint correction of k-diffusion's sample_dpmpp_2m_sde, eta = 1): with
+// h = lambda_s - lambda_t and D the data prediction,
+//   x_s = (sigma_s / sigma_t) e^{-h} x_t + alpha_s (1 - e^{-2h}) D
+//         + alpha_s (1 - e^{-2h}) (D - D_prev) / (2 r) + sigma_s sqrt(1 - e^{-2h}) z,
+// r = h_prev / h (no correction on the first step).
+at::Tensor dpmpp_2m_sde(Denoiser& m, at::Tensor x, const std::vector<double>& ts,
+                        const SamplerOptions&, at::Generator& gen) {
+  const auto& schedule = m.schedule();
+  at::Tensor x0_prev;
+  double h_prev = 0.0;
+  for (size_t k = 0; k + 1 < ts.size(); ++k) {
+    const Coef ct = coef(schedule, ts[k]), cs = coef(schedule, ts[k + 1]);
+    const double h = cs.lambda - ct.lambda;
+    const double decay = -std::expm1(-2.0 * h);  // 1 - e^{-2h}
+    auto x0 = m(x, ts[k], Param::data);
+    auto d = x0;
+    if (x0_prev.defined()) d = x0 + (0.5 * h / h_prev) * (x0 - x0_prev);
+    x = (cs.sigma / ct.sigma) * std::exp(-h) * x + cs.alpha * decay * d +
+        cs.sigma * std::sqrt(decay) * noise_like(x, gen);
+    x0_prev = x0;
+    h_prev = h;
+  }
+  return x;
+}
+
 int64_t one(const SamplerOptions&) { return 1; }
 int64_t none(const SamplerOptions&) { return 0; }
 
@@ -375,6 +424,23 @@ const SamplerMethod kDpm3{
     [](const SamplerOptions&) { return int64_t{3}; },
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
        at::Generator& gen) { return dpm_singlestep(m, std::move(x), ts, o, gen, 3, false); }};
+const SamplerMethod kEulerAncestral{
+    "Euler ancestral (Euler step in sigma/alpha, then fresh noise; k-diffusion's euler_a)",
+    false,
+    true,
+    false,
+    1,
+    Spacing::lambda,
+    one,
+    euler_ancestral};
+const SamplerMethod kDpmpp2mSde{"DPM-Solver++(2M) SDE (multistep, data prediction, eta = 1)",
+                                false,
+                                true,
+                                false,
+                                1,
+                                Spacing::lambda,
+                                one,
+                                dpmpp_2m_sde};
 const SamplerMethod kDpmpp2m{"DPM-Solver++(2M) (multistep, data prediction)",
                              false,
                              false,

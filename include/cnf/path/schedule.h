@@ -133,6 +133,27 @@ class Cosine final : public Schedule {
   std::string torchscript() const override;
 };
 
+/// The cosine alpha-bar schedule of improved DDPM (Nichol & Dhariwal 2021, eq. 17) in
+/// continuous time: alpha-bar(t) = f(t) / f(0), f(t) = cos^2((t + s) / (1 + s) * pi / 2), so
+/// alpha_t = cos(theta_t) / cos(theta_0), theta_t = (t + s) / (1 + s) * pi / 2, and
+/// sigma_t = sqrt(1 - alpha_t^2) (variance preserving). Their t/T is cnf's t (data at 0); the
+/// offset s (0.008 in the paper) keeps sigma from being tiny near t = 0. The discrete
+/// schedule clips beta_t at 0.999 near t = 1; here alpha_1 = 0 exactly, as on condot.
+/// (cnf's `cosine` is the trigonometric interpolant alpha = cos(pi t / 2), another path.)
+class CosineAlphaBar final : public Schedule {
+ public:
+  /// 0 <= s < 1.
+  explicit CosineAlphaBar(double s = 0.008);
+  ScheduleValues operator()(const at::Tensor& t) const override;
+  std::string describe() const override;
+  std::string torchscript() const override;
+  /// d sigma/dt = -alpha d alpha / sigma diverges at t = 0, where sigma_0 = 0.
+  double t_min() const override { return 1e-3; }
+
+ private:
+  double s_;
+};
+
 /// A registered schedule: its numeric parameters (keys and defaults, in canonical order) and
 /// how to build it from their values.
 struct ScheduleKind {
@@ -143,7 +164,8 @@ struct ScheduleKind {
 };
 
 /// Every schedule cnf offers, by name: condot (sigma_min), vp and subvp (beta_min,
-/// beta_max), ve (sigma_min, sigma_max), cosine; then any added by add_schedule.
+/// beta_max), ve (sigma_min, sigma_max), cosine, cosine-abar (s); then any added by
+/// add_schedule.
 const Registry<ScheduleKind>& schedules();
 /// Registers another schedule under `name` (a new name): its parameters and how to build it.
 /// Its class's describe() should return canonical_spec(name, kind.params, values) so that

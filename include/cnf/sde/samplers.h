@@ -33,6 +33,12 @@
 ///            (r = 1/2; r = 1/3, 2/3); 1, 2, 3 evaluations per step.
 ///   dpm++2m  multistep DPM-Solver++(2M) (Lu et al. 2022, arXiv:2211.01095, alg. 2) on the
 ///            data prediction; one evaluation per step, order 1 on the first step.
+///   dpm++2m-sde  its stochastic variant (SDE-DPM-Solver++ with the 2M correction, eta = 1):
+///            x_s = (sigma_s/sigma_t) e^-h x_t + alpha_s (1 - e^-2h) D' + sigma_s
+///            sqrt(1 - e^-2h) z, D' the data prediction extrapolated as in dpm++2m.
+///   euler-a  Euler ancestral (the diffusion libraries' "Euler a"): an Euler step of the ODE
+///            in x / alpha and sigma / alpha down to sigma_down, then noise of scale sigma_up
+///            (sigma_down^2 + sigma_up^2 = the target's sigma^2; see samplers.cpp).
 /// All exponential-integrator samplers are written in lambda = log(alpha/sigma), so they serve
 /// every affine schedule (condot, cosine, VE included), not only VP; their order-1 update is
 /// evaluated in the form alpha_s x0 + sigma_s eps, which stays finite when alpha_t -> 0.
@@ -85,15 +91,17 @@ struct SamplerOptions;
 
 /// The rows of the built-in samplers (see the file comment).
 namespace detail {
-extern const SamplerMethod kOde;      ///< ode
-extern const SamplerMethod kPfOde;    ///< pf-ode
-extern const SamplerMethod kEm;       ///< em
-extern const SamplerMethod kPc;       ///< pc
-extern const SamplerMethod kDdim;     ///< ddim
-extern const SamplerMethod kDpm1;     ///< dpm1
-extern const SamplerMethod kDpm2;     ///< dpm2
-extern const SamplerMethod kDpm3;     ///< dpm3
-extern const SamplerMethod kDpmpp2m;  ///< dpm++2m
+extern const SamplerMethod kOde;             ///< ode
+extern const SamplerMethod kPfOde;           ///< pf-ode
+extern const SamplerMethod kEm;              ///< em
+extern const SamplerMethod kPc;              ///< pc
+extern const SamplerMethod kDdim;            ///< ddim
+extern const SamplerMethod kDpm1;            ///< dpm1
+extern const SamplerMethod kDpm2;            ///< dpm2
+extern const SamplerMethod kDpm3;            ///< dpm3
+extern const SamplerMethod kDpmpp2m;         ///< dpm++2m
+extern const SamplerMethod kDpmpp2mSde;      ///< dpm++2m-sde
+extern const SamplerMethod kEulerAncestral;  ///< euler-a
 }  // namespace detail
 
 /// A sampler: a handle on its SamplerMethod, compared by identity. The built-in ones are
@@ -230,7 +238,7 @@ struct SamplerMethod {
 };
 
 /// Every registered sampler by name: ode, pf-ode, em, pc, ddim, dpm1, dpm2, dpm3, dpm++2m,
-/// then any added by add_sampler.
+/// dpm++2m-sde, euler-a, then any added by add_sampler.
 const Registry<Sampler>& samplers();
 /// Registers another sampler under `name` (a new name; `method` must outlive the program).
 /// Call it before any sampling starts (registries are not locked), e.g. at the start of main.
