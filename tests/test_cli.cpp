@@ -79,6 +79,8 @@ TEST(CliTest, EveryBadNameFailsBeforeAnyWork) {
       {"train --param eps", "--param", "velocity, score, data, noise"},
       {"train --weighting snr", "--weighting", "sigma2, likelihood, uniform"},
       {"train --coupling ot", "--coupling", "independent, exact, sinkhorn, sb"},
+      {"train --coupling sinkhorn:epsilon=0.1", "--coupling", "valid keys: eps"},
+      {"train --schedule cosine-abar:s=2", "--schedule", "0 <= s < 1"},
       {"train --coupling-scope world", "--coupling-scope", "rank, global"},
       {"train --optimizer sgd", "--optimizer", "adam, adamw"},
       {"train --lr-schedule exponential", "--lr-schedule", "constant, cosine, linear"},
