@@ -379,6 +379,30 @@ TEST(SdeSamplerTest, OneStepTransitionsMatchTheirClosedForms) {
   }
 }
 
+TEST(SdeSamplerTest, EulerAncestralIsAncestralDdim) {
+  // Two routes to one sampler: Euler ancestral's step in x / alpha and sigma / alpha (down to
+  // sigma_down, then noise sigma_up) is, multiplied out, DDIM's update at eta = 1
+  // (alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z, c = sigma_s sqrt(1 - e^{-2h})). Both draw
+  // one noise tensor per step, so from the same generator state they must agree to float64
+  // rounding (amplified by 1/alpha ~ 1e3 near alpha -> 0: 1e-9).
+  Gaussian g;
+  for (const auto& name : path::schedules().names()) {
+    auto s = path::make_schedule(name);
+    GaussianModel net(s, g.mu, g.s, Param::noise);
+    auto gen = make_generator(3);
+    sde::SamplerOptions o;
+    o.steps = 25;
+    auto x = g.draw(*s, sde::sampling_range(*s, o).hi, 64, gen);
+    auto run = [&](const std::string& sampler, double eta) {
+      o.sampler = sde::samplers().get(sampler);
+      o.eta = eta;
+      auto gen2 = make_generator(11);
+      return sde::sample(net, Param::noise, *s, x, o, gen2).x;
+    };
+    EXPECT_TRUE(torch::allclose(run("euler-a", 0.0), run("ddim", 1.0), 1e-9, 1e-9)) << name;
+  }
+}
+
 TEST(SdeSamplerTest, NfeCountsMatchTheDocumentedCost) {
   Gaussian g;
   auto s = path::make_schedule("vp");

@@ -271,6 +271,8 @@ at::Tensor dpmpp_2m(Denoiser& m, at::Tensor x, const std::vector<double>& ts, co
 // x~ = x0 + s~ eps, and each step from t to s moves to s_down = sqrt(s~_s^2 - s_up^2) by one
 // Euler step of the ODE dx~/ds~ = (x~ - x0) / s~, then adds s_up z, where
 // s_up = min(s~_s, s~_s sqrt(1 - s~_s^2 / s~_t^2)). The result is scaled back by alpha_s.
+// Multiplied out this is ddim's update at eta = 1 (s_up alpha_s = c), kept under the name
+// the diffusion libraries use; SdeSamplerTest.EulerAncestralIsAncestralDdim checks it.
 at::Tensor euler_ancestral(Denoiser& m, at::Tensor x, const std::vector<double>& ts,
                            const SamplerOptions&, at::Generator& gen) {
   const auto& schedule = m.schedule();
