@@ -129,6 +129,11 @@ TEST(Interop, ExportedNetworksRunInLibTorchAndGiveCnfsVelocity) {
     c.spec.objective = "score";
     c.spec.model.activation = "silu";
     cases.push_back(c);
+    c = {"score-ve-v", {}};  // v-prediction: the module's convert reads it (affine.h)
+    c.spec.schedule = "ve";
+    c.spec.objective = "score";
+    c.spec.param = "v";
+    cases.push_back(c);
     c = {"fm-subvp-data-relu", {}};
     c.spec.schedule = "subvp";
     c.spec.param = "data";

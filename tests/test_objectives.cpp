@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -77,6 +78,10 @@ double weight(objective::Weighting w, const ClosedForm& c) {
       return c.g2 / c.sigma2;  // lambda = g^2
     case objective::Weighting::uniform:
       return 1.0 / c.sigma2;  // lambda = 1
+    case objective::Weighting::min_snr: {
+      const double snr = c.alpha * c.alpha / c.sigma2;  // Hang et al.: min(SNR, 5) / SNR
+      return std::min(snr, 5.0) / snr;
+    }
   }
   return 0.0;
 }
@@ -108,7 +113,7 @@ TEST(ObjectiveTest, ScoreMatchingLossOfTheExactModelIsItsFloorForEveryWeighting)
     auto schedule = path::make_schedule(c.spec);
     ExactNoiseModel exact(schedule, mu, s);
     for (auto w : {objective::Weighting::sigma2, objective::Weighting::likelihood,
-                   objective::Weighting::uniform}) {
+                   objective::Weighting::uniform, objective::Weighting::min_snr}) {
       // The floor and the per-sample variance by the midpoint rule, 20000 cells: the
       // integrands vary on the scale of t itself (>= 1e-3), so the relative quadrature error
       // is about (5e-5 / 1e-3)^2 / 24 = 1e-4, far below the Monte-Carlo error.

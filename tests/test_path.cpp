@@ -174,7 +174,7 @@ TEST_P(ScheduleTest, ConversionsRoundTrip) {
   auto x0 = torch::randn({16, 3}, torch::kFloat64), x1 = torch::randn({16, 3}, torch::kFloat64);
   auto ps = path::sample_path(*s, x0, x1, t);
   using path::Param;
-  const Param all[] = {Param::velocity, Param::score, Param::data, Param::noise};
+  const Param all[] = {Param::velocity, Param::score, Param::data, Param::noise, Param::v};
   // From the true x_0 every parameterization must reproduce the true x_1 and u_t.
   for (Param to : all) {
     auto pred = path::convert(*s, x0, Param::data, to, ps.x_t, t);
@@ -337,6 +337,33 @@ TEST(PathTest, CondOTTargetIsDifference) {
   EXPECT_TRUE(torch::allclose(ps.dx_t, x1 - x0, 0, 1e-14));  // exact up to rounding
   auto tt = t.unsqueeze(1);
   EXPECT_TRUE(torch::allclose(ps.x_t, (1 - tt) * x0 + tt * x1, 0, 1e-14));
+}
+
+TEST(PathTest, VPredictionIsSalimansHoAndEdmPreconditioning) {
+  // On VP (alpha^2 + sigma^2 = 1) v = alpha x_1 - sigma x_0 (Salimans & Ho 2022, sec. 4); on
+  // VE (alpha = 1) EDM's preconditioning with sigma_data = 1 (Karras et al. 2022, table 1:
+  // c_skip = 1/(sigma^2 + 1), c_out = sigma / sqrt(sigma^2 + 1)) trains F = (x_0 - c_skip x)
+  // / c_out, which is -v. Float64 arithmetic on O(1..10) numbers: 1e-12.
+  using path::Param;
+  auto x0 = torch::randn({64, 3}, torch::kFloat64), x1 = torch::randn({64, 3}, torch::kFloat64);
+  auto t = 0.02 + 0.96 * torch::rand({64}, torch::kFloat64);
+  auto col = [](const torch::Tensor& a) { return a.unsqueeze(1); };
+  auto vp = path::make_schedule("vp");
+  auto pv = path::sample_path(*vp, x0, x1, t);
+  auto sv = (*vp)(t);
+  auto v = path::convert(*vp, x0, Param::data, Param::v, pv.x_t, t);
+  EXPECT_TRUE(torch::allclose(v, col(sv.alpha_t) * x1 - col(sv.sigma_t) * x0, 1e-12, 1e-12));
+  auto ve = path::make_schedule("ve");
+  auto pe = path::sample_path(*ve, x0, x1, t);
+  auto sigma = col((*ve)(t).sigma_t);
+  auto c_skip = 1 / (sigma * sigma + 1), c_out = sigma / torch::sqrt(sigma * sigma + 1);
+  auto f = (x0 - c_skip * pe.x_t) / c_out;
+  auto v_ve = path::convert(*ve, x1, Param::noise, Param::v, pe.x_t, t);
+  EXPECT_TRUE(torch::allclose(v_ve, -f, 1e-12, 1e-12));
+  // And back: the data and noise read from v are the true ones.
+  EXPECT_TRUE(torch::allclose(path::convert(*ve, v_ve, Param::v, Param::data, pe.x_t, t), x0, 1e-12,
+                              1e-12));
+  EXPECT_EQ(path::parse_param("v"), Param::v);
 }
 
 TEST(PathTest, CondOTSigmaMin) {

@@ -178,6 +178,9 @@ struct SamplerArgs {
   std::string predictor = "reverse-diffusion";
   std::string spacing = "auto";
   double t_start = -1.0, t_end = -1.0;
+  /// The library's settings of the options below (karras rho, lower_order_final,
+  /// thresholding, heun's churn), kept at their defaults until a flag sets them.
+  sde::SamplerOptions more;
 };
 void add_sampler_options(CLI::App* sub, SamplerArgs& s, const std::string& prefix);
 

@@ -3,9 +3,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <limits>
 
 #include "apps/cnf/common.h"
 #include "apps/cnf/evaluation.h"
+#include "cnf/core/spec.h"
 #include "cnf/data/sources.h"
 #include "cnf/io/plot.h"
 #include "cnf/io/progress.h"
@@ -13,6 +16,22 @@
 #include "cnf/train/trainer.h"
 
 namespace cnf::app {
+
+namespace {
+// A check that a number lies in [lo, hi] (lo excluded when `open`), saying so in its words.
+CLI::Validator number_in(double lo, double hi, bool open, const std::string& note) {
+  return parsed_by([=](const std::string& v) {
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    const bool ok = end != v.c_str() && *end == '\0' && std::isfinite(x) && x <= hi &&
+                    (open ? x > lo : x >= lo);
+    CNF_CHECK(ok, "'", v, "' must be a number ", open ? "> " : ">= ", lo,
+              std::isfinite(hi) ? " and <= " + shortest_number(hi) : std::string(), " (", note,
+              ")");
+  });
+}
+constexpr double kInf = std::numeric_limits<double>::infinity();
+}  // namespace
 
 void add_sampler_options(CLI::App* sub, SamplerArgs& s, const std::string& prefix) {
   const std::string p = "--" + prefix;
@@ -24,20 +43,54 @@ void add_sampler_options(CLI::App* sub, SamplerArgs& s, const std::string& prefi
       ->capture_default_str()
       ->check(names_of(sde::samplers()));
   sub->add_option(p + "eta", s.eta, "DDIM noise: 0 deterministic, 1 ancestral")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(number_in(0, 1, false, "0 deterministic, 1 ancestral"));
   sub->add_option(p + "snr", s.snr, "Signal-to-noise ratio of the pc Langevin corrector")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(number_in(0, kInf, true, "Song et al. use 0.16"));
   sub->add_option(p + "corrector-steps", s.corrector_steps, "Langevin steps per pc step")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(number_in(0, kInf, false, "0: no corrector"));
   sub->add_option(p + "predictor", s.predictor,
                   "pc predictor: " + sde::pc_predictors().joined_names())
       ->capture_default_str()
       ->check(parsed_by([](const std::string& v) { sde::parse_pc_predictor(v); }));
   sub->add_option(p + "spacing", s.spacing,
-                  "Time grid (auto: lambda for ddim/dpm*, time for em/pc): " +
+                  "Time grid (auto: lambda for ddim/dpm*/unipc/deis, karras for heun, time for "
+                  "em/pc): " +
                       sde::spacings().joined_names())
       ->capture_default_str()
       ->check(names_of(sde::spacings()));
+  sub->add_option(p + "rho", s.more.rho, "Exponent of the karras spacing (Karras et al.: 7)")
+      ->capture_default_str()
+      ->check(number_in(0, kInf, true, "Karras et al. use 7"));
+  sub->add_option(p + "lower-order-final", s.more.lower_order_final,
+                  "Multistep samplers lower their order on the last steps of runs under 15 steps")
+      ->capture_default_str();
+  sub->add_option(p + "threshold", s.more.threshold,
+                  "Dynamic thresholding of the data prediction at this quantile of |x0| (0: off; "
+                  "Imagen: 0.995)")
+      ->capture_default_str()
+      ->check(number_in(0, 1, false, "0: off; Imagen uses 0.995"));
+  sub->add_option(p + "threshold-bound", s.more.threshold_bound,
+                  "The data bound of dynamic thresholding (1 for data in [-1, 1])")
+      ->capture_default_str()
+      ->check(number_in(0, kInf, true, "1 for data in [-1, 1]"));
+  sub->add_option(p + "churn", s.more.churn,
+                  "heun: stochastic churn S_churn (0: deterministic; Karras et al. 0-80)")
+      ->capture_default_str()
+      ->check(number_in(0, kInf, false, "0: deterministic"));
+  sub->add_option(p + "churn-sigma-min", s.more.churn_sigma_min,
+                  "heun: churn only where sigma/alpha >= this")
+      ->capture_default_str()
+      ->check(number_in(0, kInf, false, "a sigma/alpha level"));
+  sub->add_option(p + "churn-sigma-max", s.more.churn_sigma_max,
+                  "heun: churn only where sigma/alpha <= this (default: no limit)")
+      ->check(number_in(0, kInf, false, "a sigma/alpha level"));
+  sub->add_option(p + "churn-noise", s.more.churn_noise,
+                  "heun: S_noise, the scale of churn's fresh noise")
+      ->capture_default_str()
+      ->check(number_in(0, kInf, false, "Karras et al. use 1.003-1.007"));
   sub->add_option(p + "t-start", s.t_start,
                   "Start time (default: 1 for ode, else where alpha_t >= 1e-3)");
   sub->add_option(p + "t-end", s.t_end,
@@ -46,7 +99,7 @@ void add_sampler_options(CLI::App* sub, SamplerArgs& s, const std::string& prefi
 
 sde::SamplerOptions sampler_options(const SamplerArgs& s, int64_t steps,
                                     const ode::SolveOptions& solve) {
-  sde::SamplerOptions o;
+  sde::SamplerOptions o = s.more;
   o.sampler = sde::samplers().get(s.sampler);
   o.steps = steps;
   o.eta = s.eta;

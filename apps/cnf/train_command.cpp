@@ -65,10 +65,10 @@ void add_flow_flags(CLI::App* sub, TrainArgs& a) {
       ->check(names_of(path::params()));
   sub->add_option("--weighting", s.weighting,
                   "Score-matching weighting lambda(t) (sigma2: noise prediction, likelihood: "
-                  "g^2): " +
+                  "g^2, min-snr:gamma=G: Min-SNR-gamma, gamma 5 by default): " +
                       objective::weightings().joined_names())
       ->capture_default_str()
-      ->check(names_of(objective::weightings()));
+      ->check(parsed_by([](const std::string& v) { objective::parse_weighting_spec(v); }));
 }
 
 // Maximum likelihood through the ODE: the training solve and the regularizers.

@@ -97,7 +97,7 @@ def load(path):
 def load_torchscript(module, predicts="velocity", schedule="condot", sigma_min=0.0,
                      time="data-at-0", dim=0, fuse=""):
     """A flow from a TorchScript module (a file, or a scripted module) trained elsewhere:
-    forward(x, t) returns `predicts` (velocity, score, data or noise) on `schedule`, in the
+    forward(x, t) returns `predicts` (velocity, score, data, noise or v) on `schedule`, in the
     time convention `time` ('data-at-0', cnf's, or 'data-at-1' of flow_matching/torchcfm).
     dim: the dimension of one sample (0: the module's data_shape attribute). fuse: an
     activation name to run a plain MLP module by cnf's fused MLP. Returns a cnf.Flow."""

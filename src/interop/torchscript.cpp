@@ -75,6 +75,10 @@ def convert(self, pred: Tensor, x: Tensor, t: Tensor, source: str, target: str) 
     elif source == "score":
         x1 = -sigma * pred
         x0 = (x - sigma * x1) / alpha
+    elif source == "v":
+        r = torch.sqrt(alpha * alpha + sigma * sigma)
+        x0 = (alpha * x - sigma * r * pred) / (r * r)
+        x1 = (sigma * x + alpha * r * pred) / (r * r)
     else:
         det = alpha * d_sigma - sigma * d_alpha
         x0 = (d_sigma * x - sigma * pred) / det
@@ -85,6 +89,8 @@ def convert(self, pred: Tensor, x: Tensor, t: Tensor, source: str, target: str) 
         return x1
     if target == "score":
         return -x1 / sigma
+    if target == "v":
+        return (alpha * x1 - sigma * x0) / torch.sqrt(alpha * alpha + sigma * sigma)
     return d_alpha * x0 + d_sigma * x1
 
 def _as(self, x: Tensor, t: Tensor, target: str) -> Tensor:

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "cnf/core/error.h"
+#include "cnf/core/spec.h"
 
 namespace cnf::objective {
 
@@ -10,12 +11,38 @@ const Registry<Weighting>& weightings() {
   static const Registry<Weighting> r("score-matching weighting",
                                      {{"sigma2", Weighting::sigma2},
                                       {"likelihood", Weighting::likelihood},
-                                      {"uniform", Weighting::uniform}});
+                                      {"uniform", Weighting::uniform},
+                                      {"min-snr", Weighting::min_snr}});
   return r;
 }
 Weighting parse_weighting(const std::string& name) { return weightings().get(name); }
 
 std::string weighting_name(Weighting w) { return weightings().name_of(w); }
+
+namespace {
+// The parameters a weighting's spec takes: min-snr has gamma, the others none.
+std::vector<SpecParam> weighting_params(Weighting w) {
+  if (w == Weighting::min_snr) return {{"gamma", WeightingSpec{}.gamma}};
+  return {};
+}
+}  // namespace
+
+WeightingSpec parse_weighting_spec(const std::string& text) {
+  const SpecText spec = split_spec(text, "weighting");
+  WeightingSpec w;
+  w.kind = parse_weighting(spec.name);
+  const auto values = spec_values(spec, weighting_params(w.kind), "weighting");
+  if (!values.empty()) w.gamma = values[0];
+  CNF_CHECK(w.gamma > 0, "weighting '", text, "': gamma must be > 0 (Hang et al. use 5), got ",
+            w.gamma);
+  return w;
+}
+
+std::string WeightingSpec::describe() const {
+  const auto params = weighting_params(kind);
+  return canonical_spec(weighting_name(kind), params,
+                        params.empty() ? std::vector<double>{} : std::vector<double>{gamma});
+}
 
 LossResult score_matching_loss(nn::VelocityFieldImpl& net, const Batch& batch,
                                const ScoreMatchingOptions& options, at::Generator& gen) {
@@ -46,6 +73,13 @@ LossResult score_matching_loss(nn::VelocityFieldImpl& net, const Batch& batch,
     case Weighting::uniform:
       weight = schedule(t).sigma_t.pow(-2);
       break;
+    case Weighting::min_snr: {
+      // min(SNR, gamma) / SNR = min(1, gamma / SNR) (see the header).
+      auto v = schedule(t);
+      auto snr = (v.alpha_t / v.sigma_t).pow(2);
+      weight = torch::clamp_max(options.snr_gamma / snr, 1.0);
+      break;
+    }
   }
   auto loss = (weight * mse).mean();
   return {loss, {{"loss", loss.detach()}, {"noise_mse", mse.mean().detach()}}};

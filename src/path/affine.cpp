@@ -29,7 +29,8 @@ const Registry<Param>& params() {
   static const Registry<Param> r("parameterization", {{"velocity", Param::velocity},
                                                       {"score", Param::score},
                                                       {"data", Param::data},
-                                                      {"noise", Param::noise}});
+                                                      {"noise", Param::noise},
+                                                      {"v", Param::v}});
   return r;
 }
 Param parse_param(const std::string& name) { return params().get(name); }
@@ -65,6 +66,14 @@ at::Tensor convert(const Schedule& schedule, const at::Tensor& pred, Param from,
       x1 = (alpha * pred - d_alpha * x_t) / det;
       break;
     }
+    case Param::v: {
+      // On the variance-preserving path of the same log-SNR (affine.h): x^ = x_t / r.
+      auto r = torch::sqrt(alpha * alpha + sigma * sigma);
+      auto a = alpha / r, s = sigma / r, xh = x_t / r;
+      x0 = a * xh - s * pred;
+      x1 = s * xh + a * pred;
+      break;
+    }
   }
   switch (to) {
     case Param::data:
@@ -75,6 +84,10 @@ at::Tensor convert(const Schedule& schedule, const at::Tensor& pred, Param from,
       return -x1 / sigma;
     case Param::velocity:
       return d_alpha * x0 + d_sigma * x1;
+    case Param::v: {
+      auto r = torch::sqrt(alpha * alpha + sigma * sigma);
+      return (alpha * x1 - sigma * x0) / r;
+    }
   }
   return pred;
 }

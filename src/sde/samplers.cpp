@@ -7,9 +7,13 @@
 
 #include "cnf/core/error.h"
 #include "cnf/sde/parameterized.h"
+#include "steps.h"
 
 namespace cnf::sde {
 
+using detail::coef;
+using detail::Coef;
+using detail::noise_like;
 using path::Param;
 
 namespace {
@@ -24,7 +28,12 @@ Registry<Sampler>& sampler_registry() {
                                                 {"dpm3", Sampler::dpm3},
                                                 {"dpm++2m", Sampler::dpmpp_2m},
                                                 {"dpm++2m-sde", Sampler(&detail::kDpmpp2mSde)},
-                                                {"euler-a", Sampler(&detail::kEulerAncestral)}});
+                                                {"euler-a", Sampler(&detail::kEulerAncestral)},
+                                                {"dpm++3m", Sampler(&detail::kDpmpp3m)},
+                                                {"dpm++3m-sde", Sampler(&detail::kDpmpp3mSde)},
+                                                {"unipc", Sampler(&detail::kUniPc)},
+                                                {"deis", Sampler(&detail::kDeis)},
+                                                {"heun", Sampler(&detail::kHeun)}});
   return registry;
 }
 }  // namespace
@@ -41,9 +50,10 @@ void add_sampler(const std::string& name, const SamplerMethod* method) {
 std::string sampler_name(Sampler s) { return samplers().name_of(s); }
 
 const Registry<Spacing>& spacings() {
-  static const Registry<Spacing> r(
-      "time spacing",
-      {{"auto", Spacing::automatic}, {"time", Spacing::time}, {"lambda", Spacing::lambda}});
+  static const Registry<Spacing> r("time spacing", {{"auto", Spacing::automatic},
+                                                    {"time", Spacing::time},
+                                                    {"lambda", Spacing::lambda},
+                                                    {"karras", Spacing::karras}});
   return r;
 }
 Spacing parse_spacing(const std::string& name) { return spacings().get(name); }
@@ -65,6 +75,20 @@ void SamplerOptions::validate() const {
   CNF_CHECK(snr > 0 && std::isfinite(snr), "snr must be > 0 (Song et al. use 0.16), got ", snr);
   CNF_CHECK(t_start < 0 || t_start <= 1, "t_start must be in (0, 1], got ", t_start);
   CNF_CHECK(t_end < 0 || t_end < 1, "t_end must be in [0, 1), got ", t_end);
+  CNF_CHECK(rho > 0 && std::isfinite(rho), "the karras spacing's rho must be > 0 (Karras et al. ",
+            "use 7), got ", rho);
+  CNF_CHECK(threshold >= 0 && threshold <= 1,
+            "the thresholding quantile must be in (0, 1] (0: ", "off; Imagen uses 0.995), got ",
+            threshold);
+  CNF_CHECK(threshold_bound > 0 && std::isfinite(threshold_bound),
+            "the thresholding bound must be > 0 (1 for data in [-1, 1]), got ", threshold_bound);
+  CNF_CHECK(churn >= 0 && std::isfinite(churn), "churn must be >= 0 (0: deterministic), got ",
+            churn);
+  CNF_CHECK(churn_noise >= 0 && std::isfinite(churn_noise), "churn noise must be >= 0, got ",
+            churn_noise);
+  CNF_CHECK(churn_sigma_min >= 0 && churn_sigma_min <= churn_sigma_max,
+            "the churn window needs 0 <= churn_sigma_min <= churn_sigma_max, got [",
+            churn_sigma_min, ", ", churn_sigma_max, "]");
 }
 
 path::TimeRange sampling_range(const path::Schedule& schedule, const SamplerOptions& o) {
@@ -83,36 +107,38 @@ double start_scale(const path::Schedule& schedule, const SamplerOptions& o) {
 }
 
 std::vector<double> time_grid(const path::Schedule& schedule, double t_start, double t_end,
-                              int64_t steps, Spacing spacing) {
+                              int64_t steps, Spacing spacing, double rho) {
   CNF_CHECK(steps >= 1, "a time grid needs steps >= 1, got ", steps);
   CNF_CHECK(t_end < t_start, "a time grid runs from t_start down to t_end < t_start, got ", t_start,
             " -> ", t_end);
   std::vector<double> ts(static_cast<size_t>(steps + 1));
   const double n = static_cast<double>(steps);
-  if (spacing != Spacing::lambda) {
+  if (spacing != Spacing::lambda && spacing != Spacing::karras) {
     for (int64_t k = 0; k <= steps; ++k)
       ts[static_cast<size_t>(k)] = t_start + (t_end - t_start) * static_cast<double>(k) / n;
   } else {
     const double l0 = path::log_snr_at(schedule, t_start), l1 = path::log_snr_at(schedule, t_end);
-    CNF_CHECK(std::isfinite(l0) && std::isfinite(l1), "a grid uniform in lambda needs finite ",
-              "log-SNR at both ends, but ", schedule.describe(), " has lambda = ", l0,
-              " at t = ", t_start, " and ", l1, " at t = ", t_end,
+    CNF_CHECK(std::isfinite(l0) && std::isfinite(l1), "a grid uniform in ",
+              spacings().name_of(spacing), " needs finite log-SNR at both ends, but ",
+              schedule.describe(), " has lambda = ", l0, " at t = ", t_start, " and ", l1,
+              " at t = ", t_end,
               "; keep the interval inside path::conversion_range or use time spacing");
-    for (int64_t k = 0; k <= steps; ++k)
-      ts[static_cast<size_t>(k)] = path::time_at_log_snr(
-          schedule, l0 + (l1 - l0) * static_cast<double>(k) / n, {t_end, t_start});
+    CNF_CHECK(rho > 0 && std::isfinite(rho), "the karras spacing's rho must be > 0, got ", rho);
+    // karras: rho_k = e^-lambda_k uniform in rho^(1/rho_exp) = e^(-lambda / rho_exp).
+    const double a = std::exp(-l0 / rho), b = std::exp(-l1 / rho);
+    for (int64_t k = 0; k <= steps; ++k) {
+      const double f = static_cast<double>(k) / n;
+      const double lambda =
+          spacing == Spacing::lambda ? l0 + (l1 - l0) * f : -rho * std::log(a + (b - a) * f);
+      ts[static_cast<size_t>(k)] = path::time_at_log_snr(schedule, lambda, {t_end, t_start});
+    }
   }
   ts.front() = t_start;
   ts.back() = t_end;
   return ts;
 }
 
-namespace {
-
-// Schedule values at one time, in float64.
-struct Coef {
-  double alpha, sigma, d_alpha, d_sigma, lambda;
-};
+namespace detail {
 Coef coef(const path::Schedule& schedule, double t) {
   auto s = schedule.at_time(t);
   Coef c{s.alpha_t.item<double>(), s.sigma_t.item<double>(), s.d_alpha_t.item<double>(),
@@ -124,6 +150,15 @@ Coef coef(const path::Schedule& schedule, double t) {
 at::Tensor noise_like(const at::Tensor& x, at::Generator& gen) {
   return torch::randn(x.sizes(), gen, x.options().device(gen.device())).to(x.device());
 }
+
+int step_order(int order, size_t k, size_t n, const SamplerOptions& options) {
+  int q = std::min(order, static_cast<int>(k) + 1);
+  if (options.lower_order_final && n < 15) q = std::min(q, static_cast<int>(n - k));
+  return q;
+}
+}  // namespace detail
+
+namespace {
 
 // Mean over the batch of the per-sample Euclidean norm.
 double mean_norm(const at::Tensor& x) {
@@ -241,8 +276,8 @@ at::Tensor dpm_singlestep(Denoiser& m, at::Tensor x, const std::vector<double>& 
 }
 
 // Multistep DPM-Solver++(2M) on the data prediction.
-at::Tensor dpmpp_2m(Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions&,
-                    at::Generator&) {
+at::Tensor dpmpp_2m(Denoiser& m, at::Tensor x, const std::vector<double>& ts,
+                    const SamplerOptions& o, at::Generator&) {
   const auto& schedule = m.schedule();
   at::Tensor x0_prev;
   double h_prev = 0.0;
@@ -252,7 +287,7 @@ at::Tensor dpmpp_2m(Denoiser& m, at::Tensor x, const std::vector<double>& ts, co
     const double h = cs.lambda - ct.lambda;
     auto x0 = m(x, t, Param::data);
     at::Tensor d = x0;
-    if (x0_prev.defined()) {
+    if (detail::step_order(2, k, ts.size() - 1, o) == 2) {
       // Linear extrapolation of x0 in lambda from the last two points (midpoint form).
       const double half_inv_r = 0.5 * h / h_prev;
       d = (1.0 + half_inv_r) * x0 - half_inv_r * x0_prev;
@@ -296,7 +331,7 @@ at::Tensor euler_ancestral(Denoiser& m, at::Tensor x, const std::vector<double>&
 //         + alpha_s (1 - e^{-2h}) (D - D_prev) / (2 r) + sigma_s sqrt(1 - e^{-2h}) z,
 // r = h_prev / h (no correction on the first step).
 at::Tensor dpmpp_2m_sde(Denoiser& m, at::Tensor x, const std::vector<double>& ts,
-                        const SamplerOptions&, at::Generator& gen) {
+                        const SamplerOptions& o, at::Generator& gen) {
   const auto& schedule = m.schedule();
   at::Tensor x0_prev;
   double h_prev = 0.0;
@@ -306,7 +341,8 @@ at::Tensor dpmpp_2m_sde(Denoiser& m, at::Tensor x, const std::vector<double>& ts
     const double decay = -std::expm1(-2.0 * h);  // 1 - e^{-2h}
     auto x0 = m(x, ts[k], Param::data);
     auto d = x0;
-    if (x0_prev.defined()) d = x0 + (0.5 * h / h_prev) * (x0 - x0_prev);
+    if (detail::step_order(2, k, ts.size() - 1, o) == 2)
+      d = x0 + (0.5 * h / h_prev) * (x0 - x0_prev);
     x = (cs.sigma / ct.sigma) * std::exp(-h) * x + cs.alpha * decay * d +
         cs.sigma * std::sqrt(decay) * noise_like(x, gen);
     x0_prev = x0;
@@ -320,8 +356,18 @@ int64_t none(const SamplerOptions&) { return 0; }
 
 }  // namespace
 
-Denoiser::Denoiser(nn::VelocityFieldImpl& net, Param param, const path::Schedule& schedule)
-    : net_(net), param_(param), schedule_(schedule), range_(path::conversion_range(schedule)) {}
+Denoiser::Denoiser(nn::VelocityFieldImpl& net, Param param, const path::Schedule& schedule,
+                   double threshold, double bound)
+    : net_(net),
+      param_(param),
+      schedule_(schedule),
+      range_(path::conversion_range(schedule)),
+      threshold_(threshold),
+      bound_(bound) {
+  CNF_CHECK(threshold >= 0 && threshold <= 1 && bound > 0,
+            "dynamic thresholding needs a quantile in [0, 1] and a bound > 0, got ", threshold,
+            " and ", bound);
+}
 
 Denoiser::Eval Denoiser::eval(const at::Tensor& x, double t) {
   ++nfe_;
@@ -331,7 +377,14 @@ Denoiser::Eval Denoiser::eval(const at::Tensor& x, double t) {
 }
 
 at::Tensor Denoiser::as(const Eval& e, Param want) const {
-  return path::convert(schedule_, e.pred, param_, want, e.x, e.t);
+  if (threshold_ <= 0) return path::convert(schedule_, e.pred, param_, want, e.x, e.t);
+  // Dynamic thresholding (Saharia et al. 2022): s = max(quantile_p |x0|, b) per sample,
+  // x0 -> clip(x0, -s, s) b / s; the other parameterizations are read from that x0.
+  auto x0 = path::convert(schedule_, e.pred, param_, Param::data, e.x, e.t);
+  auto flat = x0.reshape({x0.size(0), -1});
+  auto s = at::quantile(flat.abs(), threshold_, 1, true).clamp_min(bound_);
+  flat = torch::min(torch::max(flat, -s), s) * (bound_ / s);
+  return path::convert(schedule_, flat.reshape(x0.sizes()), Param::data, want, e.x, e.t);
 }
 
 at::Tensor Denoiser::operator()(const at::Tensor& x, double t, Param want) {
@@ -463,12 +516,12 @@ SampleResult sample(nn::VelocityFieldImpl& net, Param param, const path::Schedul
   SampleResult r;
   r.t_start = range.hi;
   r.t_end = range.lo;
-  Denoiser m(net, param, schedule);
+  Denoiser m(net, param, schedule, o.threshold, o.threshold_bound);
   const SamplerMethod& method = o.sampler.method();
   std::vector<double> ts{range.hi, range.lo};
   if (!method.integrates_ode)
     ts = time_grid(schedule, range.hi, range.lo, o.steps,
-                   o.spacing == Spacing::automatic ? method.spacing : o.spacing);
+                   o.spacing == Spacing::automatic ? method.spacing : o.spacing, o.rho);
   r.x = method.run(m, x_start, ts, o, gen);
   r.nfe = m.nfe();
   CNF_CHECK(torch::isfinite(r.x).all().item<bool>(), sampler_name(o.sampler),

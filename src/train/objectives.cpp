@@ -52,7 +52,8 @@ class ScoreMatching final : public Objective {
     objective::ScoreMatchingOptions sm;
     sm.schedule = in.schedule;
     sm.param = in.param;
-    sm.weighting = in.weighting;
+    sm.weighting = in.weighting.kind;
+    sm.snr_gamma = in.weighting.gamma;
     return objective::score_matching_loss(*in.network, {x_0, x_1}, sm, gen);
   }
 };

@@ -203,7 +203,8 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   spec.objective = canonical_objective(spec.objective);
   spec.param = path::param_name(spec.network_param());
   s_->objective = &spec.training_objective();
-  const auto weighting = objective::parse_weighting(spec.weighting);
+  const auto weighting = objective::parse_weighting_spec(spec.weighting);
+  spec.weighting = weighting.describe();
   coupling::CouplingOptions co;
   co.epsilon = options.coupling_eps;
   co.sigma = options.bridge_sigma;

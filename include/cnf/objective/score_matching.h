@@ -16,6 +16,12 @@
 ///               probability flow's SDE (Song, Durkan, Murray & Ermon, NeurIPS 2021, thm. 1).
 ///               Its variance is large where g^2/sigma^2 is (t -> 0 on VP).
 ///   uniform     1: the raw score error (large near t = 0, where sigma_t is small).
+///   min-snr     min(SNR_t, gamma) in data units, SNR_t = alpha_t^2 / sigma_t^2: the Min-SNR-
+///               gamma weighting of Hang et al. (ICCV 2023), which caps the weight of the
+///               nearly clean times where every step pulls the network towards the identity.
+///               In noise units lambda(t) / sigma_t^2 = min(SNR_t, gamma) / SNR_t, the form
+///               the paper gives for noise prediction (gamma = 5 by default:
+///               `--weighting min-snr:gamma=5`).
 /// Times are drawn from U[t_min, t_max], by default path::conversion_range(schedule) (e.g.
 /// [1e-3, 1] on VP), where the conversions stay finite.
 #pragma once
@@ -31,13 +37,26 @@
 namespace cnf::objective {
 
 /// The weighting lambda(t) of the loss (see the file comment).
-enum class Weighting { sigma2, likelihood, uniform };
-/// "sigma2", "likelihood" or "uniform".
+enum class Weighting { sigma2, likelihood, uniform, min_snr };
+/// "sigma2", "likelihood", "uniform" or "min-snr".
 Weighting parse_weighting(const std::string& name);
-/// The weightings by name: sigma2, likelihood, uniform.
+/// The weightings by name: sigma2, likelihood, uniform, min-snr.
 const Registry<Weighting>& weightings();
 /// The name of `w`, as parse_weighting reads it.
 std::string weighting_name(Weighting w);
+
+/// A weighting with its parameter, read from spec text (`sigma2`, `min-snr:gamma=5`).
+struct WeightingSpec {
+  /// The weighting.
+  Weighting kind = Weighting::sigma2;
+  /// Min-SNR's cap gamma (> 0); the others take no parameter.
+  double gamma = 5.0;
+  /// The canonical spec text: the name, and `:gamma=..` when it differs from 5.
+  std::string describe() const;
+};
+/// Reads spec text; throws cnf::Error naming an unknown weighting, a key the weighting does not
+/// take, or a gamma that is not > 0.
+WeightingSpec parse_weighting_spec(const std::string& text);
 
 /// Path, parameterization, weighting and times of denoising score matching.
 struct ScoreMatchingOptions {
@@ -47,6 +66,8 @@ struct ScoreMatchingOptions {
   path::Param param = path::Param::noise;
   /// The weighting lambda(t); sigma2 by default.
   Weighting weighting = Weighting::sigma2;
+  /// The cap gamma of Weighting::min_snr.
+  double snr_gamma = 5.0;
   /// \var t_min
   /// Times are drawn from U[t_min, t_max]; < 0 means the conversion range's start.
   /// \var t_max

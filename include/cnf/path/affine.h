@@ -31,12 +31,23 @@ at::Tensor expand_as_batch(const at::Tensor& a, const at::Tensor& like);
 PathSample sample_path(const Schedule& schedule, const at::Tensor& x_0, const at::Tensor& x_1,
                        const at::Tensor& t);
 
-/// What a network predicts. All four are interchangeable given (alpha_t, sigma_t, ...).
-enum class Param { velocity, score, data, noise };
+/// What a network predicts. All five are interchangeable given (alpha_t, sigma_t, ...).
+///
+/// `v` is the v-prediction of Salimans & Ho (ICLR 2022), v = alpha eps - sigma x_0 on a
+/// variance-preserving path (not the flow's velocity). On any affine path cnf reads it on the
+/// variance-preserving path with the same log-SNR: with r = sqrt(alpha_t^2 + sigma_t^2),
+/// a = alpha_t / r, s = sigma_t / r and x^ = x_t / r (so x^ = a x_0 + s x_1, a^2 + s^2 = 1),
+///   v = a x_1 - s x_0,   x_0 = a x^ - s v,   x_1 = s x^ + a v.
+/// Its target stays bounded (|v| <= |x_0| + |x_1|) at both ends of every path, where the noise
+/// prediction (t -> 0) or the data prediction (t -> 1) is ill-conditioned; it is also the
+/// EDM preconditioning of Karras et al. (NeurIPS 2022) with sigma_data = 1: their
+/// c_skip = a^2, c_out = s, c_in = a in x / alpha, and network output F = -v.
+enum class Param { velocity, score, data, noise, v };
 
-/// "velocity", "score", "data" (x_0-prediction), "noise" (x_1 / epsilon-prediction).
+/// "velocity", "score", "data" (x_0-prediction), "noise" (x_1 / epsilon-prediction), "v"
+/// (v-prediction).
 Param parse_param(const std::string& name);
-/// The parameterizations by name: velocity, score, data, noise.
+/// The parameterizations by name: velocity, score, data, noise, v.
 const Registry<Param>& params();
 /// The name of `p`, as parse_param reads it.
 std::string param_name(Param p);

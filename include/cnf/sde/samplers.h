@@ -39,13 +39,40 @@
 ///   euler-a  Euler ancestral (the diffusion libraries' "Euler a"): an Euler step of the ODE
 ///            in x / alpha and sigma / alpha down to sigma_down, then noise of scale sigma_up
 ///            (sigma_down^2 + sigma_up^2 = the target's sigma^2; see samplers.cpp).
+///   dpm++3m  multistep DPM-Solver++(3M) on the data prediction (k-diffusion's third-order
+///            multistep form of Lu et al. 2022): D extrapolated quadratically in lambda from
+///            the last three evaluations; order 1 on the first step, 2 on the second.
+///   dpm++3m-sde  its stochastic variant with eta = 1 (noise sigma_s sqrt(1 - e^-2h) z).
+///   unipc    UniPC (Zhao et al., NeurIPS 2023) with its default B(h) = e^h - 1 ("bh2") on the
+///            data prediction: the multistep predictor UniP-2, then the corrector UniC, which
+///            reuses the evaluation at the predicted point (no extra NFE) and raises the order
+///            to 3; the last step is not corrected (its evaluation would be wasted).
+///   deis     DEIS (Zhang & Chen, ICLR 2023), the "tAB" multistep form in rho = sigma/alpha:
+///            x / alpha is integrated exactly against the noise prediction interpolated by a
+///            polynomial in log rho through the last three evaluations (order 3).
+///   heun     EDM's stochastic sampler (Karras et al., NeurIPS 2022, alg. 2) in x / alpha and
+///            rho = sigma/alpha: optional churn (raise rho_i to rho^ = (1 + gamma) rho_i by fresh
+///            noise, gamma = min(churn / steps, sqrt(2) - 1) where churn_sigma_min <= rho_i <=
+///            churn_sigma_max), then a Heun step of dx/drho = (x - D)/rho; 2 evaluations per
+///            step. With churn = 0 (the default) it is the probability-flow ODE's Heun in rho.
+///
+/// Multistep samplers (dpm++2m, dpm++3m and their SDE forms, unipc, deis) with fewer than 15
+/// steps lower their order on the last steps (lower_order_final, as the diffusers library
+/// does): order min(order, steps - k) at step k, which steadies few-step runs.
+/// Dynamic thresholding (Saharia et al., NeurIPS 2022, "Imagen"): with `threshold` = p > 0,
+/// every data prediction x0 a grid sampler reads is replaced by clip(x0, -s, s) b / s, s the
+/// per-sample p-quantile of |x0| floored at the data bound b (`threshold_bound`, 1 for data in
+/// [-1, 1]); the other parameterizations are read from the thresholded x0. It keeps samples of
+/// bounded data (images) inside their range where a coarse step overshoots.
 /// All exponential-integrator samplers are written in lambda = log(alpha/sigma), so they serve
 /// every affine schedule (condot, cosine, VE included), not only VP; their order-1 update is
 /// evaluated in the form alpha_s x0 + sigma_s eps, which stays finite when alpha_t -> 0.
 ///
 /// Time grids: `steps` intervals from t_start to t_end, uniform in t (Song et al.'s SDE
-/// samplers) or uniform in lambda (Lu et al.'s "logSNR" grid; times found by
-/// path::time_at_log_snr). Spacing::automatic is lambda for ddim/dpm*, t for em/pc. Because
+/// samplers), uniform in lambda (Lu et al.'s "logSNR" grid; times found by
+/// path::time_at_log_snr) or Karras et al.'s rho-spacing (uniform in rho^(1/rho_exp) for
+/// rho = sigma/alpha = e^-lambda, rho_exp = 7 by default: dense near the data). Spacing::automatic
+/// is lambda for ddim/dpm*/unipc/deis, karras for heun, t for em/pc. Because
 /// lambda = -inf where alpha = 0 (condot, cosine at t = 1) and +inf where sigma = 0, these
 /// samplers run inside path::conversion_range(schedule) by default (condot [1e-3, 0.999],
 /// vp [1e-3, 1]); start them from x_start = sigma_{t_start} x_1 (start_scale).
@@ -58,6 +85,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -73,10 +101,10 @@ namespace cnf::sde {
 
 /// Time grid of the fixed-grid samplers: uniform in t or in lambda = log(alpha_t / sigma_t);
 /// automatic picks per sampler.
-enum class Spacing { automatic, time, lambda };
-/// "auto", "time" or "lambda".
+enum class Spacing { automatic, time, lambda, karras };
+/// "auto", "time", "lambda" or "karras".
 Spacing parse_spacing(const std::string& name);
-/// The spacings by name: auto, time, lambda.
+/// The spacings by name: auto, time, lambda, karras.
 const Registry<Spacing>& spacings();
 
 /// The predictor step of pc (see the file comment).
@@ -102,6 +130,11 @@ extern const SamplerMethod kDpm3;            ///< dpm3
 extern const SamplerMethod kDpmpp2m;         ///< dpm++2m
 extern const SamplerMethod kDpmpp2mSde;      ///< dpm++2m-sde
 extern const SamplerMethod kEulerAncestral;  ///< euler-a
+extern const SamplerMethod kDpmpp3m;         ///< dpm++3m
+extern const SamplerMethod kDpmpp3mSde;      ///< dpm++3m-sde
+extern const SamplerMethod kUniPc;           ///< unipc
+extern const SamplerMethod kDeis;            ///< deis
+extern const SamplerMethod kHeun;            ///< heun
 }  // namespace detail
 
 /// A sampler: a handle on its SamplerMethod, compared by identity. The built-in ones are
@@ -153,8 +186,27 @@ struct SamplerOptions {
   /// \var t_end
   /// End of the interval; < 0 means the default.
   double t_start = -1.0, t_end = -1.0;
-  /// Time grid: lambda for ddim/dpm*, t for em/pc by default.
+  /// Time grid: lambda for ddim/dpm*/unipc/deis, karras for heun, t for em/pc by default.
   Spacing spacing = Spacing::automatic;
+  /// The exponent of the karras spacing (Karras et al.'s rho; 7 there).
+  double rho = 7.0;
+  /// Multistep samplers lower their order on the last steps of runs under 15 steps.
+  bool lower_order_final = true;
+  /// \var threshold
+  /// Dynamic thresholding's quantile p in (0, 1] (0: off; Imagen uses 0.995).
+  /// \var threshold_bound
+  /// The data bound b of dynamic thresholding (> 0): 1 for data in [-1, 1].
+  double threshold = 0.0, threshold_bound = 1.0;
+  /// \var churn
+  /// heun's stochastic churn S_churn (>= 0; 0 deterministic; Karras et al. tune 0-80).
+  /// \var churn_sigma_min
+  /// Churn applies where churn_sigma_min <= sigma/alpha <= churn_sigma_max.
+  /// \var churn_sigma_max
+  /// Upper end of the churn window.
+  /// \var churn_noise
+  /// S_noise, the scale of churn's fresh noise (Karras et al. use 1.003-1.007).
+  double churn = 0.0, churn_sigma_min = 0.0,
+         churn_sigma_max = std::numeric_limits<double>::infinity(), churn_noise = 1.0;
   /// DDIM stochasticity in [0, 1].
   double eta = 0.0;
   /// Predictor–corrector settings (Song et al. 2021 use snr 0.16 for VE, 0.01-0.17 for VP).
@@ -178,8 +230,11 @@ struct SamplerOptions {
 /// sde/parameterized.h).
 class Denoiser {
  public:
-  /// `net` predicts `param` on `schedule`; both must outlive the Denoiser.
-  Denoiser(nn::VelocityFieldImpl& net, path::Param param, const path::Schedule& schedule);
+  /// `net` predicts `param` on `schedule`; both must outlive the Denoiser. `threshold` > 0
+  /// turns on dynamic thresholding at that quantile with data bound `bound` (see the file
+  /// comment).
+  Denoiser(nn::VelocityFieldImpl& net, path::Param param, const path::Schedule& schedule,
+           double threshold = 0.0, double bound = 1.0);
   /// One evaluation at (x, t): the input, the time tensor and the raw prediction.
   struct Eval {
     /// \var x
@@ -192,7 +247,8 @@ class Denoiser {
   };
   /// Evaluates the network once at (x, t).
   Eval eval(const at::Tensor& x, double t);
-  /// An evaluation read as `want` (no further evaluation).
+  /// An evaluation read as `want` (no further evaluation), through the thresholded data
+  /// prediction when thresholding is on.
   at::Tensor as(const Eval& e, path::Param want) const;
   /// One evaluation read as `want`; the velocity at any t in [0, 1] (sde::predict's rule).
   at::Tensor operator()(const at::Tensor& x, double t, path::Param want);
@@ -206,6 +262,7 @@ class Denoiser {
   path::Param param_;
   const path::Schedule& schedule_;
   path::TimeRange range_;
+  double threshold_, bound_;
   int64_t nfe_ = 0;
 };
 
@@ -238,7 +295,8 @@ struct SamplerMethod {
 };
 
 /// Every registered sampler by name: ode, pf-ode, em, pc, ddim, dpm1, dpm2, dpm3, dpm++2m,
-/// dpm++2m-sde, euler-a, then any added by add_sampler.
+/// dpm++2m-sde, euler-a, dpm++3m, dpm++3m-sde, unipc, deis, heun, then any added by
+/// add_sampler.
 const Registry<Sampler>& samplers();
 /// Registers another sampler under `name` (a new name; `method` must outlive the program).
 /// Call it before any sampling starts (registries are not locked), e.g. at the start of main.
@@ -263,9 +321,10 @@ path::TimeRange sampling_range(const path::Schedule& schedule, const SamplerOpti
 /// sigma_{t_start}: the scale of the prior draws x_start = sigma x_1 (10 for VE at t = 1).
 double start_scale(const path::Schedule& schedule, const SamplerOptions& options);
 
-/// steps + 1 times from t_start down to t_end (endpoints exact), uniform in t or lambda.
+/// steps + 1 times from t_start down to t_end (endpoints exact), uniform in t, in lambda, or
+/// in (sigma/alpha)^(1/rho) (karras).
 std::vector<double> time_grid(const path::Schedule& schedule, double t_start, double t_end,
-                              int64_t steps, Spacing spacing);
+                              int64_t steps, Spacing spacing, double rho = 7.0);
 
 /// Transports x_start (the state at t_start) to t_end with `net`, which predicts `param`.
 /// No autograd graph is built.

@@ -35,7 +35,8 @@ struct FlowSpec {
   /// What the network predicts: velocity, score, data or noise; empty means the objective's
   /// natural choice (fm: velocity, score: noise). Any of them trains with either objective.
   std::string param;
-  /// Score-matching weighting lambda(t): sigma2, likelihood or uniform.
+  /// Score-matching weighting lambda(t) as spec text: sigma2, likelihood, uniform or
+  /// min-snr:gamma=G.
   std::string weighting = "sigma2";
   /// For model.arch "torchscript" (a PyTorch module fine-tuned by cnf, interop/torchscript.h):
   /// the module's file and its time convention, from which the network is rebuilt before

@@ -36,8 +36,8 @@ struct ObjectiveInputs {
   const data::Source* prior = nullptr;
   /// What the network predicts.
   path::Param param = path::Param::velocity;
-  /// Score matching's lambda(t).
-  objective::Weighting weighting = objective::Weighting::sigma2;
+  /// Score matching's lambda(t) and its parameter.
+  objective::WeightingSpec weighting;
   /// The coupling's Brownian-bridge sigma (sb), 0 otherwise.
   double bridge_sigma = 0.0;
   /// Distillation onto an N-step Euler grid (0: continuous times).
