@@ -133,6 +133,7 @@ struct SamplersArgs {
   std::string data = "moons";
   std::string schedule = "vp";
   std::string objective = "score";
+  std::string param;
   std::string ckpt;
   int64_t train_steps = 5000;
   int64_t n = 1000;
@@ -166,6 +167,7 @@ train::Checkpoint samplers_model(const SamplersArgs& a, torch::Device device) {
   spec.data = a.data;
   spec.schedule = a.schedule;
   spec.objective = a.objective;
+  spec.param = a.param;
   auto source = data::make_source(a.data);
   train::Trainer trainer(spec, study_options(a.train_steps, a.common.seed, device), source,
                          data::make_source("normal", source->dim()));
@@ -341,6 +343,11 @@ std::function<int()> add_sampler_experiment(CLI::App* experiment) {
   cmd->add_option("--objective", args->objective, "fm or score")
       ->capture_default_str()
       ->check(one_of({"fm", "score"}, "objective"));
+  cmd->add_option(
+         "--param", args->param,
+         "What the trained network predicts (default: noise for score, velocity for fm): " +
+             path::params().joined_names())
+      ->check(names_of(path::params()));
   cmd->add_option("--ckpt", args->ckpt, "Use this checkpoint instead of training one");
   cmd->add_option("--train-steps", args->train_steps, "Training steps")->capture_default_str();
   cmd->add_option("-n,--n", args->n, "Samples (W2 against as many held-out points)")
