@@ -182,8 +182,25 @@ TEST(CliTest, MissingAndTruncatedCheckpoints) {
 TEST(CliTest, TrainSampleEvalRoundTrip) {
   const auto& run = trained();
   for (auto f : {"model.pt", "config.toml", "samples.npy", "metrics.json", "samples.png",
-                 "trajectories.png", "density.png"})
+                 "trajectories.png", "density.png", "density_grid.npy", "sample_density.png"})
     EXPECT_TRUE(fs::exists(run + "/" + f)) << f;
+  // Two routes to the model's mass in the plot box [-5, 5]^2: the exact log-density on the
+  // 100 x 100 grid of cells 0.1 wide, integrated by the midpoint rule, and the fraction of
+  // 20,000 of the model's own samples (dopri5) that land in the box. The short-trained model
+  // leaves ~1% outside, so both are below 1. Allowance: the midpoint rule's error
+  // (h^2 / 24) |laplacian p| integrated, ~1e-3 here, plus 4 binomial standard errors of the
+  // fraction (sqrt(0.01 / 20000) = 7e-4 each).
+  auto logp = cnf::io::read_npy(run + "/density_grid.npy").to(torch::kFloat64);
+  ASSERT_EQ(logp.sizes(), (std::vector<int64_t>{100, 100}));
+  const double mass = logp.exp().sum().item<double>() * 0.01;
+  const auto many = dir() + "/many.npy";
+  auto rs = run_cnf("sample --ckpt " + run + "/model.pt -n 20000 --method dopri5 --out " + many);
+  ASSERT_EQ(rs.code, 0) << rs.output;
+  auto xs = cnf::io::read_npy(many).to(torch::kFloat64);
+  const double inside = (xs.abs() <= 5.0).all(1).to(torch::kFloat64).mean().item<double>();
+  std::printf("[ measured ] mass in the box: density grid %.5f, samples %.5f\n", mass, inside);
+  EXPECT_NEAR(mass, inside, 1e-3 + 4 * 7e-4);
+  EXPECT_LE(mass, 1.0 + 1e-3);
   const auto samples = dir() + "/s.npy", js = dir() + "/s.json";
   auto r = run_cnf("sample --ckpt " + run + "/model.pt -n 123 --method rk4 --steps 10 --out " +
                    samples + " --json " + js);

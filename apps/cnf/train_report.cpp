@@ -8,6 +8,7 @@
 
 #include "apps/cnf/images.h"
 #include "cnf/data/images.h"
+#include "cnf/density/density.h"
 #include "cnf/io/files.h"
 #include "cnf/io/plot.h"
 #include "cnf/metrics/distances.h"
@@ -49,8 +50,41 @@ Evaluation evaluate_sharded(nn::VelocityFieldImpl& model, path::Param param,
   return ev;
 }
 
-// samples.png (held-out data beside the samples), trajectories.png and density.png (a 2-D
-// histogram of the samples) for data of two or more dimensions; a grid for image data.
+// The box of the 2-D plots.
+constexpr double kPlotLo = -5, kPlotHi = 5;
+
+// For 2-D data: the model's exact log-density (density::log_likelihood: dopri5 at rtol = atol
+// = 1e-5, exact or analytic divergence, from the spec's likelihood start) at the centres of a
+// 100 x 100 grid over the plot box, row 0 at the top; written as density_grid.npy [100, 100]
+// and drawn as density.png (log-density, its lowest 12 nats below the peak clipped).
+void write_density_map(const TrainArgs& a, const train::Trainer& trainer, const data::Source& prior,
+                       torch::Device device) {
+  const int64_t g = 100;
+  const double cell = (kPlotHi - kPlotLo) / static_cast<double>(g);
+  auto centres = torch::linspace(kPlotLo + cell / 2, kPlotHi - cell / 2, g, torch::kFloat32);
+  auto yy = centres.flip(0).view({g, 1}).expand({g, g});
+  auto xx = centres.view({1, g}).expand({g, g});
+  auto grid = torch::stack({xx.reshape({-1}), yy.reshape({-1})}, 1).to(device);
+  auto field = trainer.ema_velocity();
+  density::LikelihoodOptions o;
+  o.t_start = trainer.spec().likelihood_start();
+  o.divergence.method =
+      field->has_analytic_divergence() ? density::Divergence::analytic : density::Divergence::exact;
+  auto gen = stream_generator(a.common.seed, Stream::evaluation, 1);
+  auto logp = density::log_likelihood(*field, *trainer.schedule(), prior, grid, o, gen)
+                  .log_prob.reshape({g, g})
+                  .to(torch::kCPU, torch::kFloat64);
+  io::write_npy(a.out + "/density_grid.npy", logp.to(torch::kFloat32));
+  const double peak = logp.max().item<double>();
+  io::PlotOptions po;
+  po.width = po.height = 500;
+  po.title = "model log-density (exact, dopri5 1e-5)";
+  io::heatmap_png(a.out + "/density.png", logp.clamp_min(peak - 12.0),
+                  {kPlotLo, kPlotHi, kPlotLo, kPlotHi}, po);
+}
+
+// samples.png (held-out data beside the samples), trajectories.png and sample_density.png (a
+// 2-D histogram of the samples) for data of two or more dimensions; a grid for image data.
 void write_sample_plots(const TrainArgs& a, const train::FlowSpec& spec, const Holdout& h,
                         const Evaluation& ev, const std::vector<torch::Tensor>& traj) {
   if (data::is_image_spec(spec.data)) {
@@ -72,10 +106,10 @@ void write_sample_plots(const TrainArgs& a, const train::FlowSpec& spec, const H
   // Only the ODE samplers report their steps to the observer.
   if (!traj.empty())
     io::trajectories_png(a.out + "/trajectories.png", torch::stack(traj).slice(2, 0, 2), po);
-  const double lo = -5, hi = 5;
   po.title = "sample density (histogram)";
-  io::heatmap_png(a.out + "/density.png", io::histogram_2d(proj(ev.samples), 100, lo, hi),
-                  {lo, hi, lo, hi}, po);
+  io::heatmap_png(a.out + "/sample_density.png",
+                  io::histogram_2d(proj(ev.samples), 100, kPlotLo, kPlotHi),
+                  {kPlotLo, kPlotHi, kPlotLo, kPlotHi}, po);
 }
 
 // nfe.png: the NFE of the training solve at each step (mle).
@@ -148,8 +182,10 @@ void print_train_report(const TrainArgs& a, const train::Trainer& trainer, const
     std::printf("%s\n", report.c_str());
   std::printf("wrote %s/{model.pt, config.toml, samples.npy, metrics.json%s}\n", a.out.c_str(),
               data::is_image_spec(a.spec.data) ? ", samples.png (image grid)"
-              : ev.samples.size(1) >= 2        ? ", samples.png, trajectories.png, density.png"
-                                               : "");
+              : ev.samples.size(1) == 2        ? ", samples.png, trajectories.png, density.png, "
+                                                 "density_grid.npy, sample_density.png"
+              : ev.samples.size(1) > 2 ? ", samples.png, trajectories.png, sample_density.png"
+                                       : "");
 }
 
 }  // namespace
@@ -177,6 +213,8 @@ int evaluate_and_report(const TrainArgs& a, train::Trainer& trainer, const Train
   if (group && group->rank() != 0) return 0;  // rank 0 writes every output
   io::write_npy(a.out + "/samples.npy", ev.samples);
   write_sample_plots(a, trainer.spec(), h, ev, traj);
+  if (ev.samples.size(1) == 2 && !data::is_image_spec(trainer.spec().data))
+    write_density_map(a, trainer, prior, device);
   write_nfe_plot(a.out, run);
   const json j =
       train_metrics(a, trainer, run, ev, group ? group->world_size() : 1, param_diff, rank_nfe);
