@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "cnf/core/runtime.h"
 #include "cnf/io/files.h"
 #include "cnf/train/trainer.h"
 #include "tests/cli_util.h"
@@ -177,6 +178,31 @@ TEST(CliTest, MissingAndTruncatedCheckpoints) {
   EXPECT_EQ(r.code, 1);
   EXPECT_TRUE(contains(r.output, "cut.pt") && contains(r.output, "truncated")) << r.output;
   EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(CliTest, SampleScheduleReadsTheFlowOnAnotherPath) {
+  // condot and cosine share their log-SNR range, so the flow matching model of condot read on
+  // cosine (--sample-schedule) has the same probability flow: dopri5 at 1e-7 moves the same
+  // noise to the same samples. Measured 7e-5 apart at most (the two solves take different
+  // steps); 1e-3 allows that and fails for a wrong time match or scale (which move samples
+  // by O(0.1)).
+  const auto& run = trained();
+  const auto noise = dir() + "/noise.npy";
+  at::Generator gen = cnf::make_generator(4);
+  cnf::io::write_npy(noise, torch::randn({300, 2}, gen));
+  std::vector<torch::Tensor> x;
+  for (std::string extra : {"", " --sample-schedule cosine"}) {
+    const auto out = dir() + "/on_path" + std::to_string(x.size()) + ".npy";
+    auto r = run_cnf("sample --ckpt " + run + "/model.pt --noise " + noise +
+                     " --method dopri5 --rtol 1e-7 --atol 1e-7 --out " + out + extra);
+    ASSERT_EQ(r.code, 0) << r.output;
+    x.push_back(cnf::io::read_npy(out));
+  }
+  EXPECT_LT((x[0] - x[1]).abs().max().item<double>(), 1e-3);
+  auto r = run_cnf("sample --ckpt " + run + "/model.pt --sample-schedule cosin --out " + dir() +
+                   "/never.npy");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_TRUE(contains(r.output, "--sample-schedule") && contains(r.output, "cosine")) << r.output;
 }
 
 TEST(CliTest, TrainSampleEvalRoundTrip) {

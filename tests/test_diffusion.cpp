@@ -23,6 +23,7 @@
 #include "cnf/objective/score_matching.h"
 #include "cnf/path/affine.h"
 #include "cnf/sde/parameterized.h"
+#include "cnf/sde/reschedule.h"
 #include "cnf/sde/samplers.h"
 #include "cnf/train/trainer.h"
 #include "tests/cli_util.h"
@@ -712,6 +713,44 @@ TEST(SdeSamplerTest, BackwardSdeAndProbabilityFlowShareMarginals) {
 }
 
 // ------------------------------------------------------------------ score matching
+
+TEST(DiffusionTest, ARescheduledExactModelIsTheOtherPathsExactModel) {
+  // Kingma et al. 2021: the exact model of Gaussian data on path A, read on path B through
+  // the matching log-SNR time and scale, must be B's exact model, in every parameterization
+  // it predicts and is read as, at times where B's log-SNR lies inside A's range. Float64;
+  // time_at_log_snr's 1e-12 in lambda and conversions dividing by alpha, sigma >= 1e-3:
+  // 1e-8 relative.
+  Gaussian g;
+  auto gen = make_generator(14);
+  auto x = torch::randn({32, 2}, gen, torch::kFloat64);
+  int checked = 0;
+  for (const auto& a_name : path::schedules().names()) {
+    auto a = path::make_schedule(a_name);
+    const auto ra = path::conversion_range(*a);
+    const double l_min = path::log_snr_at(*a, ra.hi), l_max = path::log_snr_at(*a, ra.lo);
+    for (const auto& b_name : path::schedules().names()) {
+      auto b = path::make_schedule(b_name);
+      const auto rb = path::conversion_range(*b);
+      for (double f : {0.1, 0.3, 0.5, 0.7, 0.9}) {
+        const double t = rb.lo + f * (rb.hi - rb.lo), l = path::log_snr_at(*b, t);
+        if (l <= l_min || l >= l_max) continue;
+        auto tt = torch::full({32}, t, torch::kFloat64);
+        for (Param p : {Param::noise, Param::data, Param::velocity, Param::v}) {
+          auto net = std::make_shared<GaussianModel>(a, g.mu, g.s, p);
+          for (Param as : {Param::data, Param::velocity, Param::score}) {
+            auto got = sde::RescheduledFieldImpl(net, p, a, b, as).forward(x, tt);
+            auto want = GaussianModel(b, g.mu, g.s, as).forward(x, tt);
+            EXPECT_TRUE(torch::allclose(got, want, 1e-8, 1e-8))
+                << a_name << " -> " << b_name << " t " << t << " " << path::param_name(p) << " as "
+                << path::param_name(as) << ": " << (got - want).abs().max().item<double>();
+            ++checked;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 500);  // most pairs and times overlap
+}
 
 TEST(DiffusionTest, ScoreMatchingLossOfTheExactModelIsItsFloor) {
   // With the exact model, E || eps_hat - x_1 ||^2 = d E_t[Var(x_1 | x_t)] = d E_t[alpha^2 s^2

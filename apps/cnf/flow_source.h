@@ -19,6 +19,7 @@ struct FlowSource {
   std::string time = "data-at-0";
   int64_t dim = 0;
   std::string fuse;  // --model: run a plain MLP module by cnf's fused MLP (its activation)
+  std::string sample_schedule;  // read the flow on this path instead (sde/reschedule.h)
 
   /// What error messages call the flow: the checkpoint or the module's file.
   std::string name() const { return ckpt.empty() ? model : ckpt; }

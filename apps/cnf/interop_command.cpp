@@ -9,6 +9,8 @@
 #include "cnf/nn/velocity.h"
 #include "cnf/path/affine.h"
 #include "cnf/path/schedule.h"
+#include "cnf/sde/parameterized.h"
+#include "cnf/sde/reschedule.h"
 
 namespace cnf::app {
 
@@ -42,7 +44,28 @@ void add_flow_source(CLI::App* sub, FlowSource& s) {
   sub->add_option("--fuse", s.fuse,
                   "--model: a plain MLP on [x, t] with this activation (tanh, relu, silu, selu, "
                   "gelu, softplus) runs as cnf's fused MLP (checked against the module)");
+  sub->add_option("--sample-schedule", s.sample_schedule,
+                  "Read the flow on another path (same log-SNR family up to a time change and "
+                  "a scale, e.g. a vp model on condot): " +
+                      path::schedules().joined_names())
+      ->check(parsed_by([](const std::string& v) { path::make_schedule(v); }));
 }
+
+namespace {
+// --sample-schedule: the flow's network read as a data prediction on path `spec`
+// (sde/reschedule.h); its velocity field, schedule and spec follow.
+train::Checkpoint on_path(train::Checkpoint c, const std::string& spec) {
+  auto to = path::make_schedule(spec);
+  auto net = std::make_shared<sde::RescheduledFieldImpl>(c.network, c.spec.network_param(),
+                                                         c.schedule, to, path::Param::data);
+  c.network = net;
+  c.model = sde::velocity_view(net, path::Param::data, to);
+  c.schedule = to;
+  c.spec.schedule = to->describe();
+  c.spec.param = path::param_name(path::Param::data);
+  return c;
+}
+}  // namespace
 
 void check_flow_source(const FlowSource& s) {
   CNF_CHECK(!s.ckpt.empty() || !s.model.empty(),
@@ -59,6 +82,11 @@ void check_flow_source(const FlowSource& s) {
 
 train::Checkpoint load_flow(const FlowSource& s, c10::Device device) {
   check_flow_source(s);
+  if (!s.sample_schedule.empty()) {
+    FlowSource plain = s;
+    plain.sample_schedule.clear();
+    return on_path(load_flow(plain, device), s.sample_schedule);
+  }
   if (s.model.empty()) return interop::load_flow(s.ckpt, device);
   interop::ImportOptions o;
   o.file = s.model.substr(kTorchScript.size());
