@@ -113,7 +113,8 @@ std::vector<double> solve_small(std::vector<std::array<double, 3>> a, std::vecto
 at::Tensor unipc_update(const at::Tensor& x, const Coef& ct, const Coef& cs,
                         const std::deque<Past>& past, const at::Tensor& fresh, int p) {
   const double h = cs.lambda - ct.lambda, hh = -h;
-  const double h_phi_1 = std::expm1(hh), b_h = std::expm1(hh);
+  const double h_phi_1 = std::expm1(hh);
+  const double b_h = h_phi_1;  // B(h) = e^hh - 1 ("bh2"; "bh1" would be hh)
   std::vector<double> rks;
   std::vector<at::Tensor> diffs;
   for (int i = 1; i < p; ++i) {
@@ -261,9 +262,6 @@ at::Tensor edm_heun(Denoiser& m, at::Tensor x, const std::vector<double>& ts,
   return x;
 }
 
-int64_t one(const SamplerOptions&) { return 1; }
-int64_t two(const SamplerOptions&) { return 2; }
-
 }  // namespace
 
 namespace detail {
@@ -275,7 +273,7 @@ const SamplerMethod kDpmpp3m{
     false,
     3,
     Spacing::lambda,
-    one,
+    one_evaluation,
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
        at::Generator& gen) { return dpmpp_3m(m, std::move(x), ts, o, gen, 0.0); }};
 const SamplerMethod kDpmpp3mSde{
@@ -285,7 +283,7 @@ const SamplerMethod kDpmpp3mSde{
     false,
     1,
     Spacing::lambda,
-    one,
+    one_evaluation,
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
        at::Generator& gen) { return dpmpp_3m(m, std::move(x), ts, o, gen, 1.0); }};
 const SamplerMethod kUniPc{"UniPC (bh2; predictor UniP-2 with the corrector UniC: order 3)",
@@ -294,7 +292,7 @@ const SamplerMethod kUniPc{"UniPC (bh2; predictor UniP-2 with the corrector UniC
                            false,
                            3,
                            Spacing::lambda,
-                           one,
+                           one_evaluation,
                            unipc};
 const SamplerMethod kDeis{"DEIS (tAB-DEIS, order 3, Lagrange in log sigma/alpha)",
                           false,
@@ -302,7 +300,7 @@ const SamplerMethod kDeis{"DEIS (tAB-DEIS, order 3, Lagrange in log sigma/alpha)
                           false,
                           3,
                           Spacing::lambda,
-                          one,
+                          one_evaluation,
                           deis};
 const SamplerMethod kHeun{"EDM's Heun sampler (Karras et al. 2022) with optional churn",
                           false,
@@ -310,7 +308,7 @@ const SamplerMethod kHeun{"EDM's Heun sampler (Karras et al. 2022) with optional
                           false,
                           2,
                           Spacing::karras,
-                          two,
+                          two_evaluations,
                           edm_heun};
 }  // namespace detail
 

@@ -351,9 +351,6 @@ at::Tensor dpmpp_2m_sde(Denoiser& m, at::Tensor x, const std::vector<double>& ts
   return x;
 }
 
-int64_t one(const SamplerOptions&) { return 1; }
-int64_t none(const SamplerOptions&) { return 0; }
-
 }  // namespace
 
 Denoiser::Denoiser(nn::VelocityFieldImpl& net, Param param, const path::Schedule& schedule,
@@ -406,7 +403,7 @@ const SamplerMethod kOde{
     true,
     0,
     Spacing::time,
-    none,
+    detail::no_evaluations,
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
        at::Generator&) { return solve_ode(m, x, ts.front(), ts.back(), o.ode, false); }};
 const SamplerMethod kPfOde{
@@ -416,7 +413,7 @@ const SamplerMethod kPfOde{
     false,
     0,
     Spacing::time,
-    none,
+    detail::no_evaluations,
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
        at::Generator&) { return solve_ode(m, x, ts.front(), ts.back(), o.ode, true); }};
 const SamplerMethod kEm{
@@ -426,7 +423,7 @@ const SamplerMethod kEm{
     false,
     1,
     Spacing::time,
-    one,
+    detail::one_evaluation,
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
        at::Generator& gen) { return sde_sample(m, std::move(x), ts, o, gen, false); }};
 const SamplerMethod kPc{
@@ -446,7 +443,7 @@ const SamplerMethod kDdim{
     false,
     1,
     Spacing::lambda,
-    one,
+    detail::one_evaluation,
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
        at::Generator& gen) { return dpm_singlestep(m, std::move(x), ts, o, gen, 1, true); }};
 const SamplerMethod kDpm1{
@@ -456,7 +453,7 @@ const SamplerMethod kDpm1{
     false,
     1,
     Spacing::lambda,
-    one,
+    detail::one_evaluation,
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
        at::Generator& gen) { return dpm_singlestep(m, std::move(x), ts, o, gen, 1, false); }};
 const SamplerMethod kDpm2{
@@ -466,7 +463,7 @@ const SamplerMethod kDpm2{
     false,
     2,
     Spacing::lambda,
-    [](const SamplerOptions&) { return int64_t{2}; },
+    detail::two_evaluations,
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
        at::Generator& gen) { return dpm_singlestep(m, std::move(x), ts, o, gen, 2, false); }};
 const SamplerMethod kDpm3{
@@ -486,7 +483,7 @@ const SamplerMethod kEulerAncestral{
     false,
     1,
     Spacing::lambda,
-    one,
+    detail::one_evaluation,
     euler_ancestral};
 const SamplerMethod kDpmpp2mSde{"DPM-Solver++(2M) SDE (multistep, data prediction, eta = 1)",
                                 false,
@@ -494,7 +491,7 @@ const SamplerMethod kDpmpp2mSde{"DPM-Solver++(2M) SDE (multistep, data predictio
                                 false,
                                 1,
                                 Spacing::lambda,
-                                one,
+                                detail::one_evaluation,
                                 dpmpp_2m_sde};
 const SamplerMethod kDpmpp2m{"DPM-Solver++(2M) (multistep, data prediction)",
                              false,
@@ -502,7 +499,7 @@ const SamplerMethod kDpmpp2m{"DPM-Solver++(2M) (multistep, data prediction)",
                              false,
                              2,
                              Spacing::lambda,
-                             one,
+                             detail::one_evaluation,
                              dpmpp_2m};
 }  // namespace detail
 

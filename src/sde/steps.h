@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstddef>
+#include <cstdint>
 
 #include "cnf/path/schedule.h"
 #include "cnf/sde/samplers.h"
@@ -27,5 +28,13 @@ at::Tensor noise_like(const at::Tensor& x, at::Generator& gen);
 /// (the evaluations it has so far), and, with lower_order_final on a run under 15 steps, at most
 /// n - k (the diffusers library's rule: first order on the last step, second on the one before).
 int step_order(int order, size_t k, size_t n, const SamplerOptions& options);
+
+/// SamplerMethod::evals_per_step of the samplers with a fixed cost: none (the ODE samplers,
+/// whose solver decides), one or two network evaluations per grid step.
+inline int64_t no_evaluations(const SamplerOptions&) { return 0; }
+/// One evaluation per step.
+inline int64_t one_evaluation(const SamplerOptions&) { return 1; }
+/// Two evaluations per step.
+inline int64_t two_evaluations(const SamplerOptions&) { return 2; }
 
 }  // namespace cnf::sde::detail
