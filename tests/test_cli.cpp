@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "cnf/core/runtime.h"
 #include "cnf/io/files.h"
@@ -80,6 +82,10 @@ TEST(CliTest, EveryBadNameFailsBeforeAnyWork) {
       {"train --param eps", "--param", "velocity, score, data, noise, v"},
       {"train --weighting snr", "--weighting", "sigma2, likelihood, uniform, min-snr"},
       {"train --weighting min-snr:gamma=0", "--weighting", "gamma must be > 0"},
+      {"train --weighting edm:sigma_data=-1", "--weighting", "sigma_data must be > 0"},
+      {"train --time-sampling beta", "--time-sampling", "uniform, logit-normal, cosine"},
+      {"train --time-sampling logit-normal:s=0", "--time-sampling", "s must be > 0"},
+      {"train --time-weighting cosine:m=1", "--time-weighting", "takes no parameters"},
       {"train --eval-rho 0", "--eval-rho", "must be a number > 0"},
       {"train --eval-churn -1", "--eval-churn", "must be a number >= 0"},
       {"train --coupling ot", "--coupling", "independent, exact, sinkhorn, sb"},
@@ -120,6 +126,10 @@ TEST(CliTest, EveryBadNameFailsBeforeAnyWork) {
       {"experiment couplings --couplings independent,ot", "--couplings", "exact, sinkhorn"},
       {"experiment mle --methods mle,cnf", "--methods", "mle+steepest"},
       {"experiment images --stage sample", "--stage", "classifier, train, eval"},
+      {"experiment time-weighting --variant uniform/beta", "--variant", "logit-normal, cosine"},
+      {"experiment bridge --variant sb:0", "--variant", "sb:SIGMA needs a number SIGMA > 0"},
+      {"experiment parameterizations --variant fm", "--variant", "OBJECTIVE/PARAM"},
+      {"experiment schedules --variant vp/mle", "--variant", "trains fm or score"},
   };
   int k = 0;
   for (const auto& row : rows) {
@@ -325,6 +335,62 @@ TEST(CliTest, StudiesWriteTheirTables) {
   r = run_cnf("experiment couplings --tasks moons --quiet --out " + dir() + "/cpl");
   EXPECT_NE(r.code, 0);
   EXPECT_TRUE(contains(r.output, "prior:data")) << r.output;
+}
+
+TEST(CliTest, TimeWeightingStudyWritesItsTableAndResumes) {
+  // --quick on a 2-D set and a mixture with a density (so the KL column is filled), two
+  // variants; the second invocation finds every run in runs.jsonl and trains nothing.
+  const auto out = dir() + "/tw";
+  const std::string args =
+      "experiment time-weighting --quick --quiet --tasks moons,gmm:2@3 "
+      "--variant uniform --variant uniform/logit-normal:s=0.5 --out " +
+      out;
+  auto r = run_cnf(args);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "0 of 4 runs reused")) << r.output;
+  const auto md = cnf::io::read_text(out + "/time-weighting.md");
+  EXPECT_TRUE(contains(md, "| data | time sampling / weighting | W2 dopri5 (floor) | W2 Euler 4 |"))
+      << md;
+  EXPECT_TRUE(contains(md, "| moons | uniform/logit-normal:s=0.5 |")) << md;
+  EXPECT_TRUE(contains(md, "| gmm:2@3 | uniform |")) << md;
+  const auto csv = cnf::io::read_text(out + "/results.csv");
+  EXPECT_TRUE(contains(csv, "task,variant,seed,w2,w2_floor,")) << csv;
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 5) << csv;  // header + 4 runs
+  EXPECT_TRUE(fs::exists(out + "/w2_vs_nfe_gmm_2_3.png"));
+  auto j = nlohmann::json::parse(cnf::io::read_text(out + "/results.json"));
+  ASSERT_EQ(j["results"].size(), 4u);
+  for (const auto& row : j["results"]) {
+    // The mixture has an exact density, so its rows carry a KL; the toy set's do not.
+    EXPECT_EQ(row.contains("kl"), row["task"] == "gmm:2@3") << row.dump();
+    EXPECT_TRUE(std::isfinite(row["nll"].get<double>())) << row.dump();
+  }
+  r = run_cnf(args);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "4 of 4 runs reused")) << r.output;
+  EXPECT_EQ(cnf::io::read_text(out + "/time-weighting.md"), md);
+  r = run_cnf("experiment time-weighting --quick --tasks moons@0 --out " + out);
+  EXPECT_TRUE(r.code == 1 && contains(r.output, "SPEC@DIM")) << r.output;
+
+  // The other studies of training choices share the runner: a row per variant.
+  struct Row {
+    std::string study, variants, rows[2];
+  };
+  const Row others[] = {
+      {"schedules",
+       "--variant vp/score --variant ve:sigma_max=50",
+       {"| vp/score |", "| ve:sigma_max=50 |"}},
+      {"parameterizations",
+       "--variant fm/noise --variant score/v",
+       {"| fm/noise |", "| score/v |"}},
+      {"bridge", "--variant sb:0.5 --variant exact", {"| sb:0.5 |", "| exact |"}}};
+  for (const auto& o : others) {
+    const auto folder = dir() + "/" + o.study;
+    r = run_cnf("experiment " + o.study + " --quick --quiet --tasks moons " + o.variants +
+                " --out " + folder);
+    ASSERT_EQ(r.code, 0) << r.output;
+    const auto table = cnf::io::read_text(folder + "/" + o.study + ".md");
+    for (const auto& row : o.rows) EXPECT_TRUE(contains(table, "| moons " + row)) << table;
+  }
 }
 
 TEST(CliTest, NllScoreAndSamplingWithLogp) {

@@ -852,6 +852,10 @@ TEST(DiffusionTest, MinSnrWeightingMatchesHandComputation) {
   EXPECT_THROW(objective::parse_weighting_spec("sigma2:gamma=2"), Error);
   EXPECT_THROW(objective::parse_weighting_spec("min-snr:gamma=0"), Error);
   EXPECT_THROW(objective::parse_weighting_spec("min-snr:g=1"), Error);
+  EXPECT_EQ(objective::parse_weighting_spec("edm:sigma_data=0.5").sigma_data, 0.5);
+  EXPECT_EQ(objective::parse_weighting_spec("edm:sigma_data=0.5").describe(), "edm:sigma_data=0.5");
+  EXPECT_EQ(objective::parse_weighting_spec("edm:sigma_data=1").describe(), "edm");
+  EXPECT_THROW(objective::parse_weighting_spec("edm:gamma=2"), Error);
 }
 
 TEST(DiffusionTest, TinyScoreMatchingRunReachesDocumentedW2) {

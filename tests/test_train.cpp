@@ -11,6 +11,7 @@
 #include "cnf/core/runtime.h"
 #include "cnf/data/sources.h"
 #include "cnf/metrics/distances.h"
+#include "cnf/objective/flow_matching.h"
 #include "cnf/path/schedule.h"
 #include "cnf/train/flow.h"
 #include "cnf/train/trainer.h"
@@ -347,4 +348,73 @@ TEST(TrainTest, UnconvergedSinkhornPlansAreCountedOrRefused) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("--coupling-eps"), std::string::npos) << e.what();
   }
+}
+
+TEST(TrainCheckpoint, StoresItsTimeDensitiesAndResumeChecksThem) {
+  // --time-sampling and --time-weighting are training choices of fm and score: stored in
+  // canonical form, read back, and a resume with other ones is refused; mle draws no times.
+  train::FlowSpec spec;
+  spec.model.width = 16;
+  spec.time_sampling = "logit-normal:m=0,s=0.5";
+  spec.time_weighting = "cosine";
+  train::TrainOptions o;
+  o.steps = 2;
+  o.batch_size = 32;
+  train::Trainer t(spec, o, data::make_source("moons"), data::make_source("normal"));
+  EXPECT_TRUE(std::isfinite(t.step().loss.item<double>()));
+  const auto path = temp_path("time_density.pt");
+  t.save(path);
+  auto c = train::load_checkpoint(path);
+  EXPECT_EQ(c.spec.time_sampling, "logit-normal:s=0.5");
+  EXPECT_EQ(c.spec.time_weighting, "cosine");
+  train::FlowSpec uniform = spec;
+  uniform.time_sampling = uniform.time_weighting = "uniform";
+  train::Trainer other(uniform, o, data::make_source("moons"), data::make_source("normal"));
+  try {
+    other.resume(path);
+    ADD_FAILURE() << "a resume with another time density was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("time_sampling=logit-normal:s=0.5"), std::string::npos)
+        << e.what();
+  }
+  // A checkpoint of a uniform run does not mention the time density (older readers load it).
+  other.save(temp_path("uniform.pt"));
+  const auto text = train::load_checkpoint(temp_path("uniform.pt")).spec.serialize();
+  EXPECT_EQ(text.find("time_sampling"), std::string::npos) << text;
+  EXPECT_EQ(text.find("time_weighting"), std::string::npos) << text;
+  train::FlowSpec mle = spec;
+  mle.objective = "mle";
+  try {
+    train::Trainer(mle, o, data::make_source("moons"), data::make_source("normal"));
+    ADD_FAILURE() << "mle accepted a time density";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("apply to fm and score only"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(TrainTest, FlowMatchingWeightsEachDrawByTheTimeDensity) {
+  // With --time-weighting cosine the loss is the mean of (1 - 0) pi(t) ||v - u||^2 over the
+  // uniform draws, pi(t) = 2 / (pi (1 - 2 t + 2 t^2)) (Esser et al.'s CosMap): recomputed here
+  // from the same generator's draws with a network that returns zero, so ||v - u||^2 is
+  // ||u||^2 = ||x_1 - x_0||^2 on condot.
+  struct Zero : nn::VelocityFieldImpl {
+    torch::Tensor forward(const torch::Tensor& x, const torch::Tensor&) override {
+      return torch::zeros_like(x);
+    }
+    std::vector<int64_t> sample_shape() const override { return {2}; }
+  } zero;
+  auto g = make_generator(2);
+  auto x_0 = torch::randn({64, 2}, g, torch::kFloat64),
+       x_1 = torch::randn({64, 2}, g, torch::kFloat64);
+  objective::FlowMatchingOptions fm;
+  fm.schedule = path::make_schedule("condot");
+  fm.time_weighting = objective::TimeDensity::parse("cosine");
+  auto g1 = make_generator(8), g2 = make_generator(8);
+  const double loss = objective::flow_matching_loss(zero, {x_0, x_1}, fm, g1).loss.item<double>();
+  auto t = torch::rand({64}, g2, torch::kFloat64);
+  auto pi = 2.0 / (M_PI * (1 - 2 * t + 2 * t * t));
+  const double want = (pi * (x_1 - x_0).pow(2).sum(1)).mean().item<double>();
+  // The same float64 arithmetic up to reassociation.
+  EXPECT_NEAR(loss, want, 1e-12 * want);
 }

@@ -5,6 +5,8 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -143,6 +145,44 @@ inline torch::Device setup(const Common& c) {
   nn::fast::set_enabled(c.fast_mlp == "on");
   return parse_device(c.device);
 }
+
+/// A study's --seeds: comma-separated non-negative integers.
+inline std::vector<uint64_t> parse_seeds(const std::string& text) {
+  std::vector<uint64_t> seeds;
+  for (const auto& s : split_list(text, ',')) {
+    try {
+      CNF_CHECK(s.find('-') == std::string::npos, "negative");
+      seeds.push_back(std::stoull(s));
+    } catch (const std::exception&) {
+      fail("--seeds must be comma-separated integers >= 0, got '", s, "'");
+    }
+  }
+  return seeds;
+}
+
+/// Values of one quantity over a study's seeds, printed as mean and standard deviation.
+struct Stat {
+  std::vector<double> v;
+  /// The mean.
+  double mean() const {
+    double m = 0;
+    for (double x : v) m += x / v.size();
+    return m;
+  }
+  /// The sample standard deviation (0 for fewer than two values).
+  double sd() const {
+    const double m = mean();
+    double s = 0;
+    for (double x : v) s += (x - m) * (x - m);
+    return v.size() > 1 ? std::sqrt(s / (v.size() - 1)) : 0;
+  }
+  /// printf format `f` with the mean and the standard deviation, e.g. "%.3f ± %.3f".
+  std::string fmt(const char* f) const {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, f, mean(), sd());
+    return buf;
+  }
+};
 
 inline void write_json(const std::string& path, const json& j) {
   if (!path.empty()) io::write_text_atomic(path, j.dump(2) + "\n");

@@ -30,19 +30,6 @@ struct CouplingsArgs {
   bool quiet = false;
 };
 
-struct Stat {
-  std::vector<double> v;
-  std::string fmt(const char* f) const {
-    double m = 0, s = 0;
-    for (double x : v) m += x / v.size();
-    for (double x : v) s += (x - m) * (x - m);
-    s = v.size() > 1 ? std::sqrt(s / (v.size() - 1)) : 0;
-    char buf[64];
-    std::snprintf(buf, sizeof buf, f, m, s);
-    return buf;
-  }
-};
-
 // The flow's trajectories from 300 prior draws (rk4, 50 steps) as a PNG.
 void plot_trajectories(const std::string& path, const std::string& title,
                        nn::VelocityFieldImpl& model, const path::Schedule& schedule,
@@ -103,14 +90,7 @@ int run_couplings(const CouplingsArgs& a) {
   auto device = setup(a.common);
   make_dir(a.out);
   const auto tasks = split_list(a.tasks, ','), couplings = split_list(a.couplings, ',');
-  std::vector<uint64_t> seeds;
-  for (const auto& s : split_list(a.seeds, ',')) {
-    try {
-      seeds.push_back(std::stoull(s));
-    } catch (const std::exception&) {
-      fail("--seeds must be comma-separated integers, got '", s, "'");
-    }
-  }
+  const auto seeds = parse_seeds(a.seeds);
   CNF_CHECK(!tasks.empty() && !couplings.empty() && !seeds.empty(),
             "--tasks, --couplings and --seeds must not be empty");
   for (const auto& c : couplings) coupling::make_coupling(c);  // unknown names fail early

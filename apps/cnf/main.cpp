@@ -78,8 +78,8 @@ int main(int argc, char** argv) {
   experiment->require_subcommand(1);
   for (auto run : {app::add_experiments(experiment), app::add_rectify_commands(app, experiment),
                    app::add_mle_experiment(experiment), app::add_couplings_experiment(experiment),
-                   app::add_images_experiment(experiment), app::add_ot_command(app),
-                   app::add_export_command(app)})
+                   app::add_images_experiment(experiment), app::add_training_studies(experiment),
+                   app::add_ot_command(app), app::add_export_command(app)})
     verbs.push_back(run);
 
   try {

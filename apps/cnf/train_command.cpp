@@ -63,12 +63,25 @@ void add_flow_flags(CLI::App* sub, TrainArgs& a) {
                   "What the network predicts: " + path::params().joined_names() +
                       " (default: velocity for fm, noise for score)")
       ->check(names_of(path::params()));
-  sub->add_option("--weighting", s.weighting,
-                  "Score-matching weighting lambda(t) (sigma2: noise prediction, likelihood: "
-                  "g^2, min-snr:gamma=G: Min-SNR-gamma, gamma 5 by default): " +
-                      objective::weightings().joined_names())
+  sub->add_option(
+         "--weighting", s.weighting,
+         "Score-matching weighting lambda(t) (sigma2: noise prediction, likelihood: "
+         "g^2, min-snr:gamma=G: Min-SNR-gamma, gamma 5 by default, edm:sigma_data=S: EDM's "
+         "lambda, sigma_data 1 by default): " +
+             objective::weightings().joined_names())
       ->capture_default_str()
       ->check(parsed_by([](const std::string& v) { objective::parse_weighting_spec(v); }));
+  sub->add_option("--time-sampling", s.time_sampling,
+                  "fm/score: density of the training times: uniform, logit-normal:m=0,s=1 "
+                  "(Esser et al. 2024), cosine (their CosMap), log-normal:m=-1.2,s=1.2 "
+                  "(EDM's ln(sigma_t/alpha_t) ~ N(m, s^2))")
+      ->capture_default_str()
+      ->check(parsed_by([](const std::string& v) { objective::TimeDensity::parse(v); }));
+  sub->add_option("--time-weighting", s.time_weighting,
+                  "fm/score: weight the loss over time by one of the --time-sampling densities "
+                  "(same expected loss as drawing t from it; uniform: no weight)")
+      ->capture_default_str()
+      ->check(parsed_by([](const std::string& v) { objective::TimeDensity::parse(v); }));
 }
 
 // Maximum likelihood through the ODE: the training solve and the regularizers.

@@ -32,5 +32,8 @@ Runner add_mle_experiment(CLI::App* experiment);
 Runner add_couplings_experiment(CLI::App* experiment);
 /// `cnf experiment images` (apps/cnf/images_experiment.cpp).
 Runner add_images_experiment(CLI::App* experiment);
+/// `cnf experiment time-weighting`, `schedules`, `parameterizations` and `bridge`
+/// (apps/cnf/time_weighting_experiment.cpp).
+Runner add_training_studies(CLI::App* experiment);
 
 }  // namespace cnf::app

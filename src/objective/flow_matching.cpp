@@ -19,14 +19,19 @@ LossResult flow_matching_loss(nn::VelocityFieldImpl& field, const Batch& batch,
   const int64_t b = batch.x_0.size(0);
   CNF_CHECK(options.time_grid >= 0, "time_grid must be >= 0 (0: continuous t), got ",
             options.time_grid);
+  CNF_CHECK(options.time_grid == 0 || options.time_sampling.is_uniform(), "time sampling ",
+            options.time_sampling.describe(), " cannot be combined with an ", options.time_grid,
+            "-step time grid (distillation draws the grid's times)");
+  const auto& schedule = *options.schedule;
   auto t = options.time_grid > 0
                ? 1.0 - torch::randint(options.time_grid, {b}, gen, batch.x_0.options()) /
                            static_cast<double>(options.time_grid)
-               : t_min + (options.t_max - t_min) * torch::rand({b}, gen, batch.x_0.options());
+               : options.time_sampling.sample(b, t_min, options.t_max, schedule, gen,
+                                              batch.x_0.options());
   CNF_CHECK(std::isfinite(options.bridge_sigma) && options.bridge_sigma >= 0,
             "bridge_sigma must be finite and >= 0 (0: no bridge noise), got ",
             options.bridge_sigma);
-  auto s = path::sample_path(*options.schedule, batch.x_0, batch.x_1, t);
+  auto s = path::sample_path(schedule, batch.x_0, batch.x_1, t);
   if (options.bridge_sigma > 0) {
     auto z = torch::randn(batch.x_0.sizes(), gen, batch.x_0.options());
     // sqrt(t (1 - t)) is 0 at t = 0 exactly (rand can return 0); the floor keeps the
@@ -39,7 +44,10 @@ LossResult flow_matching_loss(nn::VelocityFieldImpl& field, const Batch& batch,
   }
   auto v = field.forward(s.x_t, t);
   // Mean over the batch of the squared error summed over features.
-  auto loss = (v - s.dx_t).pow(2).reshape({b, -1}).sum(1).mean();
+  auto error = (v - s.dx_t).pow(2).reshape({b, -1}).sum(1);
+  if (!options.time_weighting.is_uniform())
+    error = error * options.time_weighting.weight(t, t_min, options.t_max, schedule);
+  auto loss = error.mean();
   return {loss, {{"loss", loss.detach()}}};
 }
 

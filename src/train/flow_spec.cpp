@@ -36,6 +36,9 @@ std::string FlowSpec::serialize() const {
      << "\nsigma_min=" << sigma_min << "\ndata=" << data << "\nprior=" << prior << "\n";
   os << "objective=" << canonical_objective(objective)
      << "\nparam=" << path::param_name(network_param()) << "\nweighting=" << weighting << "\n";
+  // Written only when a run chose them, so that other runs' checkpoints read as before.
+  if (time_sampling != "uniform") os << "time_sampling=" << time_sampling << "\n";
+  if (time_weighting != "uniform") os << "time_weighting=" << time_weighting << "\n";
   if (model.blocks > 1) os << "blocks=" << model.blocks << "\n";
   // The pixel layout of image models (every unet; other networks of images since it was
   // recorded for them too).
@@ -91,6 +94,10 @@ FlowSpec FlowSpec::parse(const std::string& text, const std::string& origin) {
         s.param = value;
       else if (key == "weighting")
         s.weighting = value;
+      else if (key == "time_sampling")
+        s.time_sampling = value;
+      else if (key == "time_weighting")
+        s.time_weighting = value;
       else if (key == "blocks")
         s.model.blocks = std::stoll(value);
       else if (key == "channels")

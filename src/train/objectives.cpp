@@ -25,6 +25,8 @@ class FlowMatching final : public Objective {
     fm.schedule = in.schedule;
     fm.time_grid = in.time_grid;
     fm.bridge_sigma = in.bridge_sigma;
+    fm.time_sampling = in.time_sampling;
+    fm.time_weighting = in.time_weighting;
     return objective::flow_matching_loss(*in.field, {x_0, x_1}, fm, gen);
   }
 };
@@ -54,6 +56,9 @@ class ScoreMatching final : public Objective {
     sm.param = in.param;
     sm.weighting = in.weighting.kind;
     sm.snr_gamma = in.weighting.gamma;
+    sm.sigma_data = in.weighting.sigma_data;
+    sm.time_sampling = in.time_sampling;
+    sm.time_weighting = in.time_weighting;
     return objective::score_matching_loss(*in.network, {x_0, x_1}, sm, gen);
   }
 };
@@ -64,6 +69,7 @@ class MaximumLikelihood final : public Objective {
   std::string name() const override { return "mle"; }
   path::Param default_param() const override { return path::Param::velocity; }
   bool pairs_with_prior() const override { return false; }
+  bool draws_times() const override { return false; }
   void check(const data::Source& prior, const coupling::Coupling& coupling) const override {
     CNF_CHECK(prior.has_log_prob(), "maximum likelihood needs a prior with a density (normal ",
               "or gmm:K), got '", prior.spec(), "'");

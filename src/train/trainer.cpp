@@ -205,6 +205,18 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   s_->objective = &spec.training_objective();
   const auto weighting = objective::parse_weighting_spec(spec.weighting);
   spec.weighting = weighting.describe();
+  const auto time_sampling = objective::TimeDensity::parse(spec.time_sampling);
+  const auto time_weighting = objective::TimeDensity::parse(spec.time_weighting);
+  spec.time_sampling = time_sampling.describe();
+  spec.time_weighting = time_weighting.describe();
+  CNF_CHECK(
+      s_->objective->draws_times() || (time_sampling.is_uniform() && time_weighting.is_uniform()),
+      "objective ", spec.objective, " integrates the ODE over all times; --time-sampling ",
+      spec.time_sampling, " and --time-weighting ", spec.time_weighting,
+      " apply to fm and score only (use uniform)");
+  CNF_CHECK(options.time_grid == 0 || time_sampling.is_uniform(), "--time-sampling ",
+            spec.time_sampling, " cannot be combined with distillation onto a ", options.time_grid,
+            "-step time grid, which draws the grid's times");
   coupling::CouplingOptions co;
   co.epsilon = options.coupling_eps;
   co.sigma = options.bridge_sigma;
@@ -270,6 +282,8 @@ Trainer::Trainer(FlowSpec spec, TrainOptions options, data::SourcePtr data, data
   in.weighting = weighting;
   in.bridge_sigma = s_->coupling->bridge_sigma();
   in.time_grid = options.time_grid;
+  in.time_sampling = time_sampling;
+  in.time_weighting = time_weighting;
   in.mle = &s_->opt.mle;
   if (options.ema_decay > 0) {
     s_->ema = build_network(make_network, spec.model);

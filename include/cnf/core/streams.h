@@ -34,6 +34,8 @@ enum class Stream : uint64_t {
   rectify_plot = 13,
   /// Prior draws of the couplings study's evaluation.
   couplings_eval = 17,
+  /// Prior draws and likelihood probes of the time-weighting study.
+  time_study = 19,
   /// Dequantization noise and probes of the image study's bits/dim.
   images_bpd = 101,
   /// Prior draws of the image study's samples (the same for every method).

@@ -3,9 +3,11 @@
 ///
 ///   L(theta) = E_{t,(x_0, x_1) ~ coupling} ||v_theta(x_t, t) - (d_alpha_t x_0 + d_sigma_t x_1)||^2
 ///
-/// with t ~ U[t_min, 1] (Lipman et al., ICLR 2023, eq. 9 / 23; Albergo & Vanden-Eijnden
+/// with t ~ U[t_min, 1] by default (Lipman et al., ICLR 2023, eq. 9 / 23; Albergo & Vanden-Eijnden
 /// 2023; Liu et al. 2023 for the rectified (condot, sigma_min = 0) case). Its minimizer is
-/// the marginal velocity u_t(x) = E[d_alpha_t x_0 + d_sigma_t x_1 | x_t = x].
+/// the marginal velocity u_t(x) = E[d_alpha_t x_0 + d_sigma_t x_1 | x_t = x]. Other time
+/// densities (logit-normal, ...) and weightings over time: objective/time_density.h; they
+/// change how the error is spread over t, not the minimizer.
 ///
 /// Bridge noise (SB-CFM, Tong et al. 2024, eq. for the Brownian-bridge path): with
 /// bridge_sigma = s > 0 the conditional path gets independent Gaussian noise z,
@@ -24,6 +26,7 @@
 #include <string>
 
 #include "cnf/nn/velocity.h"
+#include "cnf/objective/time_density.h"
 #include "cnf/path/schedule.h"
 
 /// Training losses: conditional flow matching, denoising score matching and maximum
@@ -61,6 +64,12 @@ struct FlowMatchingOptions {
   int64_t time_grid = 0;
   /// sigma of the Brownian-bridge noise added to the path (0: none), see above.
   double bridge_sigma = 0.0;
+  /// The density t is drawn from on [t_min, t_max] (objective/time_density.h); uniform by
+  /// default. Must be uniform with time_grid.
+  TimeDensity time_sampling;
+  /// A time density the squared error is weighted by, (t_max - t_min) pi(t) (mean 1 under
+  /// uniform times); uniform (weight 1) by default.
+  TimeDensity time_weighting;
 };
 
 /// Conditional flow-matching loss of `field` on `batch`; t drawn from `gen`.

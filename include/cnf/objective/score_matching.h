@@ -22,8 +22,17 @@
 ///               In noise units lambda(t) / sigma_t^2 = min(SNR_t, gamma) / SNR_t, the form
 ///               the paper gives for noise prediction (gamma = 5 by default:
 ///               `--weighting min-snr:gamma=5`).
+///   edm         EDM's lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2 on the
+///               data prediction error (Karras et al. 2022, table 1), with sigma = sigma_t /
+///               alpha_t: the data error is sigma^2 times the noise error, so in noise units
+///               lambda(t) / sigma_t^2 = 1 + sigma^2 / sigma_data^2 = 1 + 1 / (SNR_t
+///               sigma_data^2) (`--weighting edm:sigma_data=0.5`; 1 by default, the scale
+///               cnf's v-prediction assumes). Paired with EDM's time density
+///               `--time-sampling log-normal` (objective/time_density.h) it is their loss.
 /// Times are drawn from U[t_min, t_max], by default path::conversion_range(schedule) (e.g.
-/// [1e-3, 1] on VP), where the conversions stay finite.
+/// [1e-3, 1] on VP), where the conversions stay finite; `time_sampling` draws them from
+/// another density on that range and `time_weighting` multiplies lambda(t) by one
+/// (objective/time_density.h).
 #pragma once
 
 #include <ATen/core/Generator.h>
@@ -37,10 +46,10 @@
 namespace cnf::objective {
 
 /// The weighting lambda(t) of the loss (see the file comment).
-enum class Weighting { sigma2, likelihood, uniform, min_snr };
-/// "sigma2", "likelihood", "uniform" or "min-snr".
+enum class Weighting { sigma2, likelihood, uniform, min_snr, edm };
+/// "sigma2", "likelihood", "uniform", "min-snr" or "edm".
 Weighting parse_weighting(const std::string& name);
-/// The weightings by name: sigma2, likelihood, uniform, min-snr.
+/// The weightings by name: sigma2, likelihood, uniform, min-snr, edm.
 const Registry<Weighting>& weightings();
 /// The name of `w`, as parse_weighting reads it.
 std::string weighting_name(Weighting w);
@@ -49,9 +58,11 @@ std::string weighting_name(Weighting w);
 struct WeightingSpec {
   /// The weighting.
   Weighting kind = Weighting::sigma2;
-  /// Min-SNR's cap gamma (> 0); the others take no parameter.
+  /// Min-SNR's cap gamma (> 0).
   double gamma = 5.0;
-  /// The canonical spec text: the name, and `:gamma=..` when it differs from 5.
+  /// EDM's data scale sigma_data (> 0); the other weightings take no parameter.
+  double sigma_data = 1.0;
+  /// The canonical spec text: the name, and its parameter when it differs from the default.
   std::string describe() const;
 };
 /// Reads spec text; throws cnf::Error naming an unknown weighting, a key the weighting does not
@@ -68,6 +79,12 @@ struct ScoreMatchingOptions {
   Weighting weighting = Weighting::sigma2;
   /// The cap gamma of Weighting::min_snr.
   double snr_gamma = 5.0;
+  /// The data scale sigma_data of Weighting::edm.
+  double sigma_data = 1.0;
+  /// The density times are drawn from on [t_min, t_max]; uniform by default.
+  TimeDensity time_sampling;
+  /// A time density multiplying lambda(t) (objective/time_density.h); uniform: weight 1.
+  TimeDensity time_weighting;
   /// \var t_min
   /// Times are drawn from U[t_min, t_max]; < 0 means the conversion range's start.
   /// \var t_max

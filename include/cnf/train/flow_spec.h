@@ -17,8 +17,8 @@ namespace cnf::train {
 class Objective;
 
 /// Everything needed to rebuild a trained flow: network, path, data and prior specs, and
-/// what the network predicts. Checkpoints written before `objective`, `param` and
-/// `weighting` existed parse as fm / velocity / sigma2.
+/// what the network predicts. Checkpoints written before `objective`, `param`, `weighting`
+/// and the time density existed parse as fm / velocity / sigma2 / uniform.
 struct FlowSpec {
   /// The network.
   nn::ModelSpec model;
@@ -38,6 +38,12 @@ struct FlowSpec {
   /// Score-matching weighting lambda(t) as spec text: sigma2, likelihood, uniform or
   /// min-snr:gamma=G.
   std::string weighting = "sigma2";
+  /// \var time_sampling
+  /// The density fm and score drew training times from, as spec text
+  /// (objective/time_density.h): uniform, logit-normal:m=..,s=.., cosine, log-normal:...
+  /// \var time_weighting
+  /// The time density their loss was weighted by (uniform: none).
+  std::string time_sampling = "uniform", time_weighting = "uniform";
   /// For model.arch "torchscript" (a PyTorch module fine-tuned by cnf, interop/torchscript.h):
   /// the module's file and its time convention, from which the network is rebuilt before
   /// the checkpoint's weights are loaded into it. Empty otherwise.

@@ -42,6 +42,11 @@ struct ObjectiveInputs {
   double bridge_sigma = 0.0;
   /// Distillation onto an N-step Euler grid (0: continuous times).
   int64_t time_grid = 0;
+  /// \var time_sampling
+  /// The density fm and score draw times from (objective/time_density.h).
+  /// \var time_weighting
+  /// The time density fm and score weight their error by.
+  objective::TimeDensity time_sampling, time_weighting;
   /// The mle objective's solver, divergence and regularizers.
   const objective::MLEOptions* mle = nullptr;
 };
@@ -58,6 +63,9 @@ class Objective {
   /// Whether a batch pairs data x_0 with prior draws x_1; false: the loss takes data alone
   /// (x_1 undefined), and no coupling applies.
   virtual bool pairs_with_prior() const { return true; }
+  /// Whether the loss draws times (simulation-free losses), so that a time density and a
+  /// weighting over time apply; false: it integrates the ODE over all of [0, 1] (mle).
+  virtual bool draws_times() const { return true; }
   /// Throws cnf::Error naming the option to change when this run's prior or coupling cannot
   /// train it (called once, before the first step).
   virtual void check(const data::Source& prior, const coupling::Coupling& coupling) const;
