@@ -3,7 +3,9 @@
 // budget, each measured the same way — sample quality (W2 to held-out data) from an accurate
 // dopri5 solve and from Euler at 4, 8 and 16 steps, dopri5's NFE, the exact held-out NLL (and
 // the KL to the data where its density is known), the normalized path energy and training
-// speed — with the mean and standard deviation over seeds.
+// speed — with the mean and standard deviation over seeds. Networks that predict noise, data,
+// score or v are integrated over path::conversion_range (where their conversion is finite),
+// velocity networks over [0, 1].
 //   time-weighting     flow matching's time density and weighting (uniform, logit-normal,
 //                      CosMap, EDM's log-normal; Esser et al. 2024, objective/time_density.h)
 //   schedules          the affine paths under flow matching, and score matching where it applies
@@ -237,6 +239,14 @@ json run_one(const StudyArgs& a, const std::string& study, const std::string& sc
   e.n = h.a.size(0);
   e.method = "dopri5";
   e.rtol = e.atol = a.tol;
+  if (param != path::Param::velocity) {
+    // A converted network is finite only on the conversion range (its noise or data
+    // prediction divides by alpha_t or sigma_t): integrate there, from sigma_hi x_1, as the
+    // diffusion samplers do; velocity networks run over [0, 1].
+    const auto range = path::conversion_range(path);
+    e.sampler.t_start = range.hi;
+    e.sampler.t_end = range.lo;
+  }
   auto accurate = evaluate(*net, param, path, *prior, h, e, seed, device);
   json r = {{"task", task.label()}, {"variant", variant.label},
             {"seed", seed},         {"budget", budget_of(a, schedule)},
@@ -384,7 +394,11 @@ int run_study(const Study& study, StudyArgs a, const std::string& schedule) {
       s.label = variant.label;
       series.push_back(std::move(s));
     }
+    double top = 0;
+    for (const auto& one : series)
+      top = std::max(top, one.points.select(1, 1).max().item<double>());
     io::PlotOptions po;
+    po.range = {1.5, 7.5, 0.0, 1.15 * top};  // log2 NFE 2..7; W2 from 0
     po.width = po.height = 480;
     po.point_radius = 4;
     po.alpha = 1.0;

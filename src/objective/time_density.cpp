@@ -2,7 +2,11 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "cnf/core/error.h"
@@ -53,33 +57,104 @@ at::Tensor normal_quantile(const at::Tensor& p) {
   return std::sqrt(2.0) * torch::erfinv(2 * p - 1);
 }
 
-// The time in [lo, hi] at which z_t = target (z_t increasing in t), elementwise: a bracket
-// and a linear first guess from a table of z on 257 times, then Newton steps that fall back to
-// bisection whenever they would leave the bracket (z is smooth inside (lo, hi) but may run to
-// +-inf at its ends, where the guess is the cell's midpoint), until no time moves by more
-// than 1e-15 (a few steps inside the table's cells; up to ~50 bisections in an end cell).
+// z_t and dz_t/dt tabulated on [lo, hi], on a grid that is uniform inside and geometric
+// towards both ends (down to 1e-12 of the range from them), where z may run to +-inf like
+// log t. Built once per (schedule, lo, hi) and kept: a training run asks for the same one at
+// every step.
+struct NoiseLevelTable {
+  std::vector<double> t, z, dz;
+};
+
+// The table of `schedule` on [lo, hi] (see NoiseLevelTable), computed.
+std::shared_ptr<const NoiseLevelTable> make_noise_level_table(const path::Schedule& schedule,
+                                                              double lo, double hi) {
+  std::vector<double> ends;  // 1e-12 ... 10^-3.1, ten per decade
+  for (int k = 0; k < 90; ++k) ends.push_back(std::pow(10.0, -12 + 0.1 * k));
+  std::vector<double> g{0.0};
+  g.insert(g.end(), ends.begin(), ends.end());
+  for (int k = 0; k <= 1000; ++k) g.push_back(1e-3 + (1 - 2e-3) * k / 1000.0);
+  for (auto e = ends.rbegin(); e != ends.rend(); ++e) g.push_back(1 - *e);
+  g.push_back(1.0);
+  auto table = std::make_shared<NoiseLevelTable>();
+  for (double v : g) table->t.push_back(lo + (hi - lo) * v);
+  table->t.back() = hi;
+  auto [z, dz] = noise_level(schedule, torch::tensor(table->t, torch::kFloat64));
+  auto zc = z.contiguous(), dzc = dz.contiguous();
+  table->z.assign(zc.data_ptr<double>(), zc.data_ptr<double>() + zc.numel());
+  table->dz.assign(dzc.data_ptr<double>(), dzc.data_ptr<double>() + dzc.numel());
+  return table;
+}
+
+// The cached table of `schedule` on [lo, hi], by its canonical spec and the range.
+std::shared_ptr<const NoiseLevelTable> noise_level_table(const path::Schedule& schedule, double lo,
+                                                         double hi) {
+  static std::mutex mutex;
+  static std::map<std::string, std::shared_ptr<const NoiseLevelTable>> cache;
+  const std::string key =
+      schedule.describe() + "|" + shortest_number(lo) + "|" + shortest_number(hi);
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    const auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  auto table = make_noise_level_table(schedule, lo, hi);
+  std::lock_guard<std::mutex> lock(mutex);
+  if (cache.size() >= 64) cache.clear();  // a program sweeping many paths: start over
+  cache[key] = table;
+  return table;
+}
+
+// The time in [lo, hi] at which z_t = target (z_t increasing in t), elementwise. A first guess
+// from the cached table (the cell that brackets the target, then Newton steps on the cubic
+// Hermite interpolant of z over that cell, in plain doubles), then two Newton steps on the
+// schedule itself, each kept only where it stays inside the cell. The guess
+// is within ~1e-6 of the cell's width, so two steps reach rounding; in a cell with an
+// infinite end (t -> 0 or 1 where sigma or alpha vanish, beyond 1e-12 of the range) the
+// midpoint is kept: an error below 1e-12 in t.
 at::Tensor time_at_noise_level(const path::Schedule& schedule, const at::Tensor& target, double lo,
                                double hi) {
-  constexpr int64_t kTable = 257;
-  auto grid = torch::linspace(lo, hi, kTable, target.options());
-  auto table = noise_level(schedule, grid).first.contiguous();
-  auto j = torch::searchsorted(table, target.contiguous()).clamp(1, kTable - 1);
-  auto a = grid.index_select(0, j - 1), b = grid.index_select(0, j);
-  auto za = table.index_select(0, j - 1), zb = table.index_select(0, j);
-  auto guess = a + (b - a) * (target - za) / (zb - za);
-  auto t = torch::where(torch::isfinite(guess) & (guess >= a) & (guess <= b), guess, 0.5 * (a + b));
-  for (int i = 0; i < 100; ++i) {
+  const auto cached = noise_level_table(schedule, lo, hi);
+  const auto& table = *cached;
+  auto host = target.to(torch::kCPU, torch::kFloat64).contiguous();
+  const double* zt = host.data_ptr<double>();
+  const int64_t n = host.numel();
+  std::vector<double> guess(n), a(n), b(n);
+  const auto& T = table.t;
+  const auto& Z = table.z;
+  const auto& D = table.dz;
+  for (int64_t i = 0; i < n; ++i) {
+    size_t j = static_cast<size_t>(std::upper_bound(Z.begin(), Z.end(), zt[i]) - Z.begin());
+    j = std::clamp<size_t>(j, 1, Z.size() - 1);
+    a[i] = T[j - 1];
+    b[i] = T[j];
+    const double h = T[j] - T[j - 1];
+    if (!std::isfinite(Z[j - 1]) || !std::isfinite(Z[j]) || !std::isfinite(D[j - 1]) ||
+        !std::isfinite(D[j]) || h <= 0) {
+      guess[i] = 0.5 * (a[i] + b[i]);
+      continue;
+    }
+    // Newton on the Hermite cubic p(s) - target, s in [0, 1], from the linear guess.
+    const double z0 = Z[j - 1], z1 = Z[j], m0 = D[j - 1] * h, m1 = D[j] * h;
+    double s = z1 > z0 ? std::clamp((zt[i] - z0) / (z1 - z0), 0.0, 1.0) : 0.5;
+    for (int it = 0; it < 8; ++it) {
+      const double s2 = s * s, s3 = s2 * s;
+      const double p = (2 * s3 - 3 * s2 + 1) * z0 + (s3 - 2 * s2 + s) * m0 +
+                       (3 * s2 - 2 * s3) * z1 + (s3 - s2) * m1;
+      const double dp = (6 * s2 - 6 * s) * z0 + (3 * s2 - 4 * s + 1) * m0 + (6 * s - 6 * s2) * z1 +
+                        (3 * s2 - 2 * s) * m1;
+      if (!(dp > 0)) break;
+      s = std::clamp(s - (p - zt[i]) / dp, 0.0, 1.0);
+    }
+    guess[i] = a[i] + h * s;
+  }
+  const auto opt = target.options();
+  auto t = torch::tensor(guess, torch::kFloat64).to(opt.device()).reshape(target.sizes());
+  auto lo_t = torch::tensor(a, torch::kFloat64).to(opt.device()).reshape(target.sizes());
+  auto hi_t = torch::tensor(b, torch::kFloat64).to(opt.device()).reshape(target.sizes());
+  for (int it = 0; it < 2; ++it) {
     auto [z, dz] = noise_level(schedule, t);
-    auto value = z - target;
-    a = torch::where(value < 0, t, a);
-    b = torch::where(value > 0, t, b);
-    auto newton = t - value / dz;
-    auto next =
-        torch::where(torch::isfinite(newton) & (newton > a) & (newton < b), newton, 0.5 * (a + b));
-    next = torch::where(value == 0, t, next);
-    const bool settled = (next - t).abs().max().item<double>() <= 1e-15;
-    t = next;
-    if (settled) break;
+    auto newton = t - (z - target) / dz;
+    t = torch::where(torch::isfinite(newton) & (newton >= lo_t) & (newton <= hi_t), newton, t);
   }
   return t;
 }
