@@ -536,6 +536,75 @@ TEST(SdeSamplerTest, LowerOrderFinalTakesAFirstOrderLastStep) {
   EXPECT_GT((full - second).abs().max().item<double>(), 1e-6);
 }
 
+TEST(SdeSamplerTest, DiscreteSpacingsPickTheLibrariesTimesteps) {
+  // Lin et al. 2024 (table 2) list the 10 of 1,000 DDPM timesteps each spacing of the diffusion
+  // libraries picks: linspace 999, 888, ..., 0; leading 900, 800, ..., 0; trailing 999, 899,
+  // ..., 99. Three steps exercise the rounding: linspace round(499.5) = 500 (half to even),
+  // leading 666, 333, 0, trailing round(666.67) - 1 = 666 and round(333.33) - 1 = 332.
+  // Timestep k (0-based) is cnf time (k + 1) / N.
+  auto s = path::make_schedule("ddpm-linear");
+  auto expect = [&](sde::Spacing spacing, int64_t steps, std::vector<int> want) {
+    auto times = sde::discrete_times(*s, steps, spacing);
+    ASSERT_EQ(times.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_NEAR(times[i], (want[i] + 1) / 1000.0, 1e-15)
+          << sde::spacings().name_of(spacing) << " " << steps << " step " << i;
+  };
+  expect(sde::Spacing::linspace, 10, {999, 888, 777, 666, 555, 444, 333, 222, 111, 0});
+  expect(sde::Spacing::leading, 10, {900, 800, 700, 600, 500, 400, 300, 200, 100, 0});
+  expect(sde::Spacing::trailing, 10, {999, 899, 799, 699, 599, 499, 399, 299, 199, 99});
+  expect(sde::Spacing::linspace, 3, {999, 500, 0});
+  expect(sde::Spacing::leading, 3, {666, 333, 0});
+  expect(sde::Spacing::trailing, 3, {999, 666, 332});
+  // N comes from the schedule (here 500 steps), or train_steps, or 1000 on continuous paths.
+  auto short_run = path::make_schedule("ddpm-linear:steps=500");
+  EXPECT_NEAR(sde::discrete_times(*short_run, 10, sde::Spacing::trailing)[1], 450 / 500.0, 1e-15);
+  EXPECT_NEAR(sde::discrete_times(*path::make_schedule("vp"), 10, sde::Spacing::leading)[0], 0.901,
+              1e-15);
+  EXPECT_NEAR(sde::discrete_times(*s, 4, sde::Spacing::leading, 20)[0], 16 / 20.0, 1e-15);
+  EXPECT_THROW(sde::discrete_times(*short_run, 501, sde::Spacing::trailing), Error);
+  // Sampling starts at the first timestep (leading never sees pure noise) and ends at t_end.
+  sde::SamplerOptions o;
+  o.sampler = sde::Sampler::ddim;
+  o.steps = 10;
+  o.spacing = sde::Spacing::leading;
+  EXPECT_NEAR(sde::sampling_range(*s, o).hi, 0.901, 1e-15);
+  o.spacing = sde::Spacing::trailing;
+  EXPECT_NEAR(sde::sampling_range(*s, o).hi, 1.0, 1e-15);
+}
+
+TEST(SdeSamplerTest, DdimOnTrailingTimestepsIsTheLibrariesDdim) {
+  // Two routes: cnf's DDIM on ddpm-linear with the trailing spacing against DDIM written out in
+  // the libraries' terms — alpha-bar_k = prod (1 - beta_j) computed here from Ho et al.'s betas,
+  // x <- sqrt(abar_prev) x0 + sqrt(1 - abar_prev) eps from the exact noise prediction at the
+  // same timesteps, ending at t_end = 1/N (alpha-bar of the first timestep). The schedule
+  // equals the product at the timesteps and the grid is the timesteps, so both agree to
+  // float64 rounding.
+  Gaussian g;
+  auto s = path::make_schedule("ddpm-linear");
+  GaussianModel net(s, g.mu, g.s, Param::noise);
+  auto gen = make_generator(12);
+  sde::SamplerOptions o;
+  o.sampler = sde::Sampler::ddim;
+  o.steps = 10;
+  o.spacing = sde::Spacing::trailing;
+  auto x = g.draw(*s, 1.0, 64, gen);
+  auto cnf = sde::sample(net, Param::noise, *s, x, o, gen).x;
+  std::vector<double> abar{1.0};
+  for (int j = 1; j <= 1000; ++j)
+    abar.push_back(abar.back() * (1 - (1e-4 + (j - 1) * (0.02 - 1e-4) / 999)));
+  std::vector<int> steps{1000, 900, 800, 700, 600, 500, 400, 300, 200, 100, 1};  // 1-based
+  auto y = x.clone();
+  for (size_t k = 0; k + 1 < steps.size(); ++k) {
+    const double a = abar[steps[k]], b = abar[steps[k + 1]];
+    auto eps = net.forward(y, torch::full({y.size(0)}, steps[k] / 1000.0, torch::kFloat64));
+    auto x0 = (y - std::sqrt(1 - a) * eps) / std::sqrt(a);
+    y = std::sqrt(b) * x0 + std::sqrt(1 - b) * eps;
+  }
+  // Rounding amplified by 1/sqrt(abar_N) ~ 160 at the first step: 1e-10.
+  EXPECT_TRUE(torch::allclose(cnf, y, 1e-10, 1e-10)) << (cnf - y).abs().max().item<double>();
+}
+
 namespace {
 // Predicts the data x0 = the input itself: what dynamic thresholding reads is then known.
 class EchoData final : public nn::VelocityFieldImpl {

@@ -83,6 +83,24 @@ Published published(const std::string& spec, double t) {
     const double alpha = std::sqrt(abar), sigma = std::sqrt(1 - abar);
     return {alpha, sigma, d_abar / (2 * alpha), sigma > 0 ? -d_abar / (2 * sigma) : 0.0};
   }
+  if (name == "ddpm-linear" || name == "ddpm-scaled-linear") {
+    // Ho et al. 2020 (linear betas) and Stable Diffusion's scaled-linear betas (their square
+    // roots evenly spaced): alpha-bar_i = prod_{j <= i} (1 - beta_j), timestep i at t = i / N.
+    // Published only at the training timesteps and without derivatives (NaN: not compared).
+    const double b0 = p["beta_start"], b1 = p["beta_end"], n = p["steps"];
+    const double nan = std::nan("");
+    const double i = std::round(t * n);
+    if (std::abs(t * n - i) > 1e-9) return {nan, nan, nan, nan};
+    double abar = 1;
+    for (int j = 1; j <= static_cast<int>(i); ++j) {
+      const double f = (j - 1) / (n - 1);
+      const double beta = name == "ddpm-linear"
+                              ? b0 + f * (b1 - b0)
+                              : std::pow(std::sqrt(b0) + f * (std::sqrt(b1) - std::sqrt(b0)), 2);
+      abar *= 1 - beta;
+    }
+    return {std::sqrt(abar), std::sqrt(1 - abar), nan, nan};
+  }
   if (name == "test_power") {
     // The test-only schedule of tests/test_registration.cpp: alpha = 1 - t^p, sigma = t.
     const double q = p["p"];
@@ -108,6 +126,13 @@ TEST_P(ScheduleTest, BoundaryValues) {
   if (path::schedule_name(GetParam()) == "ve") {
     EXPECT_NEAR(alpha_1, 1.0, 1e-12);  // VE never shrinks the data
     EXPECT_NEAR(sigma_1, spec_params(GetParam())["sigma_max"], 1e-9);
+  } else if (path::schedule_name(GetParam()) == "ddpm-scaled-linear") {
+    // Stable Diffusion's betas end at alpha-bar_N = 0.0047 (alpha_1 = 0.068, sigma_1 =
+    // 0.9977) with the defaults (0.015 with the raised parameters): the nonzero terminal SNR
+    // of Lin et al. 2024, by design.
+    EXPECT_GT(alpha_1, 0.01) << s->describe();
+    EXPECT_LT(alpha_1, 0.07) << s->describe();
+    EXPECT_NEAR(alpha_1 * alpha_1 + sigma_1 * sigma_1, 1.0, 1e-12) << s->describe();
   } else {
     // Two-sided: condot and cosine reach alpha_1 = 0 (cos(pi/2) = 6e-17 in float64); VP and
     // sub-VP reach exp(-(beta_min + beta_max)/4) = 6.6e-3 with the defaults (1.8e-3 for the
@@ -134,11 +159,14 @@ TEST_P(ScheduleTest, MatchesPublishedClosedForm) {
       EXPECT_NEAR(got, want, 1e-12 * std::abs(want) + 1e-13)
           << s->describe() << " " << what << " at t = " << t;
     };
-    near(v.alpha_t.item<double>(), e.alpha, "alpha");
-    near(v.sigma_t.item<double>(), e.sigma, "sigma");
-    near(v.d_alpha_t.item<double>(), e.d_alpha, "d_alpha");
+    // NaN: nothing published there (the discrete schedules between their timesteps, and
+    // their derivatives, which DerivativesMatchFiniteDifferences checks).
+    if (!std::isnan(e.alpha)) near(v.alpha_t.item<double>(), e.alpha, "alpha");
+    if (!std::isnan(e.sigma)) near(v.sigma_t.item<double>(), e.sigma, "sigma");
+    if (!std::isnan(e.d_alpha)) near(v.d_alpha_t.item<double>(), e.d_alpha, "d_alpha");
     // VP's d sigma = -alpha d_alpha / sigma divides by sigma_0 = 0 at t = 0: skip that one.
-    if (e.sigma > 0) near(v.d_sigma_t.item<double>(), e.d_sigma, "d_sigma");
+    if (e.sigma > 0 && !std::isnan(e.d_sigma))
+      near(v.d_sigma_t.item<double>(), e.d_sigma, "d_sigma");
   }
 }
 

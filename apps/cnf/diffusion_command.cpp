@@ -64,6 +64,11 @@ void add_sampler_options(CLI::App* sub, SamplerArgs& s, const std::string& prefi
   sub->add_option(p + "rho", s.more.rho, "Exponent of the karras spacing (Karras et al.: 7)")
       ->capture_default_str()
       ->check(number_in(0, kInf, true, "Karras et al. use 7"));
+  sub->add_option(p + "train-steps", s.more.train_steps,
+                  "Training timesteps N the leading/trailing/linspace spacings pick from (0: the "
+                  "schedule's own for ddpm-*, else 1000)")
+      ->capture_default_str()
+      ->check(number_in(0, kInf, false, "0: the schedule's own"));
   sub->add_option(p + "lower-order-final", s.more.lower_order_final,
                   "Multistep samplers lower their order on the last steps of runs under 15 steps")
       ->capture_default_str();

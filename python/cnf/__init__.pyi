@@ -56,7 +56,8 @@ class Flow:
                rtol: float = 1e-5, atol: float = 1e-5, eta: float = 0.0,
                spacing: str = "auto", seed: int = 0, rho: float = 7.0,
                lower_order_final: bool = True, threshold: float = 0.0,
-               threshold_bound: float = 1.0, churn: float = 0.0) -> torch.Tensor: ...
+               threshold_bound: float = 1.0, churn: float = 0.0,
+               train_steps: int = 0) -> torch.Tensor: ...
     def sample_with_log_prob(self, n: Optional[int] = None, noise: Optional[torch.Tensor] = None,
                              divergence: str = "analytic", probes: int = 1,
                              method: str = "dopri5", steps: int = 100, rtol: float = 1e-5,

@@ -31,7 +31,7 @@ class Flow {
   at::Tensor sample(const py::object& n, const py::object& noise, const std::string& sampler,
                     const std::string& method, int64_t steps, double rtol, double atol, double eta,
                     const std::string& spacing, uint64_t seed, double rho, bool lower_order_final,
-                    double threshold, double threshold_bound, double churn) {
+                    double threshold, double threshold_bound, double churn, int64_t train_steps) {
     check_unconditional();
     sde::SamplerOptions so;
     so.sampler = sde::samplers().get(sampler);
@@ -43,6 +43,7 @@ class Flow {
     so.threshold = threshold;
     so.threshold_bound = threshold_bound;
     so.churn = churn;
+    so.train_steps = train_steps;
     so.ode = ode::SolveOptions::of(method, steps, rtol, atol);
     so.validate();
     auto gen = make_generator(seed);
@@ -198,11 +199,13 @@ void bind_flow(py::module_& m) {
            py::arg("rtol") = 1e-5, py::arg("atol") = 1e-5, py::arg("eta") = 0.0,
            py::arg("spacing") = "auto", py::arg("seed") = 0, py::arg("rho") = 7.0,
            py::arg("lower_order_final") = true, py::arg("threshold") = 0.0,
-           py::arg("threshold_bound") = 1.0, py::arg("churn") = 0.0,
+           py::arg("threshold_bound") = 1.0, py::arg("churn") = 0.0, py::arg("train_steps") = 0,
            "Samples [n, ...] (or from given prior draws `noise`, unscaled), with the defaults "
            "of `cnf sample`: sampler='ode' (the velocity ODE by `method` in `steps` steps, or "
            "adaptive to rtol/atol), or a diffusion sampler (cnf.samplers()) in `steps` steps "
-           "on the `spacing` grid (karras: exponent `rho`); multistep samplers lower their order "
+           "on the `spacing` grid (karras: exponent `rho`; leading/trailing/linspace: of "
+           "`train_steps` training timesteps, 0: the schedule's own); multistep samplers lower "
+           "their order "
            "at the end of short runs (`lower_order_final`); `threshold` > 0 is dynamic "
            "thresholding at that quantile with data bound `threshold_bound`; `churn` is heun's "
            "S_churn. The NFE is in last_nfe.")

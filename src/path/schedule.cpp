@@ -147,6 +147,18 @@ Registry<ScheduleKind>& schedule_registry() {
           {"cosine-abar",
            {{{"s", 0.008}},
             [](V v) { return SchedulePtr(std::make_shared<CosineAlphaBar>(v[0])); }}},
+          {"ddpm-linear",
+           {{{"beta_start", 1e-4}, {"beta_end", 0.02}, {"steps", 1000.0}},
+            [](V v) {
+              return SchedulePtr(
+                  std::make_shared<DiscreteDDPM>(DiscreteDDPM::Betas::linear, v[0], v[1], v[2]));
+            }}},
+          {"ddpm-scaled-linear",
+           {{{"beta_start", 0.00085}, {"beta_end", 0.012}, {"steps", 1000.0}},
+            [](V v) {
+              return SchedulePtr(std::make_shared<DiscreteDDPM>(DiscreteDDPM::Betas::scaled_linear,
+                                                                v[0], v[1], v[2]));
+            }}},
       });
   return registry;
 }
@@ -192,6 +204,106 @@ std::string CosineAlphaBar::torchscript() const {
   return "theta = " + K + " * (t + " + S + ")\nalpha = torch.cos(theta) / " + C + "\nd_alpha = -" +
          K + " * torch.sin(theta) / " + C + "\nsigma = torch.sqrt(torch.sin(theta - " + KS +
          ") * torch.sin(theta + " + KS + ")) / " + C + "\nd_sigma = -alpha * d_alpha / sigma\n";
+}
+
+namespace {
+const char* ddpm_name(DiscreteDDPM::Betas betas) {
+  return betas == DiscreteDDPM::Betas::linear ? "ddpm-linear" : "ddpm-scaled-linear";
+}
+}  // namespace
+
+DiscreteDDPM::DiscreteDDPM(Betas betas, double beta_start, double beta_end, double steps)
+    : betas_(betas), beta_start_(beta_start), beta_end_(beta_end) {
+  CNF_CHECK(beta_start > 0 && beta_end >= beta_start && beta_end < 1, ddpm_name(betas),
+            " needs 0 < beta_start <= beta_end < 1, got beta_start=", beta_start,
+            " beta_end=", beta_end);
+  CNF_CHECK(steps >= 2 && steps <= 100000 && steps == std::floor(steps), ddpm_name(betas),
+            " needs a whole number of training steps in [2, 100000], got steps=", steps);
+  steps_ = static_cast<int64_t>(steps);
+  // The same torch operations as torchscript() below, so that both give the same table.
+  const auto f64 = torch::TensorOptions(torch::kFloat64);
+  auto beta = betas == Betas::linear
+                  ? torch::linspace(beta_start, beta_end, steps_, f64)
+                  : torch::linspace(std::sqrt(beta_start), std::sqrt(beta_end), steps_, f64).pow(2);
+  log_abar_ = torch::cat({torch::zeros({1}, f64), torch::cumsum(torch::log1p(-beta), 0)});
+  const double n = static_cast<double>(steps_);
+  const auto& L = log_abar_;
+  slope_ = torch::cat({(L.slice(0, 1, 2) - L.slice(0, 0, 1)) * n,
+                       (L.slice(0, 2) - L.slice(0, 0, steps_ - 1)) * (0.5 * n),
+                       (L.slice(0, steps_) - L.slice(0, steps_ - 1, steps_)) * n});
+}
+
+ScheduleValues DiscreteDDPM::operator()(const at::Tensor& t) const {
+  const double n = static_cast<double>(steps_);
+  auto u = t.to(torch::kFloat64) * n;
+  auto cell = torch::clamp(torch::floor(u), 0.0, n - 1.0).to(torch::kLong);
+  auto s = u - cell.to(torch::kFloat64);
+  auto flat = cell.reshape({-1});
+  const auto table = log_abar_.to(t.device()), slope = slope_.to(t.device());
+  auto pick = [&](const at::Tensor& v, int64_t next) {
+    return v.index_select(0, flat + next).reshape(cell.sizes());
+  };
+  // Cubic Hermite in s = N t - i on [i/N, (i+1)/N]; slopes per unit s are dL/dt / N.
+  auto l0 = pick(table, 0), l1 = pick(table, 1), m0 = pick(slope, 0) / n, m1 = pick(slope, 1) / n;
+  auto s2 = s * s, s3 = s2 * s;
+  auto L =
+      (2 * s3 - 3 * s2 + 1) * l0 + (s3 - 2 * s2 + s) * m0 + (3 * s2 - 2 * s3) * l1 + (s3 - s2) * m1;
+  auto dL = ((6 * s2 - 6 * s) * l0 + (3 * s2 - 4 * s + 1) * m0 + (6 * s - 6 * s2) * l1 +
+             (3 * s2 - 2 * s) * m1) *
+            n;
+  // alpha = sqrt(alpha-bar) = e^(L/2), sigma = sqrt(1 - e^L) (expm1: accurate near t = 0).
+  auto alpha = torch::exp(0.5 * L);
+  auto d_alpha = 0.5 * alpha * dL;
+  auto sigma = torch::sqrt(-torch::expm1(L));
+  auto d_sigma = -alpha * d_alpha / sigma;
+  const auto dtype = t.scalar_type();
+  return {alpha.to(dtype), sigma.to(dtype), d_alpha.to(dtype), d_sigma.to(dtype)};
+}
+
+std::string DiscreteDDPM::describe() const {
+  const char* name = ddpm_name(betas_);
+  return canonical_spec(name, schedules().get(name).params,
+                        {beta_start_, beta_end_, static_cast<double>(steps_)});
+}
+
+std::string DiscreteDDPM::torchscript() const {
+  const std::string N = std::to_string(steps_), n = float_literal(static_cast<double>(steps_));
+  const std::string beta = betas_ == Betas::linear
+                               ? "torch.linspace(" + float_literal(beta_start_) + ", " +
+                                     float_literal(beta_end_) + ", " + N + ", dtype=ddpm_u.dtype)"
+                               : "torch.linspace(" + float_literal(std::sqrt(beta_start_)) + ", " +
+                                     float_literal(std::sqrt(beta_end_)) + ", " + N +
+                                     ", dtype=ddpm_u.dtype).pow(2)";
+  // TorchScript compiled from C++ cannot name torch.float64: the dtype is taken from t.double().
+  return "ddpm_u = t.double() * " + n + "\nddpm_beta = " + beta +
+         "\nddpm_L = torch.cat([torch.zeros(1, dtype=ddpm_u.dtype), "
+         "torch.cumsum(torch.log1p(-ddpm_beta), 0)])\n"
+         "ddpm_m = torch.cat([(ddpm_L[1:2] - ddpm_L[0:1]) * " +
+         n + ", (ddpm_L[2:] - ddpm_L[0:" + std::to_string(steps_ - 1) + "]) * " +
+         float_literal(0.5 * static_cast<double>(steps_)) + ", (ddpm_L[" + N + ":] - ddpm_L[" +
+         std::to_string(steps_ - 1) + ":" + N + "]) * " + n +
+         "])\n"
+         "ddpm_i = torch.clamp(torch.floor(ddpm_u), 0.0, " +
+         float_literal(static_cast<double>(steps_ - 1)) +
+         ").long()\n"
+         "ddpm_s = ddpm_u - ddpm_i.double()\n"
+         "ddpm_flat = ddpm_i.reshape(-1)\n"
+         "ddpm_l0 = ddpm_L.index_select(0, ddpm_flat).reshape(ddpm_i.shape)\n"
+         "ddpm_l1 = ddpm_L.index_select(0, ddpm_flat + 1).reshape(ddpm_i.shape)\n"
+         "ddpm_m0 = ddpm_m.index_select(0, ddpm_flat).reshape(ddpm_i.shape) / " +
+         n + "\nddpm_m1 = ddpm_m.index_select(0, ddpm_flat + 1).reshape(ddpm_i.shape) / " + n +
+         "\nddpm_s2 = ddpm_s * ddpm_s\nddpm_s3 = ddpm_s2 * ddpm_s\n"
+         "ddpm_Lt = (2.0 * ddpm_s3 - 3.0 * ddpm_s2 + 1.0) * ddpm_l0 + (ddpm_s3 - 2.0 * ddpm_s2 + "
+         "ddpm_s) * ddpm_m0 + (3.0 * ddpm_s2 - 2.0 * ddpm_s3) * ddpm_l1 + (ddpm_s3 - ddpm_s2) * "
+         "ddpm_m1\n"
+         "ddpm_dL = ((6.0 * ddpm_s2 - 6.0 * ddpm_s) * ddpm_l0 + (3.0 * ddpm_s2 - 4.0 * ddpm_s + "
+         "1.0) * ddpm_m0 + (6.0 * ddpm_s - 6.0 * ddpm_s2) * ddpm_l1 + (3.0 * ddpm_s2 - 2.0 * "
+         "ddpm_s) * ddpm_m1) * " +
+         n +
+         "\nddpm_a = torch.exp(0.5 * ddpm_Lt)\nddpm_da = 0.5 * ddpm_a * ddpm_dL\n"
+         "ddpm_sg = torch.sqrt(-torch.expm1(ddpm_Lt))\n"
+         "alpha = ddpm_a.to(t.dtype)\nsigma = ddpm_sg.to(t.dtype)\n"
+         "d_alpha = ddpm_da.to(t.dtype)\nd_sigma = (-ddpm_a * ddpm_da / ddpm_sg).to(t.dtype)\n";
 }
 
 SchedulePtr make_schedule(const std::string& spec, double sigma_min) {

@@ -53,10 +53,55 @@ const Registry<Spacing>& spacings() {
   static const Registry<Spacing> r("time spacing", {{"auto", Spacing::automatic},
                                                     {"time", Spacing::time},
                                                     {"lambda", Spacing::lambda},
-                                                    {"karras", Spacing::karras}});
+                                                    {"karras", Spacing::karras},
+                                                    {"leading", Spacing::leading},
+                                                    {"trailing", Spacing::trailing},
+                                                    {"linspace", Spacing::linspace}});
   return r;
 }
 Spacing parse_spacing(const std::string& name) { return spacings().get(name); }
+
+bool is_discrete(Spacing spacing) {
+  return spacing == Spacing::leading || spacing == Spacing::trailing ||
+         spacing == Spacing::linspace;
+}
+
+std::vector<double> discrete_times(const path::Schedule& schedule, int64_t steps, Spacing spacing,
+                                   int64_t train_steps) {
+  CNF_CHECK(is_discrete(spacing), "discrete_times needs spacing leading, trailing or linspace, ",
+            "got ", spacings().name_of(spacing));
+  CNF_CHECK(train_steps >= 0, "train_steps must be >= 0 (0: the schedule's own), got ",
+            train_steps);
+  int64_t n = train_steps;
+  if (n == 0) {
+    const auto* ddpm = dynamic_cast<const path::DiscreteDDPM*>(&schedule);
+    n = ddpm ? ddpm->steps() : 1000;
+  }
+  CNF_CHECK(steps >= 1 && steps <= n, "the ", spacings().name_of(spacing), " spacing picks ", steps,
+            " of ", n, " training timesteps; use 1 to ", n, " steps");
+  const double N = static_cast<double>(n), S = static_cast<double>(steps);
+  std::vector<double> times;
+  for (int64_t j = 0; j < steps; ++j) {
+    const double k = static_cast<double>(j);
+    double step = 0;  // diffusers' 0-based timestep, largest first
+    switch (spacing) {
+      case Spacing::linspace:
+        // np.linspace(0, N - 1, S).round()[::-1] (np.round: half to even, like nearbyint).
+        step = steps == 1 ? 0.0 : std::nearbyint((N - 1) * (S - 1 - k) / (S - 1));
+        break;
+      case Spacing::leading:
+        step = (S - 1 - k) * std::floor(N / S);
+        break;
+      case Spacing::trailing:
+        step = std::nearbyint(N - k * N / S) - 1;
+        break;
+      default:
+        break;
+    }
+    times.push_back((step + 1) / N);
+  }
+  return times;
+}
 
 const Registry<PcPredictor>& pc_predictors() {
   static const Registry<PcPredictor> r("predictor",
@@ -70,6 +115,8 @@ PcPredictor parse_pc_predictor(const std::string& name) {
 
 void SamplerOptions::validate() const {
   CNF_CHECK(steps >= 1, "sampler steps must be >= 1, got ", steps);
+  CNF_CHECK(train_steps >= 0, "train_steps must be >= 0 (0: the schedule's own N), got ",
+            train_steps);
   CNF_CHECK(eta >= 0 && eta <= 1, "eta must be in [0, 1] (0: deterministic DDIM), got ", eta);
   CNF_CHECK(corrector_steps >= 0, "corrector steps must be >= 0, got ", corrector_steps);
   CNF_CHECK(snr > 0 && std::isfinite(snr), "snr must be > 0 (Song et al. use 0.16), got ", snr);
@@ -95,7 +142,10 @@ path::TimeRange sampling_range(const path::Schedule& schedule, const SamplerOpti
   path::TimeRange r{0.0, 1.0};
   if (!o.sampler->whole_interval) r = path::conversion_range(schedule);
   // TimeRange is {lo, hi}; here lo = t_end, hi = t_start.
-  if (o.t_start >= 0) r.hi = o.t_start;
+  if (o.t_start >= 0)
+    r.hi = o.t_start;
+  else if (is_discrete(o.spacing) && !o.sampler->integrates_ode)
+    r.hi = std::min(r.hi, discrete_times(schedule, o.steps, o.spacing, o.train_steps).front());
   if (o.t_end >= 0) r.lo = o.t_end;
   CNF_CHECK(r.lo < r.hi, "sampling runs from t_start down to t_end, but t_start = ", r.hi,
             " <= t_end = ", r.lo, "; choose t_end < t_start");
@@ -107,10 +157,17 @@ double start_scale(const path::Schedule& schedule, const SamplerOptions& o) {
 }
 
 std::vector<double> time_grid(const path::Schedule& schedule, double t_start, double t_end,
-                              int64_t steps, Spacing spacing, double rho) {
+                              int64_t steps, Spacing spacing, double rho, int64_t train_steps) {
   CNF_CHECK(steps >= 1, "a time grid needs steps >= 1, got ", steps);
   CNF_CHECK(t_end < t_start, "a time grid runs from t_start down to t_end < t_start, got ", t_start,
             " -> ", t_end);
+  if (is_discrete(spacing)) {
+    std::vector<double> ts{t_start};
+    for (double t : discrete_times(schedule, steps, spacing, train_steps))
+      if (t < ts.back() && t > t_end) ts.push_back(t);
+    ts.push_back(t_end);
+    return ts;
+  }
   std::vector<double> ts(static_cast<size_t>(steps + 1));
   const double n = static_cast<double>(steps);
   if (spacing != Spacing::lambda && spacing != Spacing::karras) {
@@ -518,7 +575,8 @@ SampleResult sample(nn::VelocityFieldImpl& net, Param param, const path::Schedul
   std::vector<double> ts{range.hi, range.lo};
   if (!method.integrates_ode)
     ts = time_grid(schedule, range.hi, range.lo, o.steps,
-                   o.spacing == Spacing::automatic ? method.spacing : o.spacing, o.rho);
+                   o.spacing == Spacing::automatic ? method.spacing : o.spacing, o.rho,
+                   o.train_steps);
   r.x = method.run(m, x_start, ts, o, gen);
   r.nfe = m.nfe();
   CNF_CHECK(torch::isfinite(r.x).all().item<bool>(), sampler_name(o.sampler),

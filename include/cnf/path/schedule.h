@@ -154,6 +154,42 @@ class CosineAlphaBar final : public Schedule {
   double s_;
 };
 
+/// The discrete beta schedules of DDPM-style models in cnf's continuous time: N training
+/// timesteps (1000 by default) with betas beta_1..beta_N, alpha-bar_i = prod_{j<=i} (1 -
+/// beta_j), and timestep i (1-based; diffusers' 0-based index i - 1) at cnf time t_i = i / N,
+/// so alpha_{t_i} = sqrt(alpha-bar_i) and sigma = sqrt(1 - alpha-bar) (variance preserving).
+///   linear          beta_i evenly spaced from beta_start to beta_end (Ho et al. 2020: 1e-4 to
+///                   0.02; `ddpm-linear`)
+///   scaled-linear   sqrt(beta_i) evenly spaced from sqrt(beta_start) to sqrt(beta_end)
+///                   (Stable Diffusion's "scaled_linear": 0.00085 to 0.012;
+///                   `ddpm-scaled-linear`). Its alpha_1 = 0.068 is far from 0: the terminal
+///                   SNR that Lin et al. (2024) show to be flawed; samplers start from
+///                   sigma_1 x_1 regardless, as those models do.
+/// Between the timesteps L(t) = log alpha-bar is a cubic Hermite interpolant of the N + 1
+/// values L(i/N) with central-difference slopes (one-sided at both ends), so alpha and sigma
+/// equal the discrete schedule's exactly at every training timestep and have continuous
+/// derivatives in between, which the ODE samplers and likelihoods need. t_min() = 1/N, the
+/// first training timestep (sigma = sqrt(beta_1) there).
+class DiscreteDDPM final : public Schedule {
+ public:
+  /// How the betas are spaced.
+  enum class Betas { linear, scaled_linear };
+  /// 0 < beta_start <= beta_end < 1, 2 <= steps <= 100000 (an integer).
+  DiscreteDDPM(Betas betas, double beta_start, double beta_end, double steps);
+  ScheduleValues operator()(const at::Tensor& t) const override;
+  std::string describe() const override;
+  std::string torchscript() const override;
+  double t_min() const override { return 1.0 / static_cast<double>(steps_); }
+  /// The number N of training timesteps.
+  int64_t steps() const { return steps_; }
+
+ private:
+  Betas betas_;
+  double beta_start_, beta_end_;
+  int64_t steps_;
+  at::Tensor log_abar_, slope_;  // L(i/N) and dL/dt there, i = 0..N, float64
+};
+
 /// A registered schedule: its numeric parameters (keys and defaults, in canonical order) and
 /// how to build it from their values.
 struct ScheduleKind {
@@ -164,8 +200,8 @@ struct ScheduleKind {
 };
 
 /// Every schedule cnf offers, by name: condot (sigma_min), vp and subvp (beta_min,
-/// beta_max), ve (sigma_min, sigma_max), cosine, cosine-abar (s); then any added by
-/// add_schedule.
+/// beta_max), ve (sigma_min, sigma_max), cosine, cosine-abar (s), ddpm-linear and
+/// ddpm-scaled-linear (beta_start, beta_end, steps); then any added by add_schedule.
 const Registry<ScheduleKind>& schedules();
 /// Registers another schedule under `name` (a new name): its parameters and how to build it.
 /// Its class's describe() should return canonical_spec(name, kind.params, values) so that

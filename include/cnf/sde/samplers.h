@@ -71,7 +71,9 @@
 /// Time grids: `steps` intervals from t_start to t_end, uniform in t (Song et al.'s SDE
 /// samplers), uniform in lambda (Lu et al.'s "logSNR" grid; times found by
 /// path::time_at_log_snr) or Karras et al.'s rho-spacing (uniform in rho^(1/rho_exp) for
-/// rho = sigma/alpha = e^-lambda, rho_exp = 7 by default: dense near the data). Spacing::automatic
+/// rho = sigma/alpha = e^-lambda, rho_exp = 7 by default: dense near the data), or the
+/// training timesteps the diffusion libraries pick ("leading", "trailing", "linspace" of
+/// diffusers, for discrete schedules such as ddpm-linear; see discrete_times). Spacing::automatic
 /// is lambda for ddim/dpm*/unipc/deis, karras for heun, t for em/pc. Because
 /// lambda = -inf where alpha = 0 (condot, cosine at t = 1) and +inf where sigma = 0, these
 /// samplers run inside path::conversion_range(schedule) by default (condot [1e-3, 0.999],
@@ -100,12 +102,15 @@
 namespace cnf::sde {
 
 /// Time grid of the fixed-grid samplers: uniform in t or in lambda = log(alpha_t / sigma_t);
-/// automatic picks per sampler.
-enum class Spacing { automatic, time, lambda, karras };
-/// "auto", "time", "lambda" or "karras".
+/// automatic picks per sampler; leading, trailing and linspace pick training timesteps of a
+/// discrete schedule as the diffusion libraries do (see discrete_times).
+enum class Spacing { automatic, time, lambda, karras, leading, trailing, linspace };
+/// "auto", "time", "lambda", "karras", "leading", "trailing" or "linspace".
 Spacing parse_spacing(const std::string& name);
-/// The spacings by name: auto, time, lambda, karras.
+/// The spacings by name: auto, time, lambda, karras, leading, trailing, linspace.
 const Registry<Spacing>& spacings();
+/// Whether `spacing` picks training timesteps (leading, trailing, linspace).
+bool is_discrete(Spacing spacing);
 
 /// The predictor step of pc (see the file comment).
 enum class PcPredictor { reverse_diffusion, euler_maruyama };
@@ -190,6 +195,9 @@ struct SamplerOptions {
   Spacing spacing = Spacing::automatic;
   /// The exponent of the karras spacing (Karras et al.'s rho; 7 there).
   double rho = 7.0;
+  /// N, the training timesteps the discrete spacings pick from (0: the schedule's own N for
+  /// ddpm-linear / ddpm-scaled-linear, 1000 for continuous schedules).
+  int64_t train_steps = 0;
   /// Multistep samplers lower their order on the last steps of runs under 15 steps.
   bool lower_order_final = true;
   /// \var threshold
@@ -315,16 +323,31 @@ struct SampleResult {
   double t_start = 1, t_end = 0;
 };
 
-/// [t_start, t_end] that `options` resolves to on `schedule` (t_start > t_end).
+/// [t_start, t_end] that `options` resolves to on `schedule` (t_start > t_end). With a
+/// discrete spacing and no t_start given, t_start is the first timestep's time (at most the
+/// default), as those libraries start there from noise.
 path::TimeRange sampling_range(const path::Schedule& schedule, const SamplerOptions& options);
 
 /// sigma_{t_start}: the scale of the prior draws x_start = sigma x_1 (10 for VE at t = 1).
 double start_scale(const path::Schedule& schedule, const SamplerOptions& options);
 
+/// The times of the `steps` timesteps that the diffusion libraries' spacings pick from N
+/// training timesteps (`train_steps`, 0: as SamplerOptions::train_steps), in the 0-based
+/// indexing of diffusers' DDIMScheduler.set_timesteps, descending:
+///   linspace  round(linspace(0, N - 1, steps))
+///   leading   k * (N // steps), k = 0..steps-1 (starts below N - 1: never at pure noise)
+///   trailing  round(N - k N / steps) - 1, k = 0..steps-1 (starts at N - 1)
+/// Timestep k is cnf time (k + 1) / N (DiscreteDDPM). Throws unless 1 <= steps <= N.
+std::vector<double> discrete_times(const path::Schedule& schedule, int64_t steps, Spacing spacing,
+                                   int64_t train_steps = 0);
+
 /// steps + 1 times from t_start down to t_end (endpoints exact), uniform in t, in lambda, or
-/// in (sigma/alpha)^(1/rho) (karras).
+/// in (sigma/alpha)^(1/rho) (karras). The discrete spacings give discrete_times' times at or
+/// below t_start (later ones clamped to it, t_start itself first), then t_end: one step per
+/// timestep when t_start is the first timestep's time (sampling_range's default for them).
 std::vector<double> time_grid(const path::Schedule& schedule, double t_start, double t_end,
-                              int64_t steps, Spacing spacing, double rho = 7.0);
+                              int64_t steps, Spacing spacing, double rho = 7.0,
+                              int64_t train_steps = 0);
 
 /// Transports x_start (the state at t_start) to t_end with `net`, which predicts `param`.
 /// No autograd graph is built.
