@@ -1,9 +1,15 @@
 """PyTorch interop with real Python (Debian's python3-torch, the same 1.13 release as
 LibTorch): cnf's exported modules run in plain PyTorch with nothing of cnf imported, and
 modules trained in plain PyTorch in the other time convention run in cnf."""
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
+
+from conftest import ROOT
 
 torch.set_num_threads(1)
 
@@ -204,3 +210,31 @@ def test_exported_conditional_unet_runs_in_plain_pytorch(cnf, tmp_path):
     assert torch.allclose(mine, theirs, rtol=1e-4, atol=1e-4), (mine - theirs).abs().max()
     assert guided.shape == noise.shape and torch.isfinite(guided).all()
     assert pixels.shape == (16, 1, 7, 7) and pixels.min() >= 0 and pixels.max() <= 1
+
+
+def test_study_summary_condenses_a_study_into_means_over_seeds(cnf, tmp_path):
+    # A tiny two-seed study; the summary's cells are the means over seeds of runs.jsonl's rows,
+    # recomputed here from that file (the run log, not results.json the script reads).
+    out = tmp_path / "tw"
+    cnf("experiment", "time-weighting", "--quiet", "--tasks", "moons,gmm:2@3", "--variant",
+        "uniform", "--variant", "logit-normal", "--steps", "30", "-n", "64", "--nll-n", "16",
+        "--tol", "1e-3", "--seeds", "0,1", "--out", out)
+    script = ROOT / "scripts" / "study_summary.py"
+    table = subprocess.run([sys.executable, str(script), str(out / "results.json")],
+                           capture_output=True, text=True, check=True).stdout
+    lines = table.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:4] == ["variant", "moons W2", "moons W2 Euler 4", "gmm:2@3 KL"]
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        mine = [r for r in runs if r["variant"] == cells[0]]
+        assert len(mine) == 4  # two sets, two seeds
+        w2 = [r["w2"] for r in mine if r["task"] == "moons"]
+        kl = [r["kl"] for r in mine if r["task"] == "gmm:2@3"]
+        # Printed to 3 and 2 decimals: half a unit in the last place.
+        assert abs(float(cells[1].split(" ± ")[0]) - sum(w2) / 2) <= 5e-4
+        assert abs(float(cells[3].split(" ± ")[0]) - sum(kl) / 2) <= 5e-3
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "missing.json")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "missing.json" in bad.stderr
