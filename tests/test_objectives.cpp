@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <utility>
 
 #include "cnf/core/runtime.h"
 #include "cnf/objective/score_matching.h"
@@ -88,6 +89,22 @@ double weight(objective::Weighting w, const ClosedForm& c) {
   return 0.0;
 }
 
+// The floor F = d m1 and the standard error of an n-sample mean of the per-sample loss, whose
+// second moment is (d^2 + 2d) m2 (chi^2_d scaled by w c_t), from m1 = E[w c] and m2 = E[(w c)^2].
+std::pair<double, double> floor_and_stderr(double m1, double m2, double d, int64_t n) {
+  const double floor = d * m1;
+  return {floor, std::sqrt(((d * d + 2 * d) * m2 - floor * floor) / n)};
+}
+
+// Score matching of a noise-predicting network on `schedule` with weighting `w`.
+objective::ScoreMatchingOptions noise_loss(path::SchedulePtr schedule, objective::Weighting w) {
+  objective::ScoreMatchingOptions o;
+  o.schedule = std::move(schedule);
+  o.param = Param::noise;
+  o.weighting = w;
+  return o;
+}
+
 }  // namespace
 
 TEST(ObjectiveTest, ScoreMatchingLossOfTheExactModelIsItsFloorForEveryWeighting) {
@@ -130,12 +147,8 @@ TEST(ObjectiveTest, ScoreMatchingLossOfTheExactModelIsItsFloorForEveryWeighting)
         m1 += wc / cells;
         m2 += wc * wc / cells;
       }
-      const double floor = d * m1;
-      const double se = std::sqrt(((d * d + 2 * d) * m2 - floor * floor) / n);
-      objective::ScoreMatchingOptions o;
-      o.schedule = schedule;
-      o.param = Param::noise;
-      o.weighting = w;
+      const auto [floor, se] = floor_and_stderr(m1, m2, d, n);
+      auto o = noise_loss(schedule, w);
       o.t_min = c.t_min;
       o.t_max = c.t_max;
       auto gen_t = make_generator(9);
@@ -225,12 +238,8 @@ TEST(ObjectiveTest, ScoreMatchingLossUnderATimeDensityIsTheFloorUnderThatDensity
         m1 += p * wc;
         m2 += p * wc * wc;
       }
-      const double floor = d * m1;
-      const double se = std::sqrt(((d * d + 2 * d) * m2 - floor * floor) / n);
-      objective::ScoreMatchingOptions o;
-      o.schedule = schedule;
-      o.param = Param::noise;
-      o.weighting = w;
+      const auto [floor, se] = floor_and_stderr(m1, m2, d, n);
+      auto o = noise_loss(schedule, w);
       o.time_sampling = objective::TimeDensity::parse(c.sampling);
       o.time_weighting = objective::TimeDensity::parse(c.weighting);
       auto gen_t = make_generator(10);
