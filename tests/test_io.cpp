@@ -508,9 +508,10 @@ TEST(TrainLogTest, RowsColumnsAndAResumeThatDropsWhatCameAfterTheCheckpoint) {
     EXPECT_EQ(log.columns(), (std::vector<std::string>{"step", "loss", "lr"}));
     log.append({{"step", 30}, {"loss", 0.2}, {"lr", 1e-3}, {"extra", 1.0}});
   }
-  // Steps 10, 20 kept, 30 written once (the new value), the torn 40 gone; the header stays.
-  EXPECT_EQ(lines_of(csv),
-            (std::vector<std::string>{"step,loss,lr", "10,0.5,0.001", "20,0.25,", "30,0.2,0.001"}));
+  // Steps 10, 20 kept, 30 written once (the new value), the torn 40 gone; the new name
+  // extends the header, the kept rows get an empty cell for it.
+  EXPECT_EQ(lines_of(csv), (std::vector<std::string>{"step,loss,lr,extra", "10,0.5,0.001,",
+                                                     "20,0.25,,", "30,0.2,0.001,1"}));
   const auto json_lines = lines_of(jsonl);
   ASSERT_EQ(json_lines.size(), 3u);
   EXPECT_EQ(json_lines[2], "{\"step\":30,\"extra\":1,\"loss\":0.2,\"lr\":0.001}");

@@ -1,5 +1,6 @@
 #include "cnf/io/train_log.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -123,6 +124,24 @@ void TrainLog::append(const std::map<std::string, double>& row) {
     std::string header;
     for (const auto& c : columns_) header += (header.empty() ? "" : ",") + c;
     write_line(csv_, header, csv_path_);
+  }
+  // A name the header lacks (a resumed run that added --eval-every, say) extends the header;
+  // the rows already written get empty cells for it. Rewritten atomically, then appended to.
+  std::vector<std::string> added;
+  for (const auto& [name, value] : row)
+    if (std::find(columns_.begin(), columns_.end(), name) == columns_.end()) added.push_back(name);
+  if (!added.empty()) {
+    std::fclose(csv_);
+    csv_ = nullptr;
+    const auto lines = complete_lines(read_text(csv_path_));
+    columns_.insert(columns_.end(), added.begin(), added.end());
+    std::string text;
+    for (const auto& c : columns_) text += (text.empty() ? "" : ",") + c;
+    text += "\n";
+    for (size_t i = 1; i < lines.size(); ++i)
+      text += lines[i] + std::string(added.size(), ',') + "\n";
+    write_text_atomic(csv_path_, text);
+    csv_ = open_append(csv_path_);
   }
   std::string csv;
   for (size_t i = 0; i < columns_.size(); ++i) {

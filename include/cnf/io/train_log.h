@@ -12,10 +12,10 @@
 namespace cnf::io {
 
 /// Appends rows of named numbers to `<folder>/train_log.csv` and `<folder>/train_log.jsonl`.
-/// Every row has a `step`; the CSV's columns are fixed by the first row written (or by the
-/// header of the log being continued), and a value a row lacks is left empty (CSV) or left
-/// out (JSON). Each row is flushed when written, so a killed run loses at most the row it
-/// was writing.
+/// Every row has a `step`; the CSV's columns are those of the first row written (or the
+/// header of the log being continued), a value a row lacks is left empty (CSV) or left out
+/// (JSON), and a name the header lacks extends it (the earlier rows get an empty cell). Each row is
+/// flushed when written, so a killed run loses at most the row it was writing.
 ///
 /// A resumed run continues the same log: opening it with `resume_step` = the checkpoint's
 /// step keeps the rows up to that step and drops those after it (written by the killed run
