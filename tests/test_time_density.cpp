@@ -142,8 +142,11 @@ TEST(TimeDensityTest, SpecsReadBackAndBadOnesNameWhatToFix) {
   EXPECT_NE(message("logit-normal:s=-1").find("s must be > 0"), std::string::npos);
   EXPECT_NE(message("cosine:m=1").find("takes no parameters"), std::string::npos);
   EXPECT_NE(message("log-normal:mean=1").find("valid keys: m, s"), std::string::npos);
-  // A density with no mass on the range cannot be normalized: an error, not a NaN.
+  // A density with no mass on the range can be neither normalized nor drawn from: an error,
+  // not a NaN or a draw piled up at an end.
   auto condot = path::make_schedule("condot");
   auto far = TimeDensity::parse("logit-normal:m=60,s=0.1");
   EXPECT_THROW(far.density(torch::tensor({0.5}, torch::kFloat64), 0.1, 0.2, *condot), Error);
+  auto gen = make_generator(1);
+  EXPECT_THROW(far.sample(4, 0.1, 0.2, *condot, gen, torch::TensorOptions(torch::kFloat64)), Error);
 }

@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <utility>
 #include <vector>
 
 #include "cnf/core/error.h"
@@ -199,16 +200,27 @@ at::Tensor TimeDensity::cdf(const at::Tensor& t, const path::Schedule& schedule)
   return td;
 }
 
-at::Tensor TimeDensity::density(const at::Tensor& t, double lo, double hi,
-                                const path::Schedule& schedule) const {
+namespace {
+// {F(lo), F(hi)} of `d`, the distribution function at the ends of the truncation range, which
+// density() and sample() share; throws unless 0 <= lo < hi <= 1 and `d` has mass on [lo, hi].
+// Two scalars: computed on the CPU whatever the device of the loss (no device round trip).
+std::pair<double, double> truncation(const TimeDensity& d, double lo, double hi,
+                                     const path::Schedule& schedule) {
   CNF_CHECK(0 <= lo && lo < hi && hi <= 1, "a time density needs 0 <= lo < hi <= 1, got [", lo,
             ", ", hi, "]");
+  const auto ends = d.cdf(torch::tensor({lo, hi}, torch::kFloat64), schedule);
+  const double f_lo = ends[0].item<double>(), f_hi = ends[1].item<double>();
+  CNF_CHECK(f_hi > f_lo, "time density ", d.describe(), " has no mass on [", lo, ", ", hi,
+            "] (its distribution function is ", f_lo, " at both ends); move m or widen s");
+  return {f_lo, f_hi};
+}
+}  // namespace
+
+at::Tensor TimeDensity::density(const at::Tensor& t, double lo, double hi,
+                                const path::Schedule& schedule) const {
+  const auto [f_lo, f_hi] = truncation(*this, lo, hi, schedule);
+  const double mass = f_hi - f_lo;
   auto td = t.to(torch::kDouble);
-  const auto ends = cdf(torch::tensor({lo, hi}, td.options()), schedule);
-  const double mass = (ends[1] - ends[0]).item<double>();
-  CNF_CHECK(mass > 0, "time density ", describe(), " has no mass on [", lo, ", ", hi,
-            "] (its distribution function is ", ends[0].item<double>(), " at both ends); move m ",
-            "or widen s");
   at::Tensor f;
   switch (kind) {
     case TimeDensityKind::uniform:
@@ -234,14 +246,12 @@ at::Tensor TimeDensity::density(const at::Tensor& t, double lo, double hi,
 
 at::Tensor TimeDensity::sample(int64_t n, double lo, double hi, const path::Schedule& schedule,
                                at::Generator& gen, const at::TensorOptions& options) const {
-  CNF_CHECK(0 <= lo && lo < hi && hi <= 1, "a time density needs 0 <= lo < hi <= 1, got [", lo,
-            ", ", hi, "]");
+  const auto [f_lo, f_hi] = truncation(*this, lo, hi, schedule);
   // Uniform times draw in the loss's own dtype, as the losses always have (same stream).
   if (kind == TimeDensityKind::uniform) return lo + (hi - lo) * torch::rand({n}, gen, options);
   auto dopt = options.dtype(torch::kDouble);
   auto r = torch::rand({n}, gen, dopt);
-  const auto ends = cdf(torch::tensor({lo, hi}, dopt), schedule);
-  auto u = ends[0] + (ends[1] - ends[0]) * r;
+  auto u = f_lo + (f_hi - f_lo) * r;
   at::Tensor t;
   switch (kind) {
     case TimeDensityKind::uniform:
