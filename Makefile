@@ -59,9 +59,11 @@ check-layers:
 
 # The interop tests in real Python: Debian's own python3 (python3-torch, python3-pytest),
 # not a version manager's shim that may come first on PATH.
+# The report tests open pages in headless Chromium (installed by setup), required here.
 PYTHON ?= /usr/bin/python3
 check-python: build
 	CNF_BINARY=$(CURDIR)/$(BUILD)/cnf CNF_PYTHON_DIR=$(CURDIR)/$(BUILD)/python OMP_NUM_THREADS=1 \
+	  CNF_REQUIRE_BROWSER=1 \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/python
 
 # Installs into a temporary prefix; headers, examples/ and pkg-config build against it only.

@@ -12,7 +12,10 @@ PACKAGES=(
   libtomlplusplus-dev     # TOML config files
   libcli11-dev            # command-line parsing
   nlohmann-json3-dev      # metrics.json and --json output
-  libstb-dev              # stb_image_write for PNG files
+  libstb-dev              # stb_image(_write) for image data sets and image grids
+  libcairo2-dev           # the plots (io/plot.cpp): antialiased lines and real fonts
+  fonts-dejavu-core       # the plots' font (any font fontconfig finds would do)
+  chromium                # make check-report: the HTML report opened in a real browser
   zlib1g-dev              # gzip-compressed IDX image files
   dataset-fashion-mnist   # Fashion-MNIST (IDX, gzip) for the image flows
   libgtest-dev libgmock-dev googletest

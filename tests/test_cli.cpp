@@ -438,6 +438,39 @@ TEST(CliTest, ResumedTrainingEqualsUninterrupted) {
   auto pa = a.model->parameters(), pb = b.model->parameters();
   ASSERT_EQ(pa.size(), pb.size());
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << i;
+  // The training log: every step once, the resumed run's rows continuing the cut run's log
+  // in the same folder, equal to the uninterrupted run's (the same losses, bit for bit).
+  const auto log_common = common + " --log-every 1";
+  r = run_cnf("train --steps 40 --out " + dir() + "/log_full" + log_common);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_cnf("train --steps 20 --checkpoint-every 10 --out " + dir() + "/log_cut" + log_common);
+  ASSERT_EQ(r.code, 0) << r.output;
+  {  // What a killed run leaves after its checkpoint at step 20: a row more and a torn line.
+    std::ofstream more(dir() + "/log_cut/train_log.jsonl", std::ios::app);
+    more << "{\"step\":21,\"loss\":99}\n{\"step\":22,\"lo";
+  }
+  r = run_cnf("train --steps 40 --resume " + dir() + "/log_cut/model.pt --out " + dir() +
+              "/log_cut" + log_common);
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto rows = [](const std::string& folder) {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(folder + "/train_log.jsonl");
+    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+    return out;
+  };
+  const auto full_log = rows(dir() + "/log_full"), cut_log = rows(dir() + "/log_cut");
+  ASSERT_EQ(full_log.size(), 40u);
+  ASSERT_EQ(cut_log.size(), 40u);
+  for (size_t i = 0; i < 40; ++i) {
+    EXPECT_EQ(full_log[i]["step"].get<int64_t>(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(cut_log[i]["step"].get<int64_t>(), static_cast<int64_t>(i + 1));
+    EXPECT_EQ(full_log[i]["loss"].get<double>(), cut_log[i]["loss"].get<double>()) << i;
+  }
+  // A row of one step holds that step's loss: the last equals the trainer's final loss.
+  const auto metrics = nlohmann::json::parse(cnf::io::read_text(dir() + "/log_full/metrics.json"));
+  EXPECT_EQ(full_log.back()["loss"].get<double>(), metrics["final_loss"].get<double>());
+  EXPECT_TRUE(std::filesystem::exists(dir() + "/log_full/loss.png"));
+  EXPECT_TRUE(std::filesystem::exists(dir() + "/log_full/report.html"));
   // Resuming a run of another network is refused with a message.
   r = run_cnf("train --steps 40 --width 32 --resume " + dir() + "/half/model.pt --out " + dir() +
               "/bad --quiet");

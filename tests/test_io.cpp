@@ -16,6 +16,7 @@
 
 #include "cli_util.h"
 #include "cnf/core/error.h"
+#include "cnf/data/images.h"
 #include "cnf/io/files.h"
 #include "cnf/io/plot.h"
 #include "cnf/io/progress.h"
@@ -426,6 +427,107 @@ TEST(PlotTest, RejectsBadInputsNamingTheFile) {
   EXPECT_FALSE(fs::exists(path));
 }
 
+namespace {
+/// The RGB pixels [H, W, 3] of one PNG (read back through the image-folder reader).
+torch::Tensor png_pixels(const std::string& path) {
+  const fs::path one = path + ".folder";  // the reader takes a folder of PNGs
+  fs::create_directories(one);
+  fs::copy_file(path, one / "a.png", fs::copy_options::overwrite_existing);
+  auto px = cnf::data::read_png_folder(one.string()).levels[0].permute({1, 2, 0}).to(torch::kLong);
+  fs::remove_all(one);
+  return px;
+}
+/// How many pixels have exactly this color.
+int64_t count_color(const torch::Tensor& px, io::RGB c) {
+  return (px.select(2, 0).eq(c[0]) & px.select(2, 1).eq(c[1]) & px.select(2, 2).eq(c[2]))
+      .sum()
+      .item<int64_t>();
+}
+std::vector<std::string> labels_of(const std::vector<io::Tick>& ticks) {
+  std::vector<std::string> out;
+  for (const auto& t : ticks)
+    if (t.major) out.push_back(t.label);
+  return out;
+}
+}  // namespace
+
+TEST(PlotTest, AxisTicksAreNaturalOnEveryScale) {
+  using V = std::vector<std::string>;
+  EXPECT_EQ(labels_of(io::axis_ticks(0, 1, io::Scale::linear)),
+            (V{"0.0", "0.2", "0.4", "0.6", "0.8", "1.0"}));
+  // NFE on a log2 axis: the powers of two, not log numbers.
+  EXPECT_EQ(labels_of(io::axis_ticks(3.5, 70, io::Scale::log2)), (V{"4", "8", "16", "32", "64"}));
+  // Five decades: each power of ten, with unlabelled minor ticks at 2..9 times them.
+  const auto decades = io::axis_ticks(2e-5, 0.5, io::Scale::log10);
+  EXPECT_EQ(labels_of(decades), (V{"1e-4", "0.001", "0.01", "0.1"}));
+  EXPECT_GT(decades.size(), 30u);
+  // Less than a decade: 2 and 5 (and 3) times the powers of ten are labelled too.
+  EXPECT_EQ(labels_of(io::axis_ticks(0.15, 0.9, io::Scale::log10)), (V{"0.2", "0.3", "0.5"}));
+  // Within one short stretch (no such tick inside): plain decimal steps on the log axis.
+  EXPECT_GE(labels_of(io::axis_ticks(0.26, 0.29, io::Scale::log10)).size(), 2u);
+  expect_error([] { io::axis_ticks(0, 1, io::Scale::log10); }, {"lo > 0"});
+  expect_error([] { io::axis_ticks(1, 1, io::Scale::linear); }, {"lo < hi"});
+}
+
+TEST(PlotTest, LineChartDrawsEachLineInItsColorAndKeepsTheLegendOffTheData) {
+  TempDir dir;
+  // Two lines across the whole x range in palette colors 3 (red) and 2 (green), no markers.
+  io::Line red{{1, 1000}, {1, 1}, "red line"}, green{{1, 1000}, {10, 10}, "green line"};
+  red.color = 3;
+  green.color = 2;
+  red.marker = green.marker = -2;
+  red.width = green.width = 4;
+  io::ChartOptions o;
+  o.width = 600;
+  o.height = 400;
+  o.xscale = o.yscale = io::Scale::log10;
+  o.xlabel = "NFE";
+  o.ylabel = "error";
+  o.references = {{3, "floor"}};
+  io::line_chart_png(dir.file("c.png"), {red, green}, o);
+  EXPECT_EQ(png_size(dir.file("c.png")), std::make_pair(600u, 400u));
+  const auto px = png_pixels(dir.file("c.png"));
+  const io::RGB kRed{214, 39, 40}, kGreen{44, 160, 44};
+  // A 4-pixel line over most of the width has well over 1,000 fully covered pixels.
+  EXPECT_GT(count_color(px, kRed), 1000);
+  EXPECT_GT(count_color(px, kGreen), 1000);
+  // The legend lies right of the axes box, never over the data: in the rows of the red line
+  // (more than 100 red pixels each) the line ends left of where the legend's red swatch (in
+  // rows of under 100 red pixels: it is ~30 pixels long) begins.
+  const auto is_red = px.select(2, 0).eq(214) & px.select(2, 1).eq(39) & px.select(2, 2).eq(40);
+  const auto per_row = is_red.sum(1);
+  const auto line_rows = per_row.gt(100), swatch_rows = per_row.gt(0) & per_row.le(100);
+  ASSERT_TRUE(line_rows.any().item<bool>());
+  ASSERT_TRUE(swatch_rows.any().item<bool>());
+  const auto line_cols = is_red.index({line_rows}).any(0).nonzero();
+  const auto swatch_cols = is_red.index({swatch_rows}).any(0).nonzero();
+  EXPECT_LT(line_cols.min().item<int64_t>(), 150);  // the line starts near the box's left
+  EXPECT_LT(line_cols.max().item<int64_t>(), swatch_cols.min().item<int64_t>());
+}
+
+TEST(PlotTest, LineChartRejectsBadInputAndShowsEmptyData) {
+  TempDir dir;
+  const std::string path = dir.file("bad.png");
+  expect_error(
+      [&] {
+        io::line_chart_png(path, {io::Line{{1, 2}, {1}, "short"}});
+      },
+      {path, "short", "2 x values but 1 y values"});
+  io::ChartOptions log_axis;
+  log_axis.yscale = io::Scale::log10;
+  log_axis.range[2] = -1;
+  expect_error(
+      [&] {
+        io::line_chart_png(path, {io::Line{{1, 2}, {1, 2}, "a"}}, log_axis);
+      },
+      {path, "log axis"});
+  EXPECT_FALSE(fs::exists(path));
+  // No drawable point (all non-positive on a log axis) still gives a chart that says so.
+  log_axis.range[2] = std::numeric_limits<double>::quiet_NaN();
+  io::line_chart_png(path, {io::Line{{1, 2}, {0, -1}, "none"}}, log_axis);
+  EXPECT_TRUE(fs::exists(path));
+}
+
 // --- progress --------------------------------------------------------------------------
 
 TEST(IoProgressTest, PlainLinesEveryTenthWhenNotATerminal) {
@@ -544,7 +646,7 @@ TEST(TrainLogTest, CliRunLogsEveryNStepsAndAResumedRunContinuesTheLog) {
   std::filesystem::remove_all(dir);
 }
 
-// --eval-every: rows at the evaluation steps carry W2, MMD^2 and NFE (the others leave them
+// --eval-every: rows at the evaluation steps carry W2, MMD^2, NFE and NLL (the others leave them
 // empty); the last row's W2 is the final evaluation's, which samples the same flow from the
 // same noise: equal to the last digit of metrics.json (both printed with 17 digits).
 TEST(TrainLogTest, CliRunLogsHeldOutMetricsEveryNSteps) {
@@ -570,5 +672,18 @@ TEST(TrainLogTest, CliRunLogsHeldOutMetricsEveryNSteps) {
   }
   EXPECT_EQ(nlohmann::json::parse(rows.back())["eval_w2"].get<double>(),
             metrics["w2"].get<double>());
+  // eval_nll at the last step: the likelihood of the first held-out points, as `cnf nll`
+  // measures it from the saved checkpoint on the same points (its held-out split), the same
+  // solver and tolerance: two routes to one number.
+  r = run_cnf("nll --ckpt " + dir + "/model.pt -n 50 --json " + dir + "/nll.json");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const double nll = nlohmann::json::parse(io::read_text(dir + "/nll.json"))["nll"].get<double>();
+  const auto last = nlohmann::json::parse(rows.back());
+  ASSERT_TRUE(last["eval_nll"].is_number()) << rows.back();
+  // The same solve on the same points gives the same float32 log-densities; the means are
+  // taken in double by either route, so 1e-6 relative only leaves room for a different order
+  // of summation (measured 4.6e-8 while one of them still averaged in float32).
+  EXPECT_NEAR(last["eval_nll"].get<double>(), nll, 1e-6 * std::max(1.0, std::abs(nll)));
+  EXPECT_FALSE(nlohmann::json::parse(rows[0])["eval_nll"].is_number()) << rows[0];
   std::filesystem::remove_all(dir);
 }

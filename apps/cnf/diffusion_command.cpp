@@ -268,29 +268,30 @@ json budget_table(const std::vector<SamplerRow>& rows) {
   return table;
 }
 
+// W2 against NFE on log axes, one line per sampler (distinct color, marker and dash), with
+// the finite-sample floor (W2 between two held-out sets) as a reference line.
 void plot_samplers(const std::string& path, const std::string& title,
-                   const std::vector<SamplerRow>& rows) {
-  std::vector<io::Series> series;
-  const io::RGB palette[] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
-                             {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
-                             {188, 189, 34},  {23, 190, 207}};
-  const auto labels = row_labels(rows);
-  for (size_t i = 0; i < labels.size(); ++i) {
-    std::vector<float> xy;
+                   const std::vector<SamplerRow>& rows, double floor) {
+  std::vector<io::Line> lines;
+  for (const auto& label : row_labels(rows)) {
+    io::Line l;
     for (const auto& r : rows)
-      if (r.sampler == labels[i]) {
-        xy.push_back(static_cast<float>(std::log10(static_cast<double>(r.nfe))));
-        xy.push_back(static_cast<float>(std::log10(r.w2)));
+      if (r.sampler == label) {
+        l.x.push_back(static_cast<double>(r.nfe));
+        l.y.push_back(r.w2);
       }
-    series.push_back({torch::tensor(xy).reshape({-1, 2}), palette[i % 10], labels[i]});
+    l.label = label;
+    l.dash = static_cast<int>(lines.size() / 10);
+    lines.push_back(std::move(l));
   }
-  io::PlotOptions po;
-  po.width = 700;
-  po.height = 500;
-  po.point_radius = 3;
-  po.alpha = 1.0;
-  po.title = title;
-  io::scatter_png(path, series, po);
+  io::ChartOptions o;
+  o.title = title;
+  o.xlabel = "NFE (network evaluations per sample)";
+  o.ylabel = "W2 to held-out data";
+  o.xscale = io::Scale::log2;
+  o.yscale = io::Scale::log10;
+  o.references = {{floor, "W2 floor (two held-out sets)"}};
+  io::line_chart_png(path, lines, o);
 }
 
 int run_samplers(const SamplersArgs& a) {
@@ -319,8 +320,10 @@ int run_samplers(const SamplersArgs& a) {
       static_cast<long long>(a.n), floor, c.spec.data.c_str(), c.spec.schedule.c_str(),
       c.spec.param.c_str());
   const json table = budget_table(rows);
-  plot_samplers(a.out + "/samplers.png",
-                "log10 W2 vs log10 NFE (" + c.spec.data + ", " + c.spec.schedule + ")", rows);
+  plot_samplers(
+      a.out + "/samplers.png",
+      "Samplers: W2 vs NFE (" + c.spec.data + ", " + c.spec.schedule + "/" + c.spec.param + ")",
+      rows, floor);
 
   json j = {{"data", c.spec.data},   {"schedule", c.spec.schedule},
             {"param", c.spec.param}, {"n", a.n},

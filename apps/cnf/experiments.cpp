@@ -114,36 +114,31 @@ json nfe_summary(const NfeErrorArgs& a, const std::vector<std::string>& schedule
   return summary;
 }
 
-// log10 error against log10 NFE, one shade family per schedule, one shade per method.
+// Mean error against NFE on log axes: one color and marker per method, one dash per schedule.
 void plot_nfe_error(const NfeErrorArgs& a, const std::vector<std::string>& schedules,
                     const std::vector<Point>& points) {
-  std::vector<io::Series> series;
-  const io::RGB blues[] = {{158, 202, 225}, {66, 146, 198}, {8, 81, 156}, {8, 48, 107}};
-  const io::RGB reds[] = {{252, 174, 145}, {251, 106, 74}, {203, 24, 29}, {103, 0, 13}};
-  const io::RGB greens[] = {{161, 217, 155}, {65, 171, 93}, {0, 109, 44}, {0, 68, 27}};
-  int si = 0;
-  for (const auto& name : schedules) {
-    const io::RGB* palette = si == 0 ? blues : si == 1 ? reds : greens;
-    int mi = 0;
-    for (const auto& method : kNfeMethods) {
-      std::vector<float> xy;
+  std::vector<io::Line> lines;
+  for (size_t si = 0; si < schedules.size(); ++si)
+    for (size_t mi = 0; mi < kNfeMethods.size(); ++mi) {
+      io::Line l;
       for (const auto& p : points)
-        if (p.schedule == name && p.method == method && p.error > 0) {
-          xy.push_back(static_cast<float>(std::log10(static_cast<double>(p.nfe))));
-          xy.push_back(static_cast<float>(std::log10(p.error)));
+        if (p.schedule == schedules[si] && p.method == kNfeMethods[mi]) {
+          l.x.push_back(static_cast<double>(p.nfe));
+          l.y.push_back(p.error);
         }
-      series.push_back({torch::tensor(xy).reshape({-1, 2}), palette[mi % 4], name + " " + method});
-      ++mi;
+      l.label = schedules[si] + " " + kNfeMethods[mi];
+      l.color = static_cast<int>(mi);
+      l.marker = static_cast<int>(mi);
+      l.dash = static_cast<int>(si % 4);
+      lines.push_back(std::move(l));
     }
-    ++si;
-  }
-  io::PlotOptions po;
-  po.width = 700;
-  po.height = 500;
-  po.point_radius = 3;
-  po.alpha = 1.0;
-  po.title = "log10 mean error vs log10 NFE (" + a.data + ")";
-  io::scatter_png(a.out + "/nfe_error.png", series, po);
+  io::ChartOptions o;
+  o.title = "Solver error vs NFE (" + a.data + ")";
+  o.xlabel = "NFE (network evaluations per sample)";
+  o.ylabel = "mean error to the reference solve";
+  o.xscale = io::Scale::log2;
+  o.yscale = io::Scale::log10;
+  io::line_chart_png(a.out + "/nfe_error.png", lines, o);
 }
 
 int run_nfe_error(const NfeErrorArgs& a) {

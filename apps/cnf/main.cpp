@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "apps/cnf/launch.h"
+#include "apps/cnf/report.h"
 #include "apps/cnf/verbs.h"
 #include "cnf/core/error.h"
 #include "cnf/io/config.h"
@@ -60,6 +61,26 @@ std::vector<std::string> expand_config(const std::vector<std::string>& args, CLI
   return out;
 }
 
+// The output folder of the verb that ran, when it is one that writes a run folder (train,
+// demo, reflow, distill, every experiment); empty otherwise.
+std::string output_folder(CLI::App& app) {
+  for (auto* verb : app.get_subcommands()) {
+    CLI::App* v = verb;
+    const std::string name = verb->get_name();
+    if (name == "experiment") {
+      const auto subs = verb->get_subcommands();
+      if (subs.empty()) return {};
+      v = subs.front();
+    } else if (name != "train" && name != "demo" && name != "reflow" && name != "distill") {
+      return {};
+    }
+    const auto* out = v->get_option_no_throw("--out");
+    if (out == nullptr) return {};
+    return out->count() > 0 ? out->as<std::string>() : out->get_default_str();
+  }
+  return {};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -76,10 +97,11 @@ int main(int argc, char** argv) {
   std::vector<app::Runner> verbs = {app::add_train_commands(app), app::add_flow_commands(app)};
   auto* experiment = app.add_subcommand("experiment", "Reproducible studies comparing the methods");
   experiment->require_subcommand(1);
-  for (auto run : {app::add_experiments(experiment), app::add_rectify_commands(app, experiment),
-                   app::add_mle_experiment(experiment), app::add_couplings_experiment(experiment),
-                   app::add_images_experiment(experiment), app::add_training_studies(experiment),
-                   app::add_ot_command(app), app::add_export_command(app)})
+  for (auto run :
+       {app::add_experiments(experiment), app::add_rectify_commands(app, experiment),
+        app::add_mle_experiment(experiment), app::add_couplings_experiment(experiment),
+        app::add_images_experiment(experiment), app::add_training_studies(experiment),
+        app::add_ot_command(app), app::add_export_command(app), app::add_report_command(app)})
     verbs.push_back(run);
 
   try {
@@ -97,7 +119,10 @@ int main(int argc, char** argv) {
     // (joined when this block ends, before exit destroys oneDNN's state).
     cnf::nn::fast::Prewarm prewarm;
     for (const auto& run : verbs)
-      if (const int rc = run(); rc >= 0) return rc;
+      if (const int rc = run(); rc >= 0) {
+        if (rc == 0) app::report_after(output_folder(app));
+        return rc;
+      }
   } catch (const Error& e) {
     std::fprintf(stderr, "cnf: error: %s\n", e.what());
     return 1;

@@ -300,9 +300,6 @@ std::map<std::string, json> finished_runs(const std::string& path) {
   return done;
 }
 
-const io::RGB kColors[] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
-                           {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127}};
-
 int run_study(const Study& study, StudyArgs a, const std::string& schedule) {
   if (a.quick) {
     a.steps = 60;
@@ -338,7 +335,8 @@ int run_study(const Study& study, StudyArgs a, const std::string& schedule) {
       "steps_per_second\n";
   json results = json::array();
   for (const auto& task : tasks) {
-    std::vector<io::Series> series;
+    std::vector<io::Line> lines;
+    double floor_sum = 0;
     for (size_t vi = 0; vi < variants.size(); ++vi) {
       const auto& variant = variants[vi];
       std::map<std::string, Stat> stats;
@@ -380,33 +378,35 @@ int run_study(const Study& study, StudyArgs a, const std::string& schedule) {
           stats["steps_per_second"].fmt("%.0f ± %.0f").c_str());
       table += row;
       if (!a.quiet) std::fprintf(stderr, "%s", row);
-      // W2 against NFE (log2): Euler at 4, 8, 16 steps and the accurate solve.
-      std::vector<double> xy;
+      // W2 against NFE: Euler at 4, 8, 16 steps as a line, the accurate solve (dopri5) as a
+      // square of the same color.
+      io::Line euler, accurate;
       for (int64_t k : kEulerSteps) {
-        xy.push_back(std::log2(static_cast<double>(k)));
-        xy.push_back(stats["w2_euler" + std::to_string(k)].mean());
+        euler.x.push_back(static_cast<double>(k));
+        euler.y.push_back(stats["w2_euler" + std::to_string(k)].mean());
       }
-      xy.push_back(std::log2(stats["nfe"].mean()));
-      xy.push_back(stats["w2"].mean());
-      io::Series s;
-      s.points = torch::tensor(xy, torch::kFloat64).reshape({-1, 2});
-      s.color = kColors[vi % 8];
-      s.label = variant.label;
-      series.push_back(std::move(s));
+      euler.label = variant.label;
+      euler.color = accurate.color = static_cast<int>(vi);
+      euler.marker = 0;
+      euler.dash = static_cast<int>(vi / 10);
+      accurate.x = {stats["nfe"].mean()};
+      accurate.y = {stats["w2"].mean()};
+      accurate.marker = 1;
+      lines.push_back(std::move(euler));
+      lines.push_back(std::move(accurate));
+      floor_sum += floor;
     }
-    double top = 0;
-    for (const auto& one : series)
-      top = std::max(top, one.points.select(1, 1).max().item<double>());
-    io::PlotOptions po;
-    po.range = {1.5, 7.5, 0.0, 1.15 * top};  // log2 NFE 2..7; W2 from 0
-    po.width = po.height = 480;
-    po.point_radius = 4;
-    po.alpha = 1.0;
-    po.title = task.label() + ": W2 vs log2 NFE (Euler 4/8/16, dopri5)";
+    io::ChartOptions po;
+    po.range[2] = 0;  // W2 from 0, so that gaps read as ratios
+    po.xscale = io::Scale::log2;
+    po.title = task.label() + ": W2 vs NFE (lines: Euler 4/8/16 steps; squares: dopri5)";
+    po.xlabel = "NFE (network evaluations per sample)";
+    po.ylabel = "W2 to held-out data (mean of seeds)";
+    po.references = {{floor_sum / static_cast<double>(variants.size()), "W2 floor"}};
     std::string file = task.label();
     for (auto& ch : file)
       if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
-    io::scatter_png(a.out + "/w2_vs_nfe_" + file + ".png", series, po);
+    io::line_chart_png(a.out + "/w2_vs_nfe_" + file + ".png", lines, po);
   }
   io::write_text_atomic(a.out + "/" + study.name + ".md", table);
   io::write_text_atomic(a.out + "/results.csv", csv);

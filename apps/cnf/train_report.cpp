@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/cnf/images.h"
+#include "apps/cnf/report.h"
 #include "cnf/data/images.h"
 #include "cnf/density/density.h"
 #include "cnf/io/files.h"
@@ -56,9 +57,10 @@ constexpr double kPlotLo = -5, kPlotHi = 5;
 // For 2-D data: the model's exact log-density (density::log_likelihood: dopri5 at rtol = atol
 // = 1e-5, exact or analytic divergence, from the spec's likelihood start) at the centres of a
 // 100 x 100 grid over the plot box, row 0 at the top; written as density_grid.npy [100, 100]
-// and drawn as density.png (log-density, its lowest 12 nats below the peak clipped).
+// and drawn as density.png (log-density, its lowest 12 nats below the peak clipped) beside
+// the histogram of the samples on the same grid.
 void write_density_map(const TrainArgs& a, const train::Trainer& trainer, const data::Source& prior,
-                       torch::Device device) {
+                       torch::Device device, const torch::Tensor& samples) {
   const int64_t g = 100;
   const double cell = (kPlotHi - kPlotLo) / static_cast<double>(g);
   auto centres = torch::linspace(kPlotLo + cell / 2, kPlotHi - cell / 2, g, torch::kFloat32);
@@ -77,10 +79,17 @@ void write_density_map(const TrainArgs& a, const train::Trainer& trainer, const 
   io::write_npy(a.out + "/density_grid.npy", logp.to(torch::kFloat32));
   const double peak = logp.max().item<double>();
   io::PlotOptions po;
-  po.width = po.height = 500;
-  po.title = "model log-density (exact, dopri5 1e-5)";
-  io::heatmap_png(a.out + "/density.png", logp.clamp_min(peak - 12.0),
-                  {kPlotLo, kPlotHi, kPlotLo, kPlotHi}, po);
+  po.width = 520;
+  po.height = 480;
+  po.xlabel = "x1";
+  po.ylabel = "x2";
+  io::heatmaps_png(
+      a.out + "/density.png",
+      {{logp.clamp_min(peak - 12.0), "model log-density (exact, dopri5 1e-5)",
+        "log p(x), clipped 12 nats below the peak"},
+       {io::histogram_2d(samples.slice(1, 0, 2), g, kPlotLo, kPlotHi),
+        "histogram of " + std::to_string(samples.size(0)) + " samples", "samples per cell"}},
+      {kPlotLo, kPlotHi, kPlotLo, kPlotHi}, po);
 }
 
 // samples.png (held-out data beside the samples), trajectories.png and sample_density.png (a
@@ -96,6 +105,8 @@ void write_sample_plots(const TrainArgs& a, const train::FlowSpec& spec, const H
   io::PlotOptions po;
   po.width = 500;
   po.height = 500;
+  po.xlabel = "x1";
+  po.ylabel = "x2";
   io::panels_png(
       a.out + "/samples.png",
       {{{proj(h.a), {31, 119, 180}, "held-out data"}},
@@ -107,6 +118,7 @@ void write_sample_plots(const TrainArgs& a, const train::FlowSpec& spec, const H
   if (!traj.empty())
     io::trajectories_png(a.out + "/trajectories.png", torch::stack(traj).slice(2, 0, 2), po);
   po.title = "sample density (histogram)";
+  po.colorbar_label = "samples per cell";
   io::heatmap_png(a.out + "/sample_density.png",
                   io::histogram_2d(proj(ev.samples), 100, kPlotLo, kPlotHi),
                   {kPlotLo, kPlotHi, kPlotLo, kPlotHi}, po);
@@ -115,14 +127,14 @@ void write_sample_plots(const TrainArgs& a, const train::FlowSpec& spec, const H
 // nfe.png: the NFE of the training solve at each step (mle).
 void write_nfe_plot(const std::string& out, const TrainRun& run) {
   if (run.nfe_values.empty()) return;
-  auto steps_t = torch::tensor(run.nfe_steps, torch::kFloat64);
-  auto nfe_t = torch::tensor(run.nfe_values, torch::kFloat64);
-  io::PlotOptions po;
-  po.title = "NFE of the training solve per step";
-  po.point_radius = 1;
-  po.alpha = 0.8;
-  io::scatter_png(out + "/nfe.png", {{torch::stack({steps_t, nfe_t}, 1), {31, 119, 180}, "NFE"}},
-                  po);
+  io::Line nfe{run.nfe_steps, run.nfe_values, "NFE of the step's solve"};
+  nfe.marker = -2;
+  nfe.width = 1.2;
+  io::ChartOptions o;
+  o.title = "Maximum likelihood: NFE of the training solve per step";
+  o.xlabel = "step";
+  o.ylabel = "NFE (forward solve)";
+  io::line_chart_png(out + "/nfe.png", {nfe}, o);
 }
 
 // metrics.json of a run.
@@ -180,11 +192,13 @@ void print_train_report(const TrainArgs& a, const train::Trainer& trainer, const
       ev.w2, ev.w2_floor, ev.mmd2, static_cast<long long>(ev.nfe), a.eval.label().c_str());
   if (const auto report = trainer.coupling_report(); !report.empty())
     std::printf("%s\n", report.c_str());
-  std::printf("wrote %s/{model.pt, config.toml, samples.npy, metrics.json%s}\n", a.out.c_str(),
-              data::is_image_spec(a.spec.data) ? ", samples.png (image grid)"
-              : ev.samples.size(1) == 2        ? ", samples.png, trajectories.png, density.png, "
-                                                 "density_grid.npy, sample_density.png"
-              : ev.samples.size(1) > 2 ? ", samples.png, trajectories.png, sample_density.png"
+  std::printf(
+      "wrote %s/{model.pt, config.toml, samples.npy, metrics.json, train_log.csv, loss.png%s}\n",
+      a.out.c_str(),
+      data::is_image_spec(a.spec.data) ? ", samples.png (image grid)"
+      : ev.samples.size(1) == 2        ? ", samples.png, trajectories.png, density.png, "
+                                         "density_grid.npy, sample_density.png"
+      : ev.samples.size(1) > 2         ? ", samples.png, trajectories.png, sample_density.png"
                                        : "");
 }
 
@@ -214,8 +228,9 @@ int evaluate_and_report(const TrainArgs& a, train::Trainer& trainer, const Train
   io::write_npy(a.out + "/samples.npy", ev.samples);
   write_sample_plots(a, trainer.spec(), h, ev, traj);
   if (ev.samples.size(1) == 2 && !data::is_image_spec(trainer.spec().data))
-    write_density_map(a, trainer, prior, device);
+    write_density_map(a, trainer, prior, device, ev.samples);
   write_nfe_plot(a.out, run);
+  write_loss_plot(a.out);
   const json j =
       train_metrics(a, trainer, run, ev, group ? group->world_size() : 1, param_diff, rank_nfe);
   io::write_text_atomic(a.out + "/metrics.json", j.dump(2) + "\n");

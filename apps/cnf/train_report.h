@@ -28,8 +28,9 @@ struct TrainArgs {
   std::string resume;
   std::string init, init_time = "data-at-0";  // --init torchscript:FILE (fine-tuning)
   int64_t checkpoint_every = 0;
-  int64_t log_every = 0;   // 0: about 200 rows per run
-  int64_t eval_every = 0;  // 0: no evaluation during training
+  int64_t log_every = 0;     // 0: about 200 rows per run
+  int64_t eval_every = 0;    // 0: no evaluation during training
+  int64_t eval_nll_n = 256;  // held-out points of eval_nll at each --eval-every (0: none)
   std::string mle_divergence = "hutchinson";
   bool quiet = false;
   DistArgs dist;  // train only

@@ -22,6 +22,8 @@ Runner add_rectify_commands(CLI::App& app, CLI::App* experiment);
 Runner add_ot_command(CLI::App& app);
 /// `cnf export` (apps/cnf/interop_command.cpp).
 Runner add_export_command(CLI::App& app);
+/// `cnf report` (apps/cnf/report.cpp).
+Runner add_report_command(CLI::App& app);
 /// `cnf experiment nfe-error` and `samplers` (apps/cnf/experiments.cpp,
 /// apps/cnf/diffusion_command.cpp).
 Runner add_experiments(CLI::App* experiment);

@@ -1,5 +1,7 @@
 #include "cnf/io/plot.h"
 
+// Cairo's headers include their siblings by quoted name, so this path needs no -I.
+#include <cairo/cairo.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -8,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <limits>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -16,212 +19,159 @@
 #include "cnf/core/error.h"
 #include "cnf/io/files.h"
 
-// The implementation lives in this file only; static so it cannot clash with another copy
-// of stb linked into the same program.
-#define STB_IMAGE_WRITE_STATIC
-#define STB_IMAGE_WRITE_IMPLEMENTATION
-#include <stb_image_write.h>
-
 namespace cnf::io {
 namespace {
 
-// ---------------------------------------------------------------------------------------
-// A 5x7 bitmap font for printable ASCII (32..126). Each glyph is 7 rows, top first; bit 4
-// of a row is the leftmost column. The descending letters g, p, q, y are stored from
-// their x-height down and drawn kDescent rows lower, so a line of text is 9 rows tall.
-constexpr uint8_t kFont[95][7] = {
-    {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00},  // ' '
-    {0x04, 0x04, 0x04, 0x04, 0x04, 0x00, 0x04},  // !
-    {0x0A, 0x0A, 0x0A, 0x00, 0x00, 0x00, 0x00},  // "
-    {0x0A, 0x0A, 0x1F, 0x0A, 0x1F, 0x0A, 0x0A},  // #
-    {0x04, 0x0F, 0x14, 0x0E, 0x05, 0x1E, 0x04},  // $
-    {0x18, 0x19, 0x02, 0x04, 0x08, 0x13, 0x03},  // %
-    {0x0C, 0x12, 0x14, 0x08, 0x15, 0x12, 0x0D},  // &
-    {0x04, 0x04, 0x08, 0x00, 0x00, 0x00, 0x00},  // '
-    {0x02, 0x04, 0x08, 0x08, 0x08, 0x04, 0x02},  // (
-    {0x08, 0x04, 0x02, 0x02, 0x02, 0x04, 0x08},  // )
-    {0x00, 0x04, 0x15, 0x0E, 0x15, 0x04, 0x00},  // *
-    {0x00, 0x04, 0x04, 0x1F, 0x04, 0x04, 0x00},  // +
-    {0x00, 0x00, 0x00, 0x00, 0x0C, 0x04, 0x08},  // ,
-    {0x00, 0x00, 0x00, 0x1F, 0x00, 0x00, 0x00},  // -
-    {0x00, 0x00, 0x00, 0x00, 0x00, 0x0C, 0x0C},  // .
-    {0x00, 0x01, 0x02, 0x04, 0x08, 0x10, 0x00},  // /
-    {0x0E, 0x11, 0x13, 0x15, 0x19, 0x11, 0x0E},  // 0
-    {0x04, 0x0C, 0x04, 0x04, 0x04, 0x04, 0x0E},  // 1
-    {0x0E, 0x11, 0x01, 0x02, 0x04, 0x08, 0x1F},  // 2
-    {0x1F, 0x02, 0x04, 0x02, 0x01, 0x11, 0x0E},  // 3
-    {0x02, 0x06, 0x0A, 0x12, 0x1F, 0x02, 0x02},  // 4
-    {0x1F, 0x10, 0x1E, 0x01, 0x01, 0x11, 0x0E},  // 5
-    {0x06, 0x08, 0x10, 0x1E, 0x11, 0x11, 0x0E},  // 6
-    {0x1F, 0x01, 0x02, 0x04, 0x08, 0x08, 0x08},  // 7
-    {0x0E, 0x11, 0x11, 0x0E, 0x11, 0x11, 0x0E},  // 8
-    {0x0E, 0x11, 0x11, 0x0F, 0x01, 0x02, 0x0C},  // 9
-    {0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x0C, 0x00},  // :
-    {0x00, 0x0C, 0x0C, 0x00, 0x0C, 0x04, 0x08},  // ;
-    {0x02, 0x04, 0x08, 0x10, 0x08, 0x04, 0x02},  // <
-    {0x00, 0x00, 0x1F, 0x00, 0x1F, 0x00, 0x00},  // =
-    {0x08, 0x04, 0x02, 0x01, 0x02, 0x04, 0x08},  // >
-    {0x0E, 0x11, 0x01, 0x02, 0x04, 0x00, 0x04},  // ?
-    {0x0E, 0x11, 0x01, 0x0D, 0x15, 0x15, 0x0E},  // @
-    {0x0E, 0x11, 0x11, 0x11, 0x1F, 0x11, 0x11},  // A
-    {0x1E, 0x11, 0x11, 0x1E, 0x11, 0x11, 0x1E},  // B
-    {0x0E, 0x11, 0x10, 0x10, 0x10, 0x11, 0x0E},  // C
-    {0x1C, 0x12, 0x11, 0x11, 0x11, 0x12, 0x1C},  // D
-    {0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x1F},  // E
-    {0x1F, 0x10, 0x10, 0x1E, 0x10, 0x10, 0x10},  // F
-    {0x0E, 0x11, 0x10, 0x17, 0x11, 0x11, 0x0F},  // G
-    {0x11, 0x11, 0x11, 0x1F, 0x11, 0x11, 0x11},  // H
-    {0x0E, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E},  // I
-    {0x07, 0x02, 0x02, 0x02, 0x02, 0x12, 0x0C},  // J
-    {0x11, 0x12, 0x14, 0x18, 0x14, 0x12, 0x11},  // K
-    {0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x1F},  // L
-    {0x11, 0x1B, 0x15, 0x15, 0x11, 0x11, 0x11},  // M
-    {0x11, 0x11, 0x19, 0x15, 0x13, 0x11, 0x11},  // N
-    {0x0E, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E},  // O
-    {0x1E, 0x11, 0x11, 0x1E, 0x10, 0x10, 0x10},  // P
-    {0x0E, 0x11, 0x11, 0x11, 0x15, 0x12, 0x0D},  // Q
-    {0x1E, 0x11, 0x11, 0x1E, 0x14, 0x12, 0x11},  // R
-    {0x0F, 0x10, 0x10, 0x0E, 0x01, 0x01, 0x1E},  // S
-    {0x1F, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04},  // T
-    {0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x0E},  // U
-    {0x11, 0x11, 0x11, 0x11, 0x11, 0x0A, 0x04},  // V
-    {0x11, 0x11, 0x11, 0x15, 0x15, 0x15, 0x0A},  // W
-    {0x11, 0x11, 0x0A, 0x04, 0x0A, 0x11, 0x11},  // X
-    {0x11, 0x11, 0x11, 0x0A, 0x04, 0x04, 0x04},  // Y
-    {0x1F, 0x01, 0x02, 0x04, 0x08, 0x10, 0x1F},  // Z
-    {0x0E, 0x08, 0x08, 0x08, 0x08, 0x08, 0x0E},  // [
-    {0x00, 0x10, 0x08, 0x04, 0x02, 0x01, 0x00},  // backslash
-    {0x0E, 0x02, 0x02, 0x02, 0x02, 0x02, 0x0E},  // ]
-    {0x04, 0x0A, 0x11, 0x00, 0x00, 0x00, 0x00},  // ^
-    {0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1F},  // _
-    {0x08, 0x04, 0x02, 0x00, 0x00, 0x00, 0x00},  // `
-    {0x00, 0x00, 0x0E, 0x01, 0x0F, 0x11, 0x0F},  // a
-    {0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x1E},  // b
-    {0x00, 0x00, 0x0E, 0x10, 0x10, 0x11, 0x0E},  // c
-    {0x01, 0x01, 0x0D, 0x13, 0x11, 0x11, 0x0F},  // d
-    {0x00, 0x00, 0x0E, 0x11, 0x1F, 0x10, 0x0E},  // e
-    {0x06, 0x09, 0x08, 0x1C, 0x08, 0x08, 0x08},  // f
-    {0x0F, 0x11, 0x11, 0x13, 0x0D, 0x01, 0x0E},  // g
-    {0x10, 0x10, 0x16, 0x19, 0x11, 0x11, 0x11},  // h
-    {0x04, 0x00, 0x0C, 0x04, 0x04, 0x04, 0x0E},  // i
-    {0x02, 0x00, 0x06, 0x02, 0x02, 0x12, 0x0C},  // j
-    {0x10, 0x10, 0x12, 0x14, 0x18, 0x14, 0x12},  // k
-    {0x0C, 0x04, 0x04, 0x04, 0x04, 0x04, 0x0E},  // l
-    {0x00, 0x00, 0x1A, 0x15, 0x15, 0x11, 0x11},  // m
-    {0x00, 0x00, 0x16, 0x19, 0x11, 0x11, 0x11},  // n
-    {0x00, 0x00, 0x0E, 0x11, 0x11, 0x11, 0x0E},  // o
-    {0x16, 0x19, 0x11, 0x19, 0x16, 0x10, 0x10},  // p
-    {0x0D, 0x13, 0x11, 0x13, 0x0D, 0x01, 0x01},  // q
-    {0x00, 0x00, 0x16, 0x19, 0x10, 0x10, 0x10},  // r
-    {0x00, 0x00, 0x0F, 0x10, 0x0E, 0x01, 0x1E},  // s
-    {0x08, 0x08, 0x1C, 0x08, 0x08, 0x09, 0x06},  // t
-    {0x00, 0x00, 0x11, 0x11, 0x11, 0x13, 0x0D},  // u
-    {0x00, 0x00, 0x11, 0x11, 0x11, 0x0A, 0x04},  // v
-    {0x00, 0x00, 0x11, 0x11, 0x15, 0x15, 0x0A},  // w
-    {0x00, 0x00, 0x11, 0x0A, 0x04, 0x0A, 0x11},  // x
-    {0x11, 0x11, 0x11, 0x13, 0x0D, 0x01, 0x0E},  // y
-    {0x00, 0x00, 0x1F, 0x02, 0x04, 0x08, 0x1F},  // z
-    {0x02, 0x04, 0x04, 0x08, 0x04, 0x04, 0x02},  // {
-    {0x04, 0x04, 0x04, 0x04, 0x04, 0x04, 0x04},  // |
-    {0x08, 0x04, 0x04, 0x02, 0x04, 0x04, 0x08},  // }
-    {0x00, 0x00, 0x08, 0x15, 0x02, 0x00, 0x00},  // ~
-};
-constexpr int kGlyphW = 5, kGlyphH = 7, kAdvance = 6, kDescent = 2;
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+const RGB kInk{34, 34, 34};
+const RGB kFrame{110, 110, 110};
+const RGB kGrid{228, 228, 228};
+const RGB kMinorGrid{243, 243, 243};
+const RGB kReference{120, 120, 120};
+/// Tableau's ten colors (matplotlib's default cycle): distinct, and readable in grey too.
+const RGB kPalette[10] = {{31, 119, 180},  {255, 127, 14}, {44, 160, 44},   {214, 39, 40},
+                          {148, 103, 189}, {140, 86, 75},  {227, 119, 194}, {127, 127, 127},
+                          {188, 189, 34},  {23, 190, 207}};
+constexpr int kMarkers = 7;
+const char* const kFont = "DejaVu Sans";
 
-bool descends(int code) { return code == 'g' || code == 'p' || code == 'q' || code == 'y'; }
-
-const RGB kWhite{255, 255, 255};
-const RGB kInk{40, 40, 40};
-const RGB kFrame{90, 90, 90};
-const RGB kGrid{232, 232, 232};
-
-/// Pixel rectangle [x0, x1) x [y0, y1).
+/// A rectangle in pixels, [x0, x1] x [y0, y1] with y downwards.
 struct Box {
-  int x0, y0, x1, y1;
-  bool contains(int x, int y) const { return x >= x0 && x < x1 && y >= y0 && y < y1; }
-  int width() const { return x1 - x0; }
-  int height() const { return y1 - y0; }
+  double x0, y0, x1, y1;
+  double width() const { return x1 - x0; }
+  double height() const { return y1 - y0; }
 };
 
+/// Valid UTF-8 passes; otherwise every byte outside ASCII becomes '?' (Cairo refuses a
+/// string that is not UTF-8, and labels come from users: run folders, data specs).
+std::string utf8_or_ascii(const std::string& s) {
+  size_t i = 0;
+  bool valid = true;
+  while (i < s.size() && valid) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) valid = false;
+    for (size_t k = 1; valid && k < n; ++k)
+      valid = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
+    i += n;
+  }
+  if (valid) return s;
+  std::string out = s;
+  for (auto& ch : out)
+    if (static_cast<unsigned char>(ch) >= 0x80) ch = '?';
+  return out;
+}
+
+/// One image: a white RGB surface and its drawing context, written as PNG by save().
 class Canvas {
  public:
   Canvas(int width, int height)
-      : width_(width), height_(height), rgb_(static_cast<size_t>(width) * height * 3, 255) {}
-
-  int width() const { return width_; }
-  int height() const { return height_; }
-  const uint8_t* data() const { return rgb_.data(); }
-
-  /// "over" compositing in sRGB space: plain, but overdraw still darkens dense regions.
-  void blend(int x, int y, RGB c, double alpha) {
-    if (x < 0 || y < 0 || x >= width_ || y >= height_) return;
-    uint8_t* p = &rgb_[(static_cast<size_t>(y) * width_ + x) * 3];
-    for (int k = 0; k < 3; ++k)
-      p[k] = static_cast<uint8_t>(std::lround(p[k] * (1.0 - alpha) + c[k] * alpha));
+      : surface_(cairo_image_surface_create(CAIRO_FORMAT_RGB24, width, height)),
+        cr_(cairo_create(surface_)) {
+    cairo_set_source_rgb(cr_, 1, 1, 1);
+    cairo_paint(cr_);
+    cairo_select_font_face(cr_, kFont, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
   }
-
-  void fill(const Box& b, RGB c, double alpha = 1.0) {
-    for (int y = b.y0; y < b.y1; ++y)
-      for (int x = b.x0; x < b.x1; ++x) blend(x, y, c, alpha);
+  ~Canvas() {
+    cairo_destroy(cr_);
+    cairo_surface_destroy(surface_);
   }
+  Canvas(const Canvas&) = delete;
+  Canvas& operator=(const Canvas&) = delete;
 
-  void outline(const Box& b, RGB c) {
-    for (int x = b.x0; x < b.x1; ++x) {
-      blend(x, b.y0, c, 1.0);
-      blend(x, b.y1 - 1, c, 1.0);
+  cairo_t* cr() const { return cr_; }
+
+  void color(RGB c, double alpha = 1.0) const {
+    cairo_set_source_rgba(cr_, c[0] / 255.0, c[1] / 255.0, c[2] / 255.0, alpha);
+  }
+  void font(double size, bool bold = false) const {
+    cairo_select_font_face(cr_, kFont, CAIRO_FONT_SLANT_NORMAL,
+                           bold ? CAIRO_FONT_WEIGHT_BOLD : CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_font_size(cr_, size);
+  }
+  double text_width(const std::string& s) const {
+    cairo_text_extents_t e;
+    cairo_text_extents(cr_, utf8_or_ascii(s).c_str(), &e);
+    return e.x_advance;
+  }
+  /// `s` shortened with "..." until it is at most `width` pixels wide.
+  std::string fit(std::string s, double width) const {
+    s = utf8_or_ascii(s);
+    if (text_width(s) <= width) return s;
+    while (!s.empty() && text_width(s + "...") > width) {
+      s.pop_back();
+      while (!s.empty() && (static_cast<unsigned char>(s.back()) >> 6) == 2) s.pop_back();
+      if (!s.empty() && static_cast<unsigned char>(s.back()) >= 0xC0) s.pop_back();
     }
-    for (int y = b.y0; y < b.y1; ++y) {
-      blend(b.x0, y, c, 1.0);
-      blend(b.x1 - 1, y, c, 1.0);
-    }
+    return s + "...";
+  }
+  /// Draws `s` with its anchor at (x, y): ax = 0, 0.5, 1 for left, centre, right; the text's
+  /// vertical middle (of a digit's height) at y. `angle` in radians, counter-clockwise.
+  void text(double x, double y, const std::string& s, double ax, RGB c, double angle = 0) const {
+    if (s.empty()) return;
+    const std::string u = utf8_or_ascii(s);
+    cairo_font_extents_t fe;
+    cairo_font_extents(cr_, &fe);
+    cairo_save(cr_);
+    cairo_translate(cr_, x, y);
+    cairo_rotate(cr_, -angle);
+    color(c);
+    cairo_move_to(cr_, -ax * text_width(u), 0.35 * fe.ascent);
+    cairo_show_text(cr_, u.c_str());
+    cairo_restore(cr_);
+  }
+  void rect(const Box& b) const { cairo_rectangle(cr_, b.x0, b.y0, b.width(), b.height()); }
+
+  void save(const std::string& path) const {
+    cairo_surface_flush(surface_);
+    CNF_CHECK(cairo_status(cr_) == CAIRO_STATUS_SUCCESS, "plot '", path,
+              "': drawing failed: ", cairo_status_to_string(cairo_status(cr_)));
+    std::string png;
+    auto sink = [](void* closure, const unsigned char* data, unsigned int size) {
+      static_cast<std::string*>(closure)->append(reinterpret_cast<const char*>(data), size);
+      return CAIRO_STATUS_SUCCESS;
+    };
+    const cairo_status_t s = cairo_surface_write_to_png_stream(surface_, sink, &png);
+    CNF_CHECK(s == CAIRO_STATUS_SUCCESS && !png.empty(), "plot '", path,
+              "': PNG encoding failed: ", cairo_status_to_string(s));
+    write_atomic(path, [&](std::ostream& out) {
+      out.write(png.data(), static_cast<std::streamsize>(png.size()));
+    });
   }
 
  private:
-  int width_, height_;
-  std::vector<uint8_t> rgb_;
+  cairo_surface_t* surface_;
+  cairo_t* cr_;
 };
 
-int text_width(const std::string& s, int scale) {
-  return s.empty() ? 0 : static_cast<int>(s.size()) * kAdvance * scale - scale;
-}
-
-/// Draws `s` with its top-left corner at (x, y).
-void draw_text(Canvas& c, int x, int y, const std::string& s, int scale, RGB color) {
-  for (char ch : s) {
-    int code = static_cast<unsigned char>(ch);
-    if (code < 32 || code > 126) code = '?';
-    const uint8_t* glyph = kFont[code - 32];
-    const int top = y + (descends(code) ? kDescent * scale : 0);
-    for (int row = 0; row < kGlyphH; ++row)
-      for (int col = 0; col < kGlyphW; ++col)
-        if (glyph[row] & (0x10 >> col))
-          for (int dy = 0; dy < scale; ++dy)
-            for (int dx = 0; dx < scale; ++dx)
-              c.blend(x + col * scale + dx, top + row * scale + dy, color, 1.0);
-    x += kAdvance * scale;
+/// Font sizes of an image, from its smaller side (12 px ticks at 600 pixels).
+struct Fonts {
+  double tick, label, title;
+  explicit Fonts(int width, int height) {
+    tick = std::clamp(std::min(width, height) / 50.0, 8.0, 30.0);
+    label = tick * 1.1;
+    title = tick * 1.25;
   }
-}
-
-/// Centers `s` in [x0, x1), shrinking the font and then cutting the text if it is too wide.
-void draw_title(Canvas& c, int x0, int x1, int y, std::string s, int scale) {
-  if (s.empty()) return;
-  while (scale > 1 && text_width(s, scale) > x1 - x0 - 8) --scale;
-  const int fit = std::max(1, (x1 - x0 - 8 + scale) / (kAdvance * scale));
-  if (static_cast<int>(s.size()) > fit) s = s.substr(0, std::max(0, fit - 2)) + "..";
-  draw_text(c, x0 + (x1 - x0 - text_width(s, scale)) / 2, y, s, scale, kInk);
-}
+};
 
 // ---------------------------------------------------------------------------------------
-// Axes: a pixel box, a data range and the map between them.
+// Axes: a data range mapped onto a pixel interval, linear or logarithmic.
 
-struct Axes {
-  Box box;
-  std::array<double, 4> range;  // xmin, xmax, ymin, ymax
-  double px(double x) const {
-    return box.x0 + (x - range[0]) / (range[1] - range[0]) * box.width();
-  }
-  double py(double y) const {
-    return box.y1 - (y - range[2]) / (range[3] - range[2]) * box.height();
+double forward(double v, Scale s) {
+  return s == Scale::linear ? v : s == Scale::log10 ? std::log10(v) : std::log2(v);
+}
+double inverse(double u, Scale s) {
+  return s == Scale::linear ? u : s == Scale::log10 ? std::pow(10.0, u) : std::exp2(u);
+}
+bool drawable(double v, Scale s) { return std::isfinite(v) && (s == Scale::linear || v > 0); }
+
+struct AxisMap {
+  double lo, hi;
+  Scale scale;
+  double p0, p1;  // pixels of lo and hi
+  double operator()(double v) const {
+    const double a = forward(lo, scale), b = forward(hi, scale);
+    return p0 + (forward(v, scale) - a) / (b - a) * (p1 - p0);
   }
 };
 
@@ -253,120 +203,132 @@ std::string format_tick(double v, double step) {
   return buf;
 }
 
-/// Margins around the axes box of one panel, and font scales.
-struct Layout {
-  int left, right, top, bottom;
-  int tick_scale, title_scale;
-};
-
-Layout make_layout(int width, int height, bool has_title, int extra_right = 0) {
-  Layout l;
-  l.tick_scale = std::max(1, std::min(width, height) / 500);
-  l.title_scale = std::max(1, (std::min(width, height) + 100) / 250);
-  l.left = 8 + 7 * kAdvance * l.tick_scale;  // room for labels like "-12.50"
-  l.right = 14 + extra_right;
-  l.top = has_title ? (kGlyphH + kDescent) * l.title_scale + 14 : 12;
-  l.bottom = kGlyphH * l.tick_scale + 16;
-  return l;
+/// A value on a log axis as people write it: 0.01, 5, 1000, 1e-05 -> "1e-5".
+std::string format_log_tick(double v) {
+  char buf[32];
+  if (v >= 1e-3 && v < 1e5) {
+    std::snprintf(buf, sizeof(buf), "%.4g", v);
+  } else {
+    const int e = static_cast<int>(std::floor(std::log10(v) + 1e-9));
+    const double m = v / std::pow(10.0, e);
+    if (std::abs(m - 1) < 1e-6)
+      std::snprintf(buf, sizeof(buf), "1e%d", e);
+    else
+      std::snprintf(buf, sizeof(buf), "%.2ge%d", m, e);
+  }
+  return buf;
 }
 
-Box plot_box(int ox, int oy, int width, int height, const Layout& l) {
-  return Box{ox + l.left, oy + l.top, ox + width - l.right, oy + height - l.bottom};
-}
+// ---------------------------------------------------------------------------------------
+// Drawing parts shared by every plot.
 
-void draw_grid(Canvas& c, const Axes& a) {
-  for (double t : nice_ticks(a.range[0], a.range[1], 6, nullptr)) {
-    int x = static_cast<int>(std::floor(a.px(t)));
-    for (int y = a.box.y0; y < a.box.y1; ++y)
-      if (a.box.contains(x, y)) c.blend(x, y, kGrid, 1.0);
-  }
-  for (double t : nice_ticks(a.range[2], a.range[3], 6, nullptr)) {
-    int y = static_cast<int>(std::floor(a.py(t)));
-    for (int x = a.box.x0; x < a.box.x1; ++x)
-      if (a.box.contains(x, y)) c.blend(x, y, kGrid, 1.0);
-  }
-}
-
-void draw_frame(Canvas& c, const Axes& a, int scale) {
-  c.outline(Box{a.box.x0 - 1, a.box.y0 - 1, a.box.x1 + 1, a.box.y1 + 1}, kFrame);
-  const int tick = 4 * scale;
-  double step = 1;
-  for (double t : nice_ticks(a.range[0], a.range[1], 6, &step)) {
-    int x = static_cast<int>(std::floor(a.px(t)));
-    for (int k = 1; k <= tick; ++k) c.blend(x, a.box.y1 + k, kFrame, 1.0);
-    std::string label = format_tick(t, step);
-    // Kept inside the image: the last label would otherwise be cut at the right edge.
-    const int left = std::clamp(x - text_width(label, scale) / 2, 0,
-                                std::max(0, c.width() - text_width(label, scale) - 1));
-    draw_text(c, left, a.box.y1 + tick + 4, label, scale, kInk);
-  }
-  for (double t : nice_ticks(a.range[2], a.range[3], 6, &step)) {
-    int y = static_cast<int>(std::floor(a.py(t)));
-    for (int k = 1; k <= tick; ++k) c.blend(a.box.x0 - 1 - k, y, kFrame, 1.0);
-    std::string label = format_tick(t, step);
-    draw_text(c, a.box.x0 - tick - 4 - text_width(label, scale), y - kGlyphH * scale / 2, label,
-              scale, kInk);
+/// Grid lines (minor ones fainter) inside the box, for both axes.
+void draw_grid(const Canvas& c, const Box& box, const AxisMap& x, const std::vector<Tick>& xt,
+               const AxisMap& y, const std::vector<Tick>& yt) {
+  cairo_t* cr = c.cr();
+  cairo_set_line_width(cr, 1.0);
+  for (bool major : {false, true}) {
+    c.color(major ? kGrid : kMinorGrid);
+    for (const auto& t : xt)
+      if (t.major == major) {
+        const double px = std::round(x(t.value)) + 0.5;
+        cairo_move_to(cr, px, box.y0);
+        cairo_line_to(cr, px, box.y1);
+      }
+    for (const auto& t : yt)
+      if (t.major == major) {
+        const double py = std::round(y(t.value)) + 0.5;
+        cairo_move_to(cr, box.x0, py);
+        cairo_line_to(cr, box.x1, py);
+      }
+    cairo_stroke(cr);
   }
 }
 
-void draw_legend(Canvas& c, const Box& box, const std::vector<std::pair<std::string, RGB>>& items,
-                 int scale) {
-  if (items.empty()) return;
-  int text_w = 0;
-  for (const auto& item : items) text_w = std::max(text_w, text_width(item.first, scale));
-  const int line_h = (kGlyphH + kDescent) * scale + 4, swatch = kGlyphH * scale;
-  const int w = text_w + swatch + 16, h = static_cast<int>(items.size()) * line_h + 7;
-  Box frame{box.x1 - w - 6, box.y0 + 6, box.x1 - 6, box.y0 + 6 + h};
-  c.fill(frame, kWhite, 0.85);
-  c.outline(frame, RGB{200, 200, 200});
-  int y = frame.y0 + 5;
-  for (const auto& item : items) {
-    c.fill(Box{frame.x0 + 5, y, frame.x0 + 5 + swatch, y + swatch}, item.second);
-    draw_text(c, frame.x0 + swatch + 10, y, item.first, scale, kInk);
-    y += line_h;
+/// The frame, outward tick marks, tick labels and axis labels.
+void draw_frame(const Canvas& c, const Fonts& f, const Box& box, const AxisMap& x,
+                const std::vector<Tick>& xt, const AxisMap& y, const std::vector<Tick>& yt,
+                const std::string& xlabel, const std::string& ylabel) {
+  cairo_t* cr = c.cr();
+  c.color(kFrame);
+  cairo_set_line_width(cr, 1.0);
+  cairo_rectangle(cr, std::round(box.x0) + 0.5, std::round(box.y0) + 0.5,
+                  std::round(box.width()) - 1, std::round(box.height()) - 1);
+  const double major = 0.4 * f.tick, minor = 0.2 * f.tick;
+  for (const auto& t : xt) {
+    const double px = std::round(x(t.value)) + 0.5;
+    cairo_move_to(cr, px, box.y1);
+    cairo_line_to(cr, px, box.y1 + (t.major ? major : minor));
   }
-}
-
-void draw_disk(Canvas& c, const Box& clip, double cx, double cy, int radius, RGB color,
-               double alpha) {
-  const int x0 = static_cast<int>(std::floor(cx)), y0 = static_cast<int>(std::floor(cy));
-  // r^2 + r keeps the small disks round-ish instead of diamond-shaped.
-  const int limit = radius * radius + radius;
-  for (int dy = -radius; dy <= radius; ++dy)
-    for (int dx = -radius; dx <= radius; ++dx)
-      if (dx * dx + dy * dy <= limit && clip.contains(x0 + dx, y0 + dy))
-        c.blend(x0 + dx, y0 + dy, color, alpha);
-}
-
-/// A line segment clipped to `clip` (Liang-Barsky), one blended pixel per step of the
-/// longer axis. The end pixel is left to the next segment so joints are not drawn twice.
-void draw_segment(Canvas& c, const Box& clip, double x0, double y0, double x1, double y1, RGB color,
-                  double alpha) {
-  if (!std::isfinite(x0) || !std::isfinite(y0) || !std::isfinite(x1) || !std::isfinite(y1)) return;
-  double t0 = 0, t1 = 1;
-  const double dx = x1 - x0, dy = y1 - y0;
-  const double p[4] = {-dx, dx, -dy, dy};
-  const double q[4] = {x0 - clip.x0, clip.x1 - x0, y0 - clip.y0, clip.y1 - y0};
-  for (int i = 0; i < 4; ++i) {
-    if (p[i] == 0) {
-      if (q[i] < 0) return;
-    } else {
-      const double r = q[i] / p[i];
-      if (p[i] < 0)
-        t0 = std::max(t0, r);
-      else
-        t1 = std::min(t1, r);
+  for (const auto& t : yt) {
+    const double py = std::round(y(t.value)) + 0.5;
+    cairo_move_to(cr, box.x0, py);
+    cairo_line_to(cr, box.x0 - (t.major ? major : minor), py);
+  }
+  cairo_stroke(cr);
+  c.font(f.tick);
+  double widest = 0;
+  for (const auto& t : yt)
+    if (!t.label.empty()) {
+      c.text(box.x0 - major - 3, y(t.value), t.label, 1.0, kInk);
+      widest = std::max(widest, c.text_width(t.label));
     }
+  for (const auto& t : xt)
+    if (!t.label.empty()) c.text(x(t.value), box.y1 + major + 0.8 * f.tick, t.label, 0.5, kInk);
+  c.font(f.label);
+  if (!xlabel.empty())
+    c.text(0.5 * (box.x0 + box.x1), box.y1 + major + 0.8 * f.tick + 1.5 * f.label,
+           c.fit(xlabel, box.width()), 0.5, kInk);
+  if (!ylabel.empty())
+    c.text(box.x0 - major - 6 - widest - 0.75 * f.label, 0.5 * (box.y0 + box.y1),
+           c.fit(ylabel, box.height()), 0.5, kInk, M_PI / 2);
+}
+
+/// Room below the box for x tick labels (and the x label), left of it for y tick labels
+/// (the widest of `ylabels`) and the y label.
+double bottom_margin(const Fonts& f, bool xlabel) {
+  return 0.4 * f.tick + 1.4 * f.tick + (xlabel ? 1.6 * f.label : 0) + 4;
+}
+double left_margin(const Canvas& c, const Fonts& f, const std::vector<Tick>& yticks, bool ylabel) {
+  c.font(f.tick);
+  double widest = c.text_width("0.0");
+  for (const auto& t : yticks) widest = std::max(widest, c.text_width(t.label));
+  return 8 + widest + 0.4 * f.tick + 3 + (ylabel ? 1.5 * f.label : 0);
+}
+double title_band(const Fonts& f, bool title) { return title ? 2.0 * f.title : 0.8 * f.tick; }
+
+void draw_title(const Canvas& c, const Fonts& f, double x0, double x1, double y,
+                const std::string& s) {
+  if (s.empty()) return;
+  c.font(f.title, true);
+  c.text(0.5 * (x0 + x1), y, c.fit(s, x1 - x0 - 8), 0.5, kInk);
+}
+
+/// A legend as one row of swatches and labels centred under the box (scatter plots: it never
+/// covers a point); `items` are labels with a color and opacity.
+struct Swatch {
+  std::string label;
+  RGB color;
+};
+void draw_legend_row(const Canvas& c, const Fonts& f, double x0, double x1, double y,
+                     const std::vector<Swatch>& items) {
+  if (items.empty()) return;
+  c.font(f.tick);
+  const double gap = 1.2 * f.tick, dot = 0.35 * f.tick;
+  const double each = (x1 - x0) / static_cast<double>(items.size());
+  double total = 0;
+  std::vector<std::string> text;
+  for (const auto& it : items) {
+    text.push_back(c.fit(it.label, each - 3 * dot - gap));
+    total += 3 * dot + c.text_width(text.back()) + gap;
   }
-  if (t0 > t1) return;
-  const double ax = x0 + t0 * dx, ay = y0 + t0 * dy;
-  const double bx = x0 + t1 * dx, by = y0 + t1 * dy;
-  const int steps = static_cast<int>(std::ceil(std::max(std::abs(bx - ax), std::abs(by - ay))));
-  for (int i = 0; i < std::max(steps, 1); ++i) {
-    const double f = steps > 0 ? static_cast<double>(i) / steps : 0.0;
-    const int x = static_cast<int>(std::floor(ax + f * (bx - ax)));
-    const int y = static_cast<int>(std::floor(ay + f * (by - ay)));
-    if (clip.contains(x, y)) c.blend(x, y, color, alpha);
+  double x = 0.5 * (x0 + x1 - total + gap);
+  for (size_t i = 0; i < items.size(); ++i) {
+    c.color(items[i].color);
+    cairo_arc(c.cr(), x + dot, y, dot, 0, 2 * M_PI);
+    cairo_fill(c.cr());
+    c.text(x + 3 * dot, y, text[i], 0, kInk);
+    x += 3 * dot + c.text_width(text[i]) + gap;
   }
 }
 
@@ -384,10 +346,13 @@ std::vector<double> points_of(const at::Tensor& t, const std::string& path,
   return std::vector<double>(p, p + cpu.numel());
 }
 
+void check_size(int width, int height, const std::string& path) {
+  CNF_CHECK(width >= 64 && width <= 16384 && height >= 64 && height <= 16384, "plot '", path,
+            "': width and height must be in [64, 16384] pixels, got ", width, "x", height);
+}
+
 void check_options(const PlotOptions& o, const std::string& path) {
-  CNF_CHECK(o.width >= 64 && o.width <= 16384 && o.height >= 64 && o.height <= 16384, "plot '",
-            path, "': width and height must be in [64, 16384] pixels, got ", o.width, "x",
-            o.height);
+  check_size(o.width, o.height, path);
   CNF_CHECK(o.point_radius >= 0 && o.point_radius <= 64, "plot '", path,
             "': point_radius must be in [0, 64], got ", o.point_radius);
   CNF_CHECK(o.alpha > 0 && o.alpha <= 1, "plot '", path, "': alpha must be in (0, 1], got ",
@@ -408,8 +373,8 @@ void check_range(const std::array<double, 4>& r, const std::string& path) {
 
 /// The data's bounding box with a 5% margin, widened along one axis so that one data unit
 /// has the same length in pixels on both axes (circles stay circles).
-std::array<double, 4> fit_range(const std::vector<const std::vector<double>*>& sets, int box_w,
-                                int box_h) {
+std::array<double, 4> fit_range(const std::vector<const std::vector<double>*>& sets, double box_w,
+                                double box_h) {
   double lo[2] = {std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()};
   double hi[2] = {-lo[0], -lo[1]};
   for (const auto* xy : sets)
@@ -434,17 +399,6 @@ std::array<double, 4> fit_range(const std::vector<const std::vector<double>*>& s
   return {center[0] - half[0], center[0] + half[0], center[1] - half[1], center[1] + half[1]};
 }
 
-void save_png(const std::string& path, const Canvas& c) {
-  std::string png;
-  auto sink = [](void* context, void* data, int size) {
-    static_cast<std::string*>(context)->append(static_cast<const char*>(data), size);
-  };
-  const int ok =
-      stbi_write_png_to_func(sink, &png, c.width(), c.height(), 3, c.data(), c.width() * 3);
-  CNF_CHECK(ok != 0 && !png.empty(), "plot '", path, "': PNG encoding failed (out of memory?)");
-  write_atomic(path, [&](std::ostream& out) { out.write(png.data(), png.size()); });
-}
-
 // ---------------------------------------------------------------------------------------
 // Viridis-like map: the matplotlib viridis colors at nine evenly spaced positions,
 // interpolated linearly (close enough to stay perceptually ordered and colorblind-safe).
@@ -461,26 +415,207 @@ RGB colormap(double v) {
   return out;
 }
 
-void render_scatter_panel(Canvas& c, const Axes& axes, const std::vector<Series>& series,
-                          const std::vector<std::vector<double>>& xy, const PlotOptions& o,
-                          const Layout& l) {
-  draw_grid(c, axes);
-  for (size_t s = 0; s < series.size(); ++s)
-    for (size_t i = 0; i + 1 < xy[s].size(); i += 2) {
-      const double x = xy[s][i], y = xy[s][i + 1];
-      if (!std::isfinite(x) || !std::isfinite(y)) continue;
-      draw_disk(c, axes.box, axes.px(x), axes.py(y), o.point_radius, series[s].color, o.alpha);
+/// An image surface of `rows` x `cols` cells with color(r, c) each, drawn scaled into `box`
+/// without smoothing (a grid is shown as it is).
+template <class ColorOf>
+void paint_cells(const Canvas& c, const Box& box, int64_t rows, int64_t cols, ColorOf color_of) {
+  cairo_surface_t* img = cairo_image_surface_create(CAIRO_FORMAT_RGB24, static_cast<int>(cols),
+                                                    static_cast<int>(rows));
+  cairo_surface_flush(img);
+  unsigned char* data = cairo_image_surface_get_data(img);
+  const int stride = cairo_image_surface_get_stride(img);
+  for (int64_t r = 0; r < rows && data != nullptr; ++r) {
+    auto* row = reinterpret_cast<uint32_t*>(data + r * stride);
+    for (int64_t k = 0; k < cols; ++k) {
+      const RGB v = color_of(r, k);
+      row[k] = 0xFF000000u | uint32_t{v[0]} << 16 | uint32_t{v[1]} << 8 | uint32_t{v[2]};
     }
-  draw_frame(c, axes, l.tick_scale);
-  std::vector<std::pair<std::string, RGB>> legend;
-  for (const auto& s : series)
-    if (!s.label.empty()) legend.emplace_back(s.label, s.color);
-  draw_legend(c, axes.box, legend, l.tick_scale);
+  }
+  cairo_surface_mark_dirty(img);
+  cairo_t* cr = c.cr();
+  cairo_save(cr);
+  c.rect(box);
+  cairo_clip(cr);
+  cairo_translate(cr, box.x0, box.y0);
+  cairo_scale(cr, box.width() / static_cast<double>(cols),
+              box.height() / static_cast<double>(rows));
+  cairo_set_source_surface(cr, img, 0, 0);
+  cairo_pattern_set_filter(cairo_get_source(cr), CAIRO_FILTER_NEAREST);
+  cairo_paint(cr);
+  cairo_restore(cr);
+  cairo_surface_destroy(img);
+}
+
+std::vector<Tick> linear_ticks(double lo, double hi) {
+  std::vector<Tick> out;
+  double step = 1;
+  for (double v : nice_ticks(lo, hi, 6, &step)) out.push_back({v, format_tick(v, step), true});
+  return out;
+}
+
+void render_scatter_panel(const Canvas& c, const Fonts& f, const Box& box,
+                          const std::array<double, 4>& range, const std::vector<Series>& series,
+                          const std::vector<std::vector<double>>& xy, const PlotOptions& o) {
+  const AxisMap x{range[0], range[1], Scale::linear, box.x0, box.x1};
+  const AxisMap y{range[2], range[3], Scale::linear, box.y1, box.y0};
+  const auto xt = linear_ticks(range[0], range[1]), yt = linear_ticks(range[2], range[3]);
+  draw_grid(c, box, x, xt, y, yt);
+  cairo_t* cr = c.cr();
+  cairo_save(cr);
+  c.rect(box);
+  cairo_clip(cr);
+  // A radius-0 point is one pixel: a 0.5-radius disk keeps its area.
+  const double r = o.point_radius == 0 ? 0.5 : o.point_radius;
+  for (size_t s = 0; s < series.size(); ++s) {
+    c.color(series[s].color, o.alpha);
+    for (size_t i = 0; i + 1 < xy[s].size(); i += 2) {
+      if (!std::isfinite(xy[s][i]) || !std::isfinite(xy[s][i + 1])) continue;
+      cairo_new_sub_path(cr);
+      cairo_arc(cr, x(xy[s][i]), y(xy[s][i + 1]), r, 0, 2 * M_PI);
+      cairo_fill(cr);  // one fill per disk: overlaps darken, showing density
+    }
+  }
+  cairo_restore(cr);
+  draw_frame(c, f, box, x, xt, y, yt, o.xlabel, o.ylabel);
+}
+
+// ---------------------------------------------------------------------------------------
+// Line charts.
+
+void marker_path(cairo_t* cr, int shape, double x, double y, double r) {
+  switch (shape % kMarkers) {
+    case 0:
+      cairo_new_sub_path(cr);
+      cairo_arc(cr, x, y, r, 0, 2 * M_PI);
+      break;
+    case 1:
+      cairo_rectangle(cr, x - 0.85 * r, y - 0.85 * r, 1.7 * r, 1.7 * r);
+      break;
+    case 2:  // triangle up
+      cairo_move_to(cr, x, y - 1.15 * r);
+      cairo_line_to(cr, x + r, y + 0.7 * r);
+      cairo_line_to(cr, x - r, y + 0.7 * r);
+      cairo_close_path(cr);
+      break;
+    case 3:  // diamond
+      cairo_move_to(cr, x, y - 1.2 * r);
+      cairo_line_to(cr, x + r, y);
+      cairo_line_to(cr, x, y + 1.2 * r);
+      cairo_line_to(cr, x - r, y);
+      cairo_close_path(cr);
+      break;
+    case 4:  // triangle down
+      cairo_move_to(cr, x, y + 1.15 * r);
+      cairo_line_to(cr, x + r, y - 0.7 * r);
+      cairo_line_to(cr, x - r, y - 0.7 * r);
+      cairo_close_path(cr);
+      break;
+    case 5:  // pentagon
+      for (int k = 0; k < 5; ++k) {
+        const double a = -M_PI / 2 + 2 * M_PI * k / 5;
+        if (k == 0)
+          cairo_move_to(cr, x + 1.1 * r * std::cos(a), y + 1.1 * r * std::sin(a));
+        else
+          cairo_line_to(cr, x + 1.1 * r * std::cos(a), y + 1.1 * r * std::sin(a));
+      }
+      cairo_close_path(cr);
+      break;
+    default:  // hexagon
+      for (int k = 0; k < 6; ++k) {
+        const double a = 2 * M_PI * k / 6;
+        if (k == 0)
+          cairo_move_to(cr, x + 1.05 * r * std::cos(a), y + 1.05 * r * std::sin(a));
+        else
+          cairo_line_to(cr, x + 1.05 * r * std::cos(a), y + 1.05 * r * std::sin(a));
+      }
+      cairo_close_path(cr);
+      break;
+  }
+}
+
+void set_dash(cairo_t* cr, int dash, double width) {
+  const double w = std::max(1.0, width);
+  if (dash % 4 == 1) {
+    const double d[] = {5 * w, 2.5 * w};
+    cairo_set_dash(cr, d, 2, 0);
+  } else if (dash % 4 == 2) {
+    const double d[] = {1.2 * w, 1.8 * w};
+    cairo_set_dash(cr, d, 2, 0);
+  } else if (dash % 4 == 3) {
+    const double d[] = {5 * w, 2 * w, 1.2 * w, 2 * w};
+    cairo_set_dash(cr, d, 4, 0);
+  } else {
+    cairo_set_dash(cr, nullptr, 0, 0);
+  }
+}
+
+/// Fitted [lo, hi] of one axis: the data's extent padded by 4% of its span in the axis's own
+/// scale (a single value gets one unit or a factor of two around it); a finite fixed end wins.
+std::pair<double, double> fit_axis(double lo, double hi, double fixed_lo, double fixed_hi,
+                                   Scale s) {
+  if (!(lo <= hi)) {  // nothing drawable
+    lo = s == Scale::linear ? 0 : 1;
+    hi = s == Scale::linear ? 1 : 10;
+  }
+  double a = forward(lo, s), b = forward(hi, s);
+  if (b - a < 1e-12 * std::max(1.0, std::abs(a))) {
+    a -= 1;
+    b += 1;
+  }
+  const double pad = 0.04 * (b - a);
+  lo = std::isfinite(fixed_lo) ? fixed_lo : inverse(a - pad, s);
+  hi = std::isfinite(fixed_hi) ? fixed_hi : inverse(b + pad, s);
+  return {lo, hi};
 }
 
 }  // namespace
 
 // -----------------------------------------------------------------------------------------
+
+std::vector<Tick> axis_ticks(double lo, double hi, Scale scale) {
+  CNF_CHECK(std::isfinite(lo) && std::isfinite(hi) && lo < hi, "axis_ticks: needs lo < hi, got [",
+            lo, ", ", hi, "]");
+  if (scale == Scale::linear) return linear_ticks(lo, hi);
+  CNF_CHECK(lo > 0, "axis_ticks: a log axis needs lo > 0, got ", lo);
+  std::vector<Tick> out;
+  const double eps = 1e-9;
+  auto inside = [&](double v) { return v >= lo * (1 - eps) && v <= hi * (1 + eps); };
+  if (scale == Scale::log2) {
+    const int k0 = static_cast<int>(std::ceil(std::log2(lo) - eps));
+    const int k1 = static_cast<int>(std::floor(std::log2(hi) + eps));
+    const int every = std::max(1, (k1 - k0 + 1 + 7) / 8);  // at most ~8 labels
+    for (int k = k0; k <= k1; ++k) {
+      const bool major = (k - k0) % every == 0;
+      out.push_back({std::exp2(k), major ? format_log_tick(std::exp2(k)) : "", major});
+    }
+  } else {
+    const int e0 = static_cast<int>(std::floor(std::log10(lo) + eps));
+    const int e1 = static_cast<int>(std::ceil(std::log10(hi) - eps));
+    const int decades = e1 - e0;
+    const int every = std::max(1, (decades + 7) / 8);
+    for (int e = e0; e <= e1; ++e) {
+      const double p = std::pow(10.0, e);
+      for (int m = 1; m <= 9; ++m) {
+        const double v = m * p;
+        if (!inside(v)) continue;
+        // Short ranges label 2 and 5 too (and 3 on the shortest), so a panel never shows
+        // fewer than two numbers.
+        const bool label = m == 1 ? (e - e0) % every == 0
+                                  : (decades <= 3 && (m == 2 || m == 5)) || (hi / lo < 8 && m == 3);
+        if (m == 1 || decades <= 12) out.push_back({v, label ? format_log_tick(v) : "", label});
+      }
+    }
+  }
+  int labelled = 0;
+  for (const auto& t : out) labelled += t.major ? 1 : 0;
+  if (labelled < 2) {  // within one short stretch: plain decimal steps, placed on the log axis
+    out.clear();
+    double step = 1;
+    for (double v : nice_ticks(lo, hi, 4, &step))
+      if (v > 0) out.push_back({v, format_tick(v, step), true});
+  }
+  return out;
+}
 
 void scatter_png(const std::string& path, const std::vector<Series>& series,
                  const PlotOptions& options) {
@@ -500,13 +635,12 @@ void panels_png(const std::string& path, const std::vector<std::vector<Series>>&
   CNF_CHECK(panels.size() <= 64, "plot '", path, "': ", panels.size(),
             " panels is too many for one image (at most 64)");
 
-  // width x height is the size of each panel; an overall title gets a band on top.
   const int n = static_cast<int>(panels.size());
+  const Fonts f(options.width, options.height);
   const bool has_titles =
       std::any_of(titles.begin(), titles.end(), [](const std::string& t) { return !t.empty(); });
-  const Layout l = make_layout(options.width, options.height, has_titles);
-  const int banner = options.title.empty() ? 0 : (kGlyphH + kDescent) * l.title_scale + 12;
-  Canvas c(options.width * n, options.height + banner);
+  const double banner = options.title.empty() ? 0 : std::round(2.0 * f.title);
+  Canvas c(options.width * n, options.height + static_cast<int>(banner));
 
   std::vector<std::vector<std::vector<double>>> xy(panels.size());
   std::vector<const std::vector<double>*> all;
@@ -516,20 +650,37 @@ void panels_png(const std::string& path, const std::vector<std::vector<Series>>&
                                 "panel " + std::to_string(p) + " series " + std::to_string(s)));
   for (const auto& panel : xy)
     for (const auto& set : panel) all.push_back(&set);
+  bool legend = false;
+  for (const auto& panel : panels)
+    for (const auto& s : panel) legend = legend || !s.label.empty();
 
-  const Box first = plot_box(0, banner, options.width, options.height, l);
+  // The box of a panel at x offset ox: room for ticks, labels, the title and a legend row.
+  auto box_at = [&](double ox, const std::array<double, 4>& range) {
+    const double left =
+        left_margin(c, f, linear_ticks(range[2], range[3]), !options.ylabel.empty());
+    const double bottom = bottom_margin(f, !options.xlabel.empty()) + (legend ? 1.6 * f.tick : 0);
+    return Box{ox + left, banner + title_band(f, has_titles), ox + options.width - 0.8 * f.tick,
+               banner + options.height - bottom};
+  };
   std::array<double, 4> range = options.range;
-  if (range_is_auto(range)) range = fit_range(all, first.width(), first.height());
+  if (range_is_auto(range)) {
+    const Box guess = box_at(0, {-10, 10, -10, 10});
+    range = fit_range(all, guess.width(), guess.height());
+  }
   check_range(range, path);
 
-  if (banner > 0) draw_title(c, 0, c.width(), 8, options.title, l.title_scale);
+  if (banner > 0) draw_title(c, f, 0, options.width * n, 0.55 * banner, options.title);
   for (int p = 0; p < n; ++p) {
-    const int ox = p * options.width;
-    const Axes axes{plot_box(ox, banner, options.width, options.height, l), range};
-    render_scatter_panel(c, axes, panels[p], xy[p], options, l);
-    if (has_titles) draw_title(c, ox, ox + options.width, banner + 8, titles[p], l.title_scale);
+    const double ox = p * options.width;
+    const Box box = box_at(ox, range);
+    render_scatter_panel(c, f, box, range, panels[p], xy[p], options);
+    if (has_titles) draw_title(c, f, ox, ox + options.width, box.y0 - f.title, titles[p]);
+    std::vector<Swatch> items;
+    for (const auto& s : panels[p])
+      if (!s.label.empty()) items.push_back({s.label, s.color});
+    draw_legend_row(c, f, ox, ox + options.width, banner + options.height - 0.9 * f.tick, items);
   }
-  save_png(path, c);
+  c.save(path);
 }
 
 at::Tensor histogram_2d(const at::Tensor& xy, int64_t bins, double lo, double hi) {
@@ -546,69 +697,102 @@ at::Tensor histogram_2d(const at::Tensor& xy, int64_t bins, double lo, double hi
 
 void heatmap_png(const std::string& path, const at::Tensor& values, std::array<double, 4> range,
                  const PlotOptions& options) {
+  PlotOptions inner = options;
+  inner.title.clear();
+  heatmaps_png(path, {{values, options.title, options.colorbar_label}}, range, inner);
+}
+
+void heatmaps_png(const std::string& path, const std::vector<HeatmapPanel>& panels,
+                  std::array<double, 4> range, const PlotOptions& options) {
   check_options(options, path);
   check_range(range, path);
-  CNF_CHECK(values.defined() && values.dim() == 2 && values.size(0) > 0 && values.size(1) > 0,
-            "heat map '", path, "': values must be a non-empty [H, W] grid, got shape ",
-            values.defined() ? values.sizes() : at::IntArrayRef{});
-  const at::Tensor grid = values.detach().to(torch::kCPU, torch::kDouble).contiguous();
-  const int64_t rows = grid.size(0), cols = grid.size(1);
-  const double* v = grid.data_ptr<double>();
+  CNF_CHECK(!panels.empty() && panels.size() <= 64, "heat map '", path,
+            "': give 1 to 64 panels, got ", panels.size());
+  const int n = static_cast<int>(panels.size());
+  const Fonts f(options.width, options.height);
+  const double banner = options.title.empty() ? 0 : std::round(2.0 * f.title);
+  bool has_titles = false;
+  for (const auto& p : panels) has_titles = has_titles || !p.title.empty();
+  Canvas c(options.width * n, options.height + static_cast<int>(banner));
+  if (banner > 0) draw_title(c, f, 0, options.width * n, 0.55 * banner, options.title);
 
-  double vmin = std::numeric_limits<double>::infinity(), vmax = -vmin;
-  for (int64_t i = 0; i < grid.numel(); ++i)
-    if (std::isfinite(v[i])) {
-      vmin = std::min(vmin, v[i]);
-      vmax = std::max(vmax, v[i]);
-    }
+  for (int p = 0; p < n; ++p) {
+    const at::Tensor& values = panels[p].values;
+    CNF_CHECK(values.defined() && values.dim() == 2 && values.size(0) > 0 && values.size(1) > 0,
+              "heat map '", path, "': panel ", p,
+              " values must be a non-empty [H, W] grid, got shape ",
+              values.defined() ? values.sizes() : at::IntArrayRef{});
+    const at::Tensor grid = values.detach().to(torch::kCPU, torch::kDouble).contiguous();
+    const int64_t rows = grid.size(0), cols = grid.size(1);
+    const double* v = grid.data_ptr<double>();
+    double vmin = std::numeric_limits<double>::infinity(), vmax = -vmin;
+    for (int64_t i = 0; i < grid.numel(); ++i)
+      if (std::isfinite(v[i])) {
+        vmin = std::min(vmin, v[i]);
+        vmax = std::max(vmax, v[i]);
+      }
+    const bool spread = vmax > vmin;
+    auto bar_ticks = spread ? linear_ticks(vmin, vmax) : std::vector<Tick>{};
+    c.font(f.tick);
+    double bar_label_w = c.text_width("0.0");
+    for (const auto& t : bar_ticks) bar_label_w = std::max(bar_label_w, c.text_width(t.label));
 
-  const Layout base = make_layout(options.width, options.height, !options.title.empty());
-  const int bar_w = 14 * base.tick_scale;
-  const int label_w = 8 * kAdvance * base.tick_scale;
-  const Layout l =
-      make_layout(options.width, options.height, !options.title.empty(), bar_w + label_w + 14);
-  Canvas c(options.width, options.height);
-  const Axes axes{plot_box(0, 0, options.width, options.height, l), range};
+    const double ox = p * options.width;
+    const double bar_w = 0.9 * f.tick;
+    const double right = 0.8 * f.tick + bar_w + 0.4 * f.tick + 4 + bar_label_w +
+                         (panels[p].colorbar_label.empty() ? 0 : 1.6 * f.label) + 6;
+    const double left =
+        left_margin(c, f, linear_ticks(range[2], range[3]), !options.ylabel.empty());
+    Box box{ox + left, banner + title_band(f, has_titles), ox + options.width - right,
+            banner + options.height - bottom_margin(f, !options.xlabel.empty())};
+    // Square cells where the room allows: one data unit as long on both axes.
+    const double unit =
+        std::min(box.width() / (range[1] - range[0]), box.height() / (range[3] - range[2]));
+    const double w = unit * (range[1] - range[0]), h = unit * (range[3] - range[2]);
+    box = Box{box.x0, box.y0, box.x0 + w, box.y0 + h};
 
-  // Nearest-cell lookup per pixel: the grid is shown as it is, not smoothed.
-  const RGB kMissing{200, 200, 200};
-  for (int y = axes.box.y0; y < axes.box.y1; ++y) {
-    const int64_t r = std::min<int64_t>(
-        rows - 1, static_cast<int64_t>((y - axes.box.y0 + 0.5) / axes.box.height() * rows));
-    for (int x = axes.box.x0; x < axes.box.x1; ++x) {
-      const int64_t k = std::min<int64_t>(
-          cols - 1, static_cast<int64_t>((x - axes.box.x0 + 0.5) / axes.box.width() * cols));
+    const RGB kMissing{200, 200, 200};
+    paint_cells(c, box, rows, cols, [&](int64_t r, int64_t k) {
       const double value = v[r * cols + k];
-      RGB color = kMissing;
-      if (std::isfinite(value))
-        color = colormap(vmax > vmin ? (value - vmin) / (vmax - vmin) : 0.5);
-      c.blend(x, y, color, 1.0);
-    }
-  }
-  draw_frame(c, axes, l.tick_scale);
+      if (!std::isfinite(value)) return kMissing;
+      return colormap(spread ? (value - vmin) / (vmax - vmin) : 0.5);
+    });
+    const AxisMap x{range[0], range[1], Scale::linear, box.x0, box.x1};
+    const AxisMap y{range[2], range[3], Scale::linear, box.y1, box.y0};
+    draw_frame(c, f, box, x, linear_ticks(range[0], range[1]), y, linear_ticks(range[2], range[3]),
+               options.xlabel, options.ylabel);
+    if (has_titles) draw_title(c, f, ox, ox + options.width, box.y0 - f.title, panels[p].title);
 
-  // Color bar with its own value ticks.
-  const Box bar{axes.box.x1 + 12, axes.box.y0, axes.box.x1 + 12 + bar_w, axes.box.y1};
-  for (int y = bar.y0; y < bar.y1; ++y) {
-    const RGB color = colormap(1.0 - (y - bar.y0 + 0.5) / bar.height());
-    for (int x = bar.x0; x < bar.x1; ++x) c.blend(x, y, color, 1.0);
-  }
-  c.outline(Box{bar.x0 - 1, bar.y0 - 1, bar.x1 + 1, bar.y1 + 1}, kFrame);
-  if (vmax > vmin) {
-    double step = 1;
-    for (double t : nice_ticks(vmin, vmax, 5, &step)) {
-      const int y = static_cast<int>(bar.y1 - (t - vmin) / (vmax - vmin) * bar.height());
-      for (int k = 1; k <= 3 * l.tick_scale; ++k) c.blend(bar.x1 + k, y, kFrame, 1.0);
-      draw_text(c, bar.x1 + 3 * l.tick_scale + 3, y - kGlyphH * l.tick_scale / 2,
-                format_tick(t, step), l.tick_scale, kInk);
+    // The color bar, with its own ticks.
+    const Box bar{box.x1 + 0.8 * f.tick, box.y0, box.x1 + 0.8 * f.tick + bar_w, box.y1};
+    paint_cells(c, bar, 256, 1, [](int64_t r, int64_t) { return colormap(1.0 - (r + 0.5) / 256); });
+    const AxisMap bar_y{spread ? vmin : 0.0, spread ? vmax : 1.0, Scale::linear, bar.y1, bar.y0};
+    // Its frame, with ticks on the right.
+    cairo_t* cr = c.cr();
+    c.color(kFrame);
+    cairo_set_line_width(cr, 1.0);
+    c.rect(bar);
+    for (const auto& t : bar_ticks) {
+      const double py = std::round(bar_y(t.value)) + 0.5;
+      cairo_move_to(cr, bar.x1, py);
+      cairo_line_to(cr, bar.x1 + 0.4 * f.tick, py);
     }
-  } else if (std::isfinite(vmin)) {
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "%.3g", vmin);
-    draw_text(c, bar.x1 + 4, (bar.y0 + bar.y1) / 2, buf, l.tick_scale, kInk);
+    cairo_stroke(cr);
+    c.font(f.tick);
+    for (const auto& t : bar_ticks)
+      c.text(bar.x1 + 0.4 * f.tick + 3, bar_y(t.value), t.label, 0, kInk);
+    if (!spread && std::isfinite(vmin)) {
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), "%.3g", vmin);
+      c.text(bar.x1 + 4, 0.5 * (bar.y0 + bar.y1), buf, 0, kInk);
+    }
+    if (!panels[p].colorbar_label.empty()) {
+      c.font(f.label);
+      c.text(bar.x1 + 0.4 * f.tick + 6 + bar_label_w + 0.8 * f.label, 0.5 * (bar.y0 + bar.y1),
+             c.fit(panels[p].colorbar_label, bar.height()), 0.5, kInk, M_PI / 2);
+    }
   }
-  draw_title(c, 0, options.width, 8, options.title, l.title_scale);
-  save_png(path, c);
+  c.save(path);
 }
 
 void trajectories_png(const std::string& path, const at::Tensor& paths,
@@ -623,37 +807,225 @@ void trajectories_png(const std::string& path, const at::Tensor& paths,
   const double* p = cpu.data_ptr<double>();
   auto at = [&](int64_t t, int64_t i, int k) { return p[(t * n + i) * 2 + k]; };
 
-  const Layout l = make_layout(options.width, options.height, !options.title.empty());
-  const Box box = plot_box(0, 0, options.width, options.height, l);
+  const Fonts f(options.width, options.height);
+  Canvas c(options.width, options.height);
+  auto box_for = [&](const std::array<double, 4>& r) {
+    return Box{left_margin(c, f, linear_ticks(r[2], r[3]), !options.ylabel.empty()),
+               title_band(f, !options.title.empty()), options.width - 0.8 * f.tick,
+               options.height - bottom_margin(f, !options.xlabel.empty()) - 1.6 * f.tick};
+  };
   std::array<double, 4> range = options.range;
   if (range_is_auto(range)) {
     const std::vector<double> all(p, p + cpu.numel());
-    range = fit_range({&all}, box.width(), box.height());
+    const Box guess = box_for({-10, 10, -10, 10});
+    range = fit_range({&all}, guess.width(), guess.height());
   }
   check_range(range, path);
+  const Box box = box_for(range);
+  const AxisMap x{range[0], range[1], Scale::linear, box.x0, box.x1};
+  const AxisMap y{range[2], range[3], Scale::linear, box.y1, box.y0};
+  const auto xt = linear_ticks(range[0], range[1]), yt = linear_ticks(range[2], range[3]);
+  draw_grid(c, box, x, xt, y, yt);
 
-  Canvas c(options.width, options.height);
-  const Axes axes{box, range};
-  draw_grid(c, axes);
-  const RGB kLine{110, 110, 110}, kStart{31, 119, 180}, kEnd{214, 39, 40};
+  const RGB kLine{90, 90, 90}, kStart{31, 119, 180}, kEnd{214, 39, 40};
+  cairo_t* cr = c.cr();
+  cairo_save(cr);
+  c.rect(box);
+  cairo_clip(cr);
   // Lines are fainter than the points: many overlapping paths would otherwise go black.
-  const double line_alpha = std::max(0.05, 0.5 * options.alpha);
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t t = 0; t + 1 < steps; ++t)
-      draw_segment(c, box, axes.px(at(t, i, 0)), axes.py(at(t, i, 1)), axes.px(at(t + 1, i, 0)),
-                   axes.py(at(t + 1, i, 1)), kLine, line_alpha);
-  const int r = std::max(1, options.point_radius);
+  c.color(kLine, std::max(0.05, 0.4 * options.alpha));
+  cairo_set_line_width(cr, 0.8);
+  cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
   for (int64_t i = 0; i < n; ++i) {
-    for (auto [t, color] : {std::pair<int64_t, RGB>{0, kStart}, {steps - 1, kEnd}}) {
-      const double x = at(t, i, 0), y = at(t, i, 1);
-      if (std::isfinite(x) && std::isfinite(y))
-        draw_disk(c, box, axes.px(x), axes.py(y), r, color, std::max(options.alpha, 0.6));
+    bool pen = false;
+    for (int64_t t = 0; t < steps; ++t) {
+      const double a = at(t, i, 0), b = at(t, i, 1);
+      if (!std::isfinite(a) || !std::isfinite(b)) {
+        pen = false;
+        continue;
+      }
+      if (pen)
+        cairo_line_to(cr, x(a), y(b));
+      else
+        cairo_move_to(cr, x(a), y(b));
+      pen = true;
+    }
+    cairo_stroke(cr);  // one stroke per path: overlapping paths darken
+  }
+  const double r = std::max(1, options.point_radius);
+  for (auto [t, color] : {std::pair<int64_t, RGB>{0, kStart}, {steps - 1, kEnd}}) {
+    c.color(color, std::max(options.alpha, 0.6));
+    for (int64_t i = 0; i < n; ++i) {
+      const double a = at(t, i, 0), b = at(t, i, 1);
+      if (!std::isfinite(a) || !std::isfinite(b)) continue;
+      cairo_new_sub_path(cr);
+      cairo_arc(cr, x(a), y(b), r, 0, 2 * M_PI);
+      cairo_fill(cr);
     }
   }
-  draw_frame(c, axes, l.tick_scale);
-  draw_legend(c, box, {{"start", kStart}, {"end", kEnd}}, l.tick_scale);
-  draw_title(c, 0, options.width, 8, options.title, l.title_scale);
-  save_png(path, c);
+  cairo_restore(cr);
+  draw_frame(c, f, box, x, xt, y, yt, options.xlabel, options.ylabel);
+  draw_legend_row(c, f, 0, options.width, options.height - 0.9 * f.tick,
+                  {{"start", kStart}, {"end", kEnd}});
+  draw_title(c, f, 0, options.width, 0.5 * title_band(f, true), options.title);
+  c.save(path);
+}
+
+void line_chart_png(const std::string& path, const std::vector<Line>& lines,
+                    const ChartOptions& o) {
+  check_size(o.width, o.height, path);
+  CNF_CHECK(lines.size() <= 1000, "chart '", path, "': ", lines.size(),
+            " lines is too many for one chart (at most 1000)");
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const Line& l = lines[i];
+    CNF_CHECK(l.x.size() == l.y.size(), "chart '", path, "': line ", i, " ('", l.label, "') has ",
+              l.x.size(), " x values but ", l.y.size(), " y values; give one y per x");
+    CNF_CHECK(l.width > 0 && l.width <= 20 && l.opacity > 0 && l.opacity <= 1, "chart '", path,
+              "': line ", i, " ('", l.label, "') needs width in (0, 20] and opacity in (0, 1]");
+  }
+  for (int k = 0; k < 4; ++k) {
+    const Scale s = k < 2 ? o.xscale : o.yscale;
+    CNF_CHECK(std::isnan(o.range[k]) || drawable(o.range[k], s), "chart '", path, "': range end ",
+              k, " = ", o.range[k], " cannot be shown on ",
+              s == Scale::linear ? "a linear" : "a log", " axis; use NaN to fit the data");
+  }
+
+  // The extent of everything drawable, then the axes.
+  double xlo = std::numeric_limits<double>::infinity(), xhi = -xlo, ylo = xlo, yhi = -xlo;
+  size_t points = 0;
+  for (const auto& l : lines)
+    for (size_t i = 0; i < l.x.size(); ++i)
+      if (drawable(l.x[i], o.xscale) && drawable(l.y[i], o.yscale)) {
+        xlo = std::min(xlo, l.x[i]);
+        xhi = std::max(xhi, l.x[i]);
+        ylo = std::min(ylo, l.y[i]);
+        yhi = std::max(yhi, l.y[i]);
+        ++points;
+      }
+  for (const auto& r : o.references)
+    if (drawable(r.y, o.yscale)) {
+      ylo = std::min(ylo, r.y);
+      yhi = std::max(yhi, r.y);
+    }
+  const auto [x0, x1] = fit_axis(xlo, xhi, o.range[0], o.range[1], o.xscale);
+  const auto [y0, y1] = fit_axis(ylo, yhi, o.range[2], o.range[3], o.yscale);
+  CNF_CHECK(x0 < x1 && y0 < y1, "chart '", path, "': the range {", x0, ", ", x1, ", ", y0, ", ", y1,
+            "} is empty; give xmin < xmax and ymin < ymax");
+  const auto xt = axis_ticks(x0, x1, o.xscale), yt = axis_ticks(y0, y1, o.yscale);
+
+  const Fonts f(o.width, o.height);
+  Canvas c(o.width, o.height);
+
+  // The legend, right of the box: at most 30% of the width, entries shortened to fit.
+  struct Entry {
+    std::string label;
+    int line;  // index into lines, or -1 - reference index
+  };
+  std::vector<Entry> entries;
+  for (size_t i = 0; i < lines.size(); ++i)
+    if (!lines[i].label.empty()) entries.push_back({lines[i].label, static_cast<int>(i)});
+  for (size_t i = 0; i < o.references.size(); ++i)
+    if (!o.references[i].label.empty())
+      entries.push_back({o.references[i].label, -1 - static_cast<int>(i)});
+  c.font(f.tick);
+  const double swatch = 2.4 * f.tick;
+  double legend_w = 0;
+  for (auto& e : entries) {
+    e.label = c.fit(e.label, 0.3 * o.width - swatch - 12);
+    legend_w = std::max(legend_w, swatch + 8 + c.text_width(e.label) + 10);
+  }
+
+  const Box box{left_margin(c, f, yt, !o.ylabel.empty()), title_band(f, !o.title.empty()),
+                o.width - (entries.empty() ? 1.2 * f.tick : legend_w + 1.0 * f.tick),
+                o.height - bottom_margin(f, !o.xlabel.empty())};
+  CNF_CHECK(box.width() > 8 && box.height() > 8, "chart '", path, "': ", o.width, "x", o.height,
+            " pixels leave no room for the axes; make the chart larger or the labels shorter");
+  const AxisMap x{x0, x1, o.xscale, box.x0, box.x1};
+  const AxisMap y{y0, y1, o.yscale, box.y1, box.y0};
+  draw_grid(c, box, x, xt, y, yt);
+
+  cairo_t* cr = c.cr();
+  cairo_save(cr);
+  c.rect(box);
+  cairo_clip(cr);
+  cairo_set_line_join(cr, CAIRO_LINE_JOIN_ROUND);
+  cairo_set_line_cap(cr, CAIRO_LINE_CAP_BUTT);
+  for (const auto& r : o.references)
+    if (drawable(r.y, o.yscale)) {
+      c.color(kReference);
+      cairo_set_line_width(cr, 1.2);
+      set_dash(cr, 1, 1.2);
+      cairo_move_to(cr, box.x0, y(r.y));
+      cairo_line_to(cr, box.x1, y(r.y));
+      cairo_stroke(cr);
+    }
+  const double marker_r = 0.3 * f.tick + 0.6;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const Line& l = lines[i];
+    const int color = l.color >= 0 ? l.color : static_cast<int>(i);
+    c.color(kPalette[color % 10], l.opacity);
+    cairo_set_line_width(cr, l.width);
+    set_dash(cr, l.dash, l.width);
+    bool pen = false;
+    for (size_t k = 0; k < l.x.size(); ++k) {
+      if (!drawable(l.x[k], o.xscale) || !drawable(l.y[k], o.yscale)) {
+        pen = false;
+        continue;
+      }
+      if (pen)
+        cairo_line_to(cr, x(l.x[k]), y(l.y[k]));
+      else
+        cairo_move_to(cr, x(l.x[k]), y(l.y[k]));
+      pen = true;
+    }
+    cairo_stroke(cr);
+    if (l.marker == -2) continue;
+    const int shape = l.marker >= 0 ? l.marker : static_cast<int>(i);
+    for (size_t k = 0; k < l.x.size(); ++k)
+      if (drawable(l.x[k], o.xscale) && drawable(l.y[k], o.yscale))
+        marker_path(cr, shape, x(l.x[k]), y(l.y[k]), marker_r);
+    cairo_fill(cr);
+  }
+  cairo_restore(cr);
+  draw_frame(c, f, box, x, xt, y, yt, o.xlabel, o.ylabel);
+  if (points == 0) {
+    c.font(f.label);
+    c.text(0.5 * (box.x0 + box.x1), 0.5 * (box.y0 + box.y1), "no finite data to show", 0.5, kFrame);
+  }
+  draw_title(c, f, 0, o.width, 0.5 * title_band(f, true), o.title);
+
+  // Legend entries: a short stretch of the line (with its dash and marker) and the label.
+  double ly = box.y0 + 0.8 * f.tick;
+  const double lx = box.x1 + 1.0 * f.tick, step = 1.5 * f.tick;
+  for (const auto& e : entries) {
+    if (ly > o.height - 0.5 * f.tick) break;  // more entries than rows: the rest are cut
+    if (e.line >= 0) {
+      const Line& l = lines[e.line];
+      const int color = l.color >= 0 ? l.color : e.line;
+      c.color(kPalette[color % 10], l.opacity);
+      cairo_set_line_width(cr, l.width);
+      set_dash(cr, l.dash, l.width);
+      cairo_move_to(cr, lx, ly);
+      cairo_line_to(cr, lx + swatch, ly);
+      cairo_stroke(cr);
+      if (l.marker != -2) {
+        marker_path(cr, l.marker >= 0 ? l.marker : e.line, lx + 0.5 * swatch, ly, marker_r);
+        cairo_fill(cr);
+      }
+    } else {
+      c.color(kReference);
+      cairo_set_line_width(cr, 1.2);
+      set_dash(cr, 1, 1.2);
+      cairo_move_to(cr, lx, ly);
+      cairo_line_to(cr, lx + swatch, ly);
+      cairo_stroke(cr);
+    }
+    c.font(f.tick);
+    c.text(lx + swatch + 6, ly, e.label, 0, kInk);
+    ly += step;
+  }
+  cairo_set_dash(cr, nullptr, 0, 0);
+  c.save(path);
 }
 
 }  // namespace cnf::io
