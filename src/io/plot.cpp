@@ -22,7 +22,6 @@
 namespace cnf::io {
 namespace {
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 const RGB kInk{34, 34, 34};
 const RGB kFrame{110, 110, 110};
 const RGB kGrid{228, 228, 228};
