@@ -12,6 +12,7 @@
 #include <numeric>
 
 #include "cnf/core/error.h"
+#include "cnf/ode/per_row.h"
 #include "cnf/ode/solve.h"
 
 using namespace cnf;
@@ -36,6 +37,13 @@ State rotation(double, const State& y) {
 //   y' = -t |y|^2 y + (1 + t |y|^2) J y,   J = [[0, -1], [1, 0]]   (each row of y is a point).
 // In polar form r' = -t r^3 and phi' = 1 + t r^2, so from (r0, phi0) at t = 0
 //   r(t) = r0 / sqrt(1 + r0^2 t^2),   phi(t) = phi0 + t + 1/2 log(1 + r0^2 t^2).
+// The spiral field with one time per row (t [N]).
+at::Tensor spiral_rows(const at::Tensor& t, const at::Tensor& y) {
+  const auto r2 = (y * y).sum(1, true);
+  const auto tt = t.unsqueeze(1);
+  const auto jy = torch::stack({-y.select(1, 1), y.select(1, 0)}, 1);
+  return -tt * r2 * y + (1 + tt * r2) * jy;
+}
 State spiral(double t, const State& y) {
   auto r2 = y[0].pow(2).sum(1, true);
   auto jy = torch::stack({-y[0].select(1, 1), y[0].select(1, 0)}, 1);
@@ -439,6 +447,116 @@ TEST_P(AdaptiveTest, DenseOutputAtSaveTimes) {
   // a few hundredths at most, so the interpolation error is below 1e-6.
   EXPECT_LT(worst, 1e-6) << GetParam();
   EXPECT_TRUE(torch::equal(sol.ys.back()[0], sol.y[0]));  // t1 is saved exactly
+}
+
+// ------------------------------------------------------------- per-row adaptive stepping
+
+// Identical rows: each row's RMS norm is the batch's, so every row takes the steps of the
+// shared solve: the same counts and, up to the summation order of the norms, the same state.
+TEST_P(AdaptiveTest, PerRowWithIdenticalRowsTakesTheSharedSteps) {
+  const auto& tab = ode::tableaus().get(GetParam());
+  auto row = torch::tensor({{1.0, 0.5}}, torch::kFloat64);
+  auto y0 = row.expand({5, 2}).contiguous();
+  ode::AdaptiveOptions a;
+  a.rtol = a.atol = 1e-6;
+  ode::AdaptiveController c(a);
+  const auto shared = ode::solve(rotation, {y0}, 0.0, 3.0, tab, c);
+  const ode::RowRhs f = [](const at::Tensor&, const at::Tensor& y) { return rotation(0, {y})[0]; };
+  const auto per = ode::solve_per_row(f, y0, 0.0, 3.0, tab, a);
+  EXPECT_EQ(per.calls, shared.nfe) << GetParam();
+  EXPECT_EQ(per.row_evals, 5 * shared.nfe);
+  EXPECT_TRUE(per.accepted.eq(shared.n_accepted).all().item<bool>()) << per.accepted;
+  EXPECT_TRUE(per.rejected.eq(shared.n_rejected).all().item<bool>()) << per.rejected;
+  // Norms summed over 10 entries instead of 2 differ in the last bits; the step sequences
+  // agree (the counts above), so the states differ by rounding only.
+  EXPECT_LT((per.y - shared.y[0]).abs().max().item<double>(), 1e-12);
+}
+
+// Rows of different stiffness, dy/dt = -lambda_i y (time-dependent input ignored), backwards
+// from t = 1 to t = 0 as sampling runs: each row meets the tolerance against its exact
+// solution, a stiffer row takes more steps, and the batch spends fewer row evaluations than
+// one shared step size (set by the stiffest row) would.
+TEST_P(AdaptiveTest, PerRowStepsEachRowOnItsOwn) {
+  const auto& tab = ode::tableaus().get(GetParam());
+  const auto lambda = torch::tensor({0.1, 1.0, 5.0, 20.0}, torch::kFloat64);
+  const auto y1 = torch::tensor({{1.0}, {1.0}, {1.0}, {1.0}}, torch::kFloat64);
+  ode::AdaptiveOptions a;
+  a.rtol = a.atol = 1e-7;
+  // Decay forwards in t means growth from t = 1 back to 0: y(0) = y(1) e^{lambda}. Each
+  // row's lambda rides along as a second column with zero derivative, so the field finds it
+  // however the batch of unfinished rows shrinks.
+  auto y_start = torch::cat({y1, lambda.unsqueeze(1)}, 1);
+  const ode::RowRhs f = [](const at::Tensor& t, const at::Tensor& y) {
+    EXPECT_EQ(t.size(0), y.size(0));
+    auto dy = torch::zeros_like(y);
+    dy.select(1, 0).copy_(-y.select(1, 1) * y.select(1, 0));
+    return dy;
+  };
+  const auto per = ode::solve_per_row(f, y_start, 1.0, 0.0, tab, a);
+  const auto exact = torch::exp(lambda);
+  const auto rel = ((per.y.select(1, 0) - exact) / exact).abs();
+  // Local control per step: each accepted step commits a local error of at most about the
+  // tolerance relative to |y| (the rider's zero error only lowers the RMS), and on y' = -lambda y
+  // a relative error is carried forward unamplified, so a row's global relative error stays
+  // below its number of steps times the tolerance.
+  const auto steps = per.accepted;
+  for (int i = 0; i < 4; ++i)
+    EXPECT_LT(rel[i].item<double>(), steps[i].item<int64_t>() * 1e-7) << i << " " << rel;
+  EXPECT_LT(rel.max().item<double>(), 1e-5) << rel;  // and none is far from the tolerance
+  EXPECT_TRUE(per.y.select(1, 1).equal(lambda));     // the rider is untouched
+  for (int i = 0; i + 1 < 4; ++i)
+    EXPECT_LT(steps[i].item<int64_t>(), steps[i + 1].item<int64_t>()) << steps;
+  ode::AdaptiveController c(a);
+  const ode::Rhs shared_f = [&](double t, const ode::State& y) {
+    return ode::State{f(torch::full({y[0].size(0)}, t, y[0].options()), y[0])};
+  };
+  const auto shared = ode::solve(shared_f, {y_start}, 1.0, 0.0, tab, c);
+  EXPECT_LT(per.row_evals, 4 * shared.nfe) << GetParam();
+  EXPECT_NEAR(per.nfe_per_row(), static_cast<double>(per.row_evals) / 4, 1e-12);
+}
+
+// What per-row stepping buys: a row's solve does not depend on the rest of the batch. Each
+// row solved alone takes the steps it takes inside the batch and ends at the same state
+// (the field is row-wise; only rounding in the batched tensor ops could differ).
+TEST(OdeTest, PerRowSolveOfARowDoesNotDependOnTheBatch) {
+  const auto& tab = ode::tableaus().get("dopri5");
+  const ode::RowRhs f = [](const at::Tensor& t, const at::Tensor& y) { return spiral_rows(t, y); };
+  const auto y0 = torch::tensor({{1.0, 0.0}, {0.2, 0.1}, {-2.0, 1.5}, {0.0, 3.0}}, torch::kFloat64);
+  ode::AdaptiveOptions a;
+  a.rtol = a.atol = 1e-6;
+  const auto batch = ode::solve_per_row(f, y0, 0.0, 2.0, tab, a);
+  // Each row's own times reach the field (a non-autonomous one): the rows meet the tolerance
+  // against the closed form (30x for the accumulation over steps, as for the shared solve;
+  // the spiral contracts, so errors do not grow).
+  EXPECT_LT((batch.y - spiral_exact(2.0, y0)).abs().max().item<double>(), 30 * 1e-6);
+  for (int64_t i = 0; i < 4; ++i) {
+    const auto alone = ode::solve_per_row(f, y0.slice(0, i, i + 1), 0.0, 2.0, tab, a);
+    EXPECT_EQ(alone.accepted[0].item<int64_t>(), batch.accepted[i].item<int64_t>()) << i;
+    EXPECT_EQ(alone.rejected[0].item<int64_t>(), batch.rejected[i].item<int64_t>()) << i;
+    EXPECT_LT((alone.y[0] - batch.y[i]).abs().max().item<double>(), 1e-13) << i;
+  }
+}
+
+TEST(OdeTest, PerRowRefusesFixedStepTableausAndNamesTheRowThatRunsOut) {
+  const ode::RowRhs f = [](const at::Tensor&, const at::Tensor& y) { return -1e3 * y; };
+  const auto y0 = torch::ones({3, 2}, torch::kFloat64);
+  auto message = [](const std::function<void()>& fn) {
+    try {
+      fn();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  const auto rk4 =
+      message([&] { ode::solve_per_row(f, y0, 0, 1, ode::tableaus().get("rk4"), {}); });
+  EXPECT_NE(rk4.find("embedded error estimate"), std::string::npos) << rk4;
+  EXPECT_NE(rk4.find("rk4"), std::string::npos) << rk4;
+  ode::AdaptiveOptions a;
+  a.max_steps = 5;
+  const auto out =
+      message([&] { ode::solve_per_row(f, y0, 0, 1, ode::tableaus().get("dopri5"), a); });
+  EXPECT_NE(out.find("max_steps = 5 on row"), std::string::npos) << out;
 }
 
 INSTANTIATE_TEST_SUITE_P(AdaptiveTableaus, AdaptiveTest,

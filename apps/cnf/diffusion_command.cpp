@@ -92,6 +92,9 @@ void add_sampler_options(CLI::App* sub, SamplerArgs& s, const std::string& prefi
   sub->add_option(p + "churn-sigma-max", s.more.churn_sigma_max,
                   "heun: churn only where sigma/alpha <= this (default: no limit)")
       ->check(number_in(0, kInf, false, "a sigma/alpha level"));
+  sub->add_flag(p + "per-row", s.more.per_row,
+                "Adaptive methods with the ode sampler: every row its own step size and time "
+                "(finished rows leave the batch); NFE per row is reported beside the calls");
   sub->add_option(p + "churn-noise", s.more.churn_noise,
                   "heun: S_noise, the scale of churn's fresh noise")
       ->capture_default_str()

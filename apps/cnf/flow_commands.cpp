@@ -119,6 +119,7 @@ int run_sample(const SampleArgs& a) {
             "' models '", c.spec.data, "'");
   auto t0 = std::chrono::steady_clock::now();
   ode::Solution sol;
+  double nfe_per_row = -1;  // set when the sampler reports it (sde::SampleResult)
   torch::Tensor logp;
   if (a.with_logp) {
     // log rho_0 of each sample from its own trajectory (instantaneous change of variables).
@@ -135,6 +136,7 @@ int run_sample(const SampleArgs& a) {
         draw_samples(*net, c.spec.network_param(), *c.schedule, x_1, a.eval.sampler_options(), gen);
     sol.y = ode::State{r.x};
     sol.nfe = r.nfe;
+    nfe_per_row = r.nfe_per_row;
   }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   auto x = sol.y[0].to(torch::kCPU);
@@ -152,11 +154,15 @@ int run_sample(const SampleArgs& a) {
                       labels.defined() && a.label == "all" ? c.spec.model.classes : 10);
     std::printf("wrote a grid of the samples to %s\n", grid.c_str());
   }
-  std::printf("wrote %lld samples to %s (%s, NFE %lld, %.3f s)\n", static_cast<long long>(n),
-              a.out.c_str(), a.eval.label().c_str(), static_cast<long long>(sol.nfe), secs);
-  write_json(
-      a.common.json,
-      {{"n", n}, {"nfe", sol.nfe}, {"method", a.eval.label()}, {"seconds", secs}, {"out", a.out}});
+  const bool per_row = a.eval.sampler.more.per_row;
+  char row_note[64] = "";
+  if (per_row) std::snprintf(row_note, sizeof row_note, ", %.1f evaluations per row", nfe_per_row);
+  std::printf("wrote %lld samples to %s (%s, NFE %lld%s, %.3f s)\n", static_cast<long long>(n),
+              a.out.c_str(), a.eval.label().c_str(), static_cast<long long>(sol.nfe), row_note,
+              secs);
+  json j{{"n", n}, {"nfe", sol.nfe}, {"method", a.eval.label()}, {"seconds", secs}, {"out", a.out}};
+  if (nfe_per_row >= 0) j["nfe_per_row"] = nfe_per_row;
+  write_json(a.common.json, j);
   return 0;
 }
 

@@ -397,7 +397,19 @@ int run_study(const Study& study, StudyArgs a, const std::string& schedule) {
       floor_sum += floor;
     }
     io::ChartOptions po;
-    po.range[2] = 0;  // W2 from 0, so that gaps read as ratios
+    double lo = INFINITY, hi = 0;
+    for (const auto& l : lines)
+      for (double v : l.y)
+        if (std::isfinite(v) && v > 0) {
+          lo = std::min(lo, v);
+          hi = std::max(hi, v);
+        }
+    // W2 from 0, so that gaps read as ratios; on a log axis when a variant fails by orders of
+    // magnitude (it would flatten the others into the floor).
+    if (hi > 20 * lo)
+      po.yscale = io::Scale::log10;
+    else
+      po.range[2] = 0;
     po.xscale = io::Scale::log2;
     po.title = task.label() + ": W2 vs NFE (lines: Euler 4/8/16 steps; squares: dopri5)";
     po.xlabel = "NFE (network evaluations per sample)";

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "cnf/core/error.h"
+#include "cnf/ode/per_row.h"
 #include "cnf/sde/parameterized.h"
 #include "steps.h"
 
@@ -133,6 +134,11 @@ void SamplerOptions::validate() const {
             churn);
   CNF_CHECK(churn_noise >= 0 && std::isfinite(churn_noise), "churn noise must be >= 0, got ",
             churn_noise);
+  CNF_CHECK(!per_row || sampler.method().integrates_ode,
+            "per-row stepping applies to the ode sampler, not '", sampler_name(sampler), "'");
+  CNF_CHECK(!per_row || ode::tableaus().get(ode.method).has_error_estimate(),
+            "per-row stepping needs an adaptive method (bosh3, dopri5, tsit5), not '", ode.method,
+            "'");
   CNF_CHECK(churn_sigma_min >= 0 && churn_sigma_min <= churn_sigma_max,
             "the churn window needs 0 <= churn_sigma_min <= churn_sigma_max, got [",
             churn_sigma_min, ", ", churn_sigma_max, "]");
@@ -223,8 +229,22 @@ double mean_norm(const at::Tensor& x) {
 }
 
 at::Tensor solve_ode(Denoiser& m, const at::Tensor& x, double t0, double t1,
-                     const ode::SolveOptions& so, bool probability_flow) {
+                     const ode::SolveOptions& so, bool probability_flow, bool per_row) {
   const auto& schedule = m.schedule();
+  if (per_row) {
+    const auto& tableau = ode::tableaus().get(so.method);
+    CNF_CHECK(tableau.has_error_estimate(), "per-row stepping needs an adaptive method (bosh3, ",
+              "dopri5, tsit5), not '", so.method, "'");
+    // Rows reach each time at their own step: there are no common intermediate states to
+    // report (an observer sees none), nor states at save_at times.
+    CNF_CHECK(so.save_at.empty(), "per-row stepping reports no states at save_at times");
+    CNF_CHECK(!probability_flow,
+              "per-row stepping runs the ode sampler (the velocity, one "
+              "time per row); use --sampler ode, which integrates the same "
+              "probability-flow ODE");
+    ode::RowRhs rhs = [&](const at::Tensor& t, const at::Tensor& y) { return m.velocity(y, t); };
+    return ode::solve_per_row(rhs, x, t0, t1, tableau, so.adaptive).y;
+  }
   ode::Rhs rhs;
   if (probability_flow) {
     rhs = [&](double t, const ode::State& y) {
@@ -425,6 +445,7 @@ Denoiser::Denoiser(nn::VelocityFieldImpl& net, Param param, const path::Schedule
 
 Denoiser::Eval Denoiser::eval(const at::Tensor& x, double t) {
   ++nfe_;
+  row_evals_ += x.size(0);
   const double tc = param_ == Param::velocity ? t : std::clamp(t, range_.lo, range_.hi);
   auto tt = torch::full({x.size(0)}, tc, x.options());
   return {x, tt, net_.forward(x, tt)};
@@ -445,10 +466,18 @@ at::Tensor Denoiser::operator()(const at::Tensor& x, double t, Param want) {
   if (want == Param::velocity && param_ != Param::velocity) {
     // Velocity at any t in [0, 1]: the clamp rule of predict().
     ++nfe_;
+    row_evals_ += x.size(0);
     return predict(net_, param_, schedule_, range_, x, torch::full({x.size(0)}, t, x.options()),
                    want);
   }
   return as(eval(x, t), want);
+}
+
+at::Tensor Denoiser::velocity(const at::Tensor& x, const at::Tensor& t) {
+  ++nfe_;
+  row_evals_ += x.size(0);
+  if (param_ == Param::velocity) return net_.forward(x, t);
+  return predict(net_, param_, schedule_, range_, x, t, Param::velocity);
 }
 
 namespace detail {
@@ -462,7 +491,7 @@ const SamplerMethod kOde{
     Spacing::time,
     detail::no_evaluations,
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
-       at::Generator&) { return solve_ode(m, x, ts.front(), ts.back(), o.ode, false); }};
+       at::Generator&) { return solve_ode(m, x, ts.front(), ts.back(), o.ode, false, o.per_row); }};
 const SamplerMethod kPfOde{
     "f x - 1/2 g^2 score through ode::solve: the same ODE by another route",
     true,
@@ -472,7 +501,7 @@ const SamplerMethod kPfOde{
     Spacing::time,
     detail::no_evaluations,
     [](Denoiser& m, at::Tensor x, const std::vector<double>& ts, const SamplerOptions& o,
-       at::Generator&) { return solve_ode(m, x, ts.front(), ts.back(), o.ode, true); }};
+       at::Generator&) { return solve_ode(m, x, ts.front(), ts.back(), o.ode, true, o.per_row); }};
 const SamplerMethod kEm{
     "Euler-Maruyama on the backward SDE",
     false,
@@ -579,6 +608,7 @@ SampleResult sample(nn::VelocityFieldImpl& net, Param param, const path::Schedul
                    o.train_steps);
   r.x = method.run(m, x_start, ts, o, gen);
   r.nfe = m.nfe();
+  r.nfe_per_row = static_cast<double>(m.row_evals()) / static_cast<double>(x_start.size(0));
   CNF_CHECK(torch::isfinite(r.x).all().item<bool>(), sampler_name(o.sampler),
             " produced non-finite samples on ", schedule.describe(), " (", o.steps,
             " steps from t = ", range.hi, " to ", range.lo,

@@ -228,6 +228,10 @@ struct SamplerOptions {
   bool denoise = true;
   /// Tableau, steps, tolerances and observer of the ode / pf-ode samplers.
   ode::SolveOptions ode;
+  /// ode / pf-ode with an adaptive tableau: every row steps on its own (ode::solve_per_row:
+  /// its own step size and time, one shared evaluation of the rows still integrating). The
+  /// observer sees no step (rows have no common times) and save_at must be empty.
+  bool per_row = false;
 
   /// Throws cnf::Error naming the first invalid field.
   void validate() const;
@@ -260,8 +264,12 @@ class Denoiser {
   at::Tensor as(const Eval& e, path::Param want) const;
   /// One evaluation read as `want`; the velocity at any t in [0, 1] (sde::predict's rule).
   at::Tensor operator()(const at::Tensor& x, double t, path::Param want);
+  /// The velocity at one time per row, `t` [N] (the clamp rule of operator()); one evaluation.
+  at::Tensor velocity(const at::Tensor& x, const at::Tensor& t);
   /// Evaluations so far.
   int64_t nfe() const { return nfe_; }
+  /// Rows evaluated so far, summed over the evaluations.
+  int64_t row_evals() const { return row_evals_; }
   /// The schedule.
   const path::Schedule& schedule() const { return schedule_; }
 
@@ -271,7 +279,7 @@ class Denoiser {
   const path::Schedule& schedule_;
   path::TimeRange range_;
   double threshold_, bound_;
-  int64_t nfe_ = 0;
+  int64_t nfe_ = 0, row_evals_ = 0;
 };
 
 /// What a sampler is: one row of samplers(), the descriptor that sde::sample's dispatch, the
@@ -315,7 +323,10 @@ std::string sampler_name(Sampler s);
 /// What sde::sample returns.
 struct SampleResult {
   at::Tensor x;     ///< the state at t_end
-  int64_t nfe = 0;  ///< network evaluations
+  int64_t nfe = 0;  ///< network evaluations (calls, over however many rows each)
+  /// Rows evaluated per sample on average: equals nfe unless per-row stepping lets finished
+  /// rows leave the batch.
+  double nfe_per_row = 0;
   /// \var t_start
   /// The time it started from.
   /// \var t_end
