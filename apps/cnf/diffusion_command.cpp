@@ -288,6 +288,8 @@ void plot_samplers(const std::string& path, const std::string& title,
     lines.push_back(std::move(l));
   }
   io::ChartOptions o;
+  o.width = 960;  // sixteen samplers: room for the lines and the legend
+  o.height = 600;
   o.title = title;
   o.xlabel = "NFE (network evaluations per sample)";
   o.ylabel = "W2 to held-out data";
