@@ -41,6 +41,7 @@ class Likelihood:
 class Flow:
     """A trained flow: cnf.load(checkpoint) or cnf.load_torchscript(module)."""
     last_nfe: int
+    last_nfe_per_row: float
     dim: int
     shape: List[int]
     schedule: str
@@ -57,7 +58,7 @@ class Flow:
                spacing: str = "auto", seed: int = 0, rho: float = 7.0,
                lower_order_final: bool = True, threshold: float = 0.0,
                threshold_bound: float = 1.0, churn: float = 0.0,
-               train_steps: int = 0) -> torch.Tensor: ...
+               train_steps: int = 0, per_row: bool = False) -> torch.Tensor: ...
     def sample_with_log_prob(self, n: Optional[int] = None, noise: Optional[torch.Tensor] = None,
                              divergence: str = "analytic", probes: int = 1,
                              method: str = "dopri5", steps: int = 100, rtol: float = 1e-5,

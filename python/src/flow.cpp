@@ -31,7 +31,8 @@ class Flow {
   at::Tensor sample(const py::object& n, const py::object& noise, const std::string& sampler,
                     const std::string& method, int64_t steps, double rtol, double atol, double eta,
                     const std::string& spacing, uint64_t seed, double rho, bool lower_order_final,
-                    double threshold, double threshold_bound, double churn, int64_t train_steps) {
+                    double threshold, double threshold_bound, double churn, int64_t train_steps,
+                    bool per_row) {
     check_unconditional();
     sde::SamplerOptions so;
     so.sampler = sde::samplers().get(sampler);
@@ -45,6 +46,7 @@ class Flow {
     so.churn = churn;
     so.train_steps = train_steps;
     so.ode = ode::SolveOptions::of(method, steps, rtol, atol);
+    so.per_row = per_row;
     so.validate();
     auto gen = make_generator(seed);
     auto x_1 = prior_draws(n, noise, gen);
@@ -53,6 +55,7 @@ class Flow {
     auto r = sde::sample(*c_.network, c_.spec.network_param(), *c_.schedule,
                          x_1 * sde::start_scale(*c_.schedule, so), so, gen);
     last_nfe_ = r.nfe;
+    last_nfe_per_row_ = r.nfe_per_row;
     return r.x;
   }
 
@@ -126,6 +129,7 @@ class Flow {
   const path::Schedule& schedule() const { return *c_.schedule; }
   const std::string& origin() const { return origin_; }
   int64_t last_nfe() const { return last_nfe_; }
+  double last_nfe_per_row() const { return last_nfe_per_row_; }
   std::vector<int64_t> shape() const { return c_.network->sample_shape(); }
 
  private:
@@ -161,6 +165,7 @@ class Flow {
   std::string origin_;
   bool from_checkpoint_;
   std::atomic<int64_t> last_nfe_{0};
+  std::atomic<double> last_nfe_per_row_{0};
 };
 
 }  // namespace
@@ -200,6 +205,7 @@ void bind_flow(py::module_& m) {
            py::arg("spacing") = "auto", py::arg("seed") = 0, py::arg("rho") = 7.0,
            py::arg("lower_order_final") = true, py::arg("threshold") = 0.0,
            py::arg("threshold_bound") = 1.0, py::arg("churn") = 0.0, py::arg("train_steps") = 0,
+           py::arg("per_row") = false,
            "Samples [n, ...] (or from given prior draws `noise`, unscaled), with the defaults "
            "of `cnf sample`: sampler='ode' (the velocity ODE by `method` in `steps` steps, or "
            "adaptive to rtol/atol), or a diffusion sampler (cnf.samplers()) in `steps` steps "
@@ -208,7 +214,9 @@ void bind_flow(py::module_& m) {
            "their order "
            "at the end of short runs (`lower_order_final`); `threshold` > 0 is dynamic "
            "thresholding at that quantile with data bound `threshold_bound`; `churn` is heun's "
-           "S_churn. The NFE is in last_nfe.")
+           "S_churn; `per_row` gives every row its own adaptive steps (an adaptive `method`, "
+           "sampler='ode'). The NFE is in last_nfe, the evaluations per row in "
+           "last_nfe_per_row.")
       .def("sample_with_log_prob", &Flow::sample_with_log_prob, py::arg("n") = py::none(),
            py::arg("noise") = py::none(), py::arg("divergence") = "analytic", py::arg("probes") = 1,
            py::arg("method") = "dopri5", py::arg("steps") = 100, py::arg("rtol") = 1e-5,
@@ -239,6 +247,9 @@ void bind_flow(py::module_& m) {
            py::arg("format") = "torchscript",
            "Writes the flow as a TorchScript module (as `cnf export`) that plain PyTorch runs.")
       .def_property_readonly("last_nfe", &Flow::last_nfe, "NFE of the last sample/log_prob call")
+      .def_property_readonly("last_nfe_per_row", &Flow::last_nfe_per_row,
+                             "Rows evaluated per sample in the last sample call (below last_nfe "
+                             "when per_row let finished rows leave the batch)")
       .def_property_readonly(
           "dim", [](const Flow& f) { return f.checkpoint().spec.model.dim; },
           "dimension of one sample")
