@@ -54,6 +54,16 @@ Evaluation evaluate_sharded(nn::VelocityFieldImpl& model, path::Param param,
 // The box of the 2-D plots.
 constexpr double kPlotLo = -5, kPlotHi = 5;
 
+// Options of a plot over the data plane (x1, x2), `width` x `height` pixels per panel.
+io::PlotOptions plane_options(int width, int height) {
+  io::PlotOptions po;
+  po.width = width;
+  po.height = height;
+  po.xlabel = "x1";
+  po.ylabel = "x2";
+  return po;
+}
+
 // For 2-D data: the model's exact log-density (density::log_likelihood: dopri5 at rtol = atol
 // = 1e-5, exact or analytic divergence, from the spec's likelihood start) at the centres of a
 // 100 x 100 grid over the plot box, row 0 at the top; written as density_grid.npy [100, 100]
@@ -78,11 +88,7 @@ void write_density_map(const TrainArgs& a, const train::Trainer& trainer, const 
                   .to(torch::kCPU, torch::kFloat64);
   io::write_npy(a.out + "/density_grid.npy", logp.to(torch::kFloat32));
   const double peak = logp.max().item<double>();
-  io::PlotOptions po;
-  po.width = 520;
-  po.height = 480;
-  po.xlabel = "x1";
-  po.ylabel = "x2";
+  const io::PlotOptions po = plane_options(520, 480);
   io::heatmaps_png(
       a.out + "/density.png",
       {{logp.clamp_min(peak - 12.0), "model log-density (exact, dopri5 1e-5)",
@@ -102,11 +108,7 @@ void write_sample_plots(const TrainArgs& a, const train::FlowSpec& spec, const H
   }
   if (ev.samples.size(1) < 2) return;
   auto proj = [](const torch::Tensor& x) { return x.slice(1, 0, 2); };
-  io::PlotOptions po;
-  po.width = 500;
-  po.height = 500;
-  po.xlabel = "x1";
-  po.ylabel = "x2";
+  io::PlotOptions po = plane_options(500, 500);
   io::panels_png(
       a.out + "/samples.png",
       {{{proj(h.a), {31, 119, 180}, "held-out data"}},

@@ -481,6 +481,20 @@ void render_scatter_panel(const Canvas& c, const Fonts& f, const Box& box,
 // ---------------------------------------------------------------------------------------
 // Line charts.
 
+// A closed regular polygon of `sides` corners at distance `radius` from (x, y), the first at
+// angle `phase` (y down).
+void regular_polygon(cairo_t* cr, double x, double y, double radius, int sides, double phase) {
+  for (int k = 0; k < sides; ++k) {
+    const double a = phase + 2 * M_PI * k / sides;
+    if (k == 0)
+      cairo_move_to(cr, x + radius * std::cos(a), y + radius * std::sin(a));
+    else
+      cairo_line_to(cr, x + radius * std::cos(a), y + radius * std::sin(a));
+  }
+  cairo_close_path(cr);
+}
+
+// Markers: circle, square, triangle up, diamond, triangle down, pentagon, hexagon.
 void marker_path(cairo_t* cr, int shape, double x, double y, double r) {
   switch (shape % kMarkers) {
     case 0:
@@ -509,25 +523,11 @@ void marker_path(cairo_t* cr, int shape, double x, double y, double r) {
       cairo_line_to(cr, x - r, y - 0.7 * r);
       cairo_close_path(cr);
       break;
-    case 5:  // pentagon
-      for (int k = 0; k < 5; ++k) {
-        const double a = -M_PI / 2 + 2 * M_PI * k / 5;
-        if (k == 0)
-          cairo_move_to(cr, x + 1.1 * r * std::cos(a), y + 1.1 * r * std::sin(a));
-        else
-          cairo_line_to(cr, x + 1.1 * r * std::cos(a), y + 1.1 * r * std::sin(a));
-      }
-      cairo_close_path(cr);
+    case 5:
+      regular_polygon(cr, x, y, 1.1 * r, 5, -M_PI / 2);
       break;
-    default:  // hexagon
-      for (int k = 0; k < 6; ++k) {
-        const double a = 2 * M_PI * k / 6;
-        if (k == 0)
-          cairo_move_to(cr, x + 1.05 * r * std::cos(a), y + 1.05 * r * std::sin(a));
-        else
-          cairo_line_to(cr, x + 1.05 * r * std::cos(a), y + 1.05 * r * std::sin(a));
-      }
-      cairo_close_path(cr);
+    default:
+      regular_polygon(cr, x, y, 1.05 * r, 6, 0);
       break;
   }
 }
