@@ -300,7 +300,7 @@ using StepEvaluation = std::function<std::map<std::string, double>()>;
 // --eval-every's likelihood: the mean negative log-likelihood (nats per point) of the first
 // --eval-nll-n held-out points under the current (EMA) flow, by dopri5 at rtol = atol = 1e-5
 // from the spec's likelihood start; the divergence analytic where the network has it, exact
-// up to 16 dimensions, else Hutchinson's estimate with one Rademacher probe per solve from a
+// up to 16 entries per point, else Hutchinson's estimate with one Rademacher probe per solve from a
 // fixed stream (the same probes at every evaluation).
 double held_out_nll(const train::Trainer& trainer, const data::Source& prior, const Holdout& h,
                     const TrainArgs& a, torch::Device device) {
@@ -309,7 +309,7 @@ double held_out_nll(const train::Trainer& trainer, const data::Source& prior, co
   density::LikelihoodOptions o;
   o.t_start = trainer.spec().likelihood_start();
   o.divergence.method = field->has_analytic_divergence() ? density::Divergence::analytic
-                        : h.a.size(1) <= 16              ? density::Divergence::exact
+                        : h.a[0].numel() <= 16           ? density::Divergence::exact
                                                          : density::Divergence::hutchinson;
   auto gen = stream_generator(a.common.seed, Stream::evaluation, 2);
   const auto r = density::log_likelihood(*field, *trainer.schedule(), prior,
