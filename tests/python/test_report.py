@@ -8,6 +8,7 @@ import os
 import shutil
 import struct
 import subprocess
+import tempfile
 import time
 import zlib
 
@@ -26,12 +27,16 @@ def browser():
 
 
 def chromium(path, *args, timeout=120):
-    """Runs headless Chromium on a local file; returns (stdout, stderr, seconds)."""
+    """Runs headless Chromium on a local file; returns (stdout, stderr, seconds). A profile
+    folder of its own (no HOME needed), no sandbox (CI runs as root), /tmp instead of a small
+    /dev/shm (containers)."""
     start = time.monotonic()
-    r = subprocess.run(
-        [browser(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--enable-logging=stderr", "--v=0", *args, path.as_uri()],
-        capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory() as profile:
+        r = subprocess.run(
+            [browser(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--enable-logging=stderr",
+             "--v=0", *args, path.as_uri()],
+            capture_output=True, text=True, timeout=timeout)
     return r.stdout, r.stderr, time.monotonic() - start
 
 
