@@ -499,7 +499,9 @@ TEST(CliTest, PerRowSamplingReportsEvaluationsPerRowAndRefusesWhatItCannotDo) {
   EXPECT_LT((a - b).abs().max().item<double>(), 1e-4);
   for (const auto& [flags, message] : std::vector<std::pair<std::string, std::string>>{
            {"--method euler --per-row", "adaptive method"},
-           {"--sampler ddim --per-row", "applies to the ode sampler"}}) {
+           {"--sampler ddim --per-row", "applies to the ode sampler"},
+           {"--sampler pf-ode --method dopri5 --per-row", "applies to the ode sampler"},
+           {"--method dopri5 --per-row --with-logp", "drop --per-row"}}) {
     r = run_cnf("sample --ckpt " + ckpt + " -n 10 " + flags + " --out " + dir() + "/bad.npy");
     EXPECT_EQ(r.code, 1) << flags;
     EXPECT_TRUE(contains(r.output, message)) << r.output;

@@ -117,6 +117,9 @@ int run_sample(const SampleArgs& a) {
   const bool images = data::is_image_spec(c.spec.data);
   CNF_CHECK(a.grid.empty() || images, "--grid needs an image model; '", a.source.name(),
             "' models '", c.spec.data, "'");
+  const bool per_row = a.eval.sampler.more.per_row;
+  CNF_CHECK(!a.with_logp || !per_row, "--with-logp integrates the log-density alongside with one ",
+            "shared step; drop --per-row or --with-logp");
   auto t0 = std::chrono::steady_clock::now();
   ode::Solution sol;
   double nfe_per_row = -1;  // set when the sampler reports it (sde::SampleResult)
@@ -154,7 +157,6 @@ int run_sample(const SampleArgs& a) {
                       labels.defined() && a.label == "all" ? c.spec.model.classes : 10);
     std::printf("wrote a grid of the samples to %s\n", grid.c_str());
   }
-  const bool per_row = a.eval.sampler.more.per_row;
   char row_note[64] = "";
   if (per_row) std::snprintf(row_note, sizeof row_note, ", %.1f evaluations per row", nfe_per_row);
   std::printf("wrote %lld samples to %s (%s, NFE %lld%s, %.3f s)\n", static_cast<long long>(n),

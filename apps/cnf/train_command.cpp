@@ -298,23 +298,14 @@ void add_train(CLI::App* sub, TrainArgs& a) {
 using StepEvaluation = std::function<std::map<std::string, double>()>;
 
 // --eval-every's likelihood: the mean negative log-likelihood (nats per point) of the first
-// --eval-nll-n held-out points under the current (EMA) flow, by dopri5 at rtol = atol = 1e-5
-// from the spec's likelihood start; the divergence analytic where the network has it, exact
-// up to 16 entries per point, else Hutchinson's estimate with one Rademacher probe per solve from a
-// fixed stream (the same probes at every evaluation).
+// --eval-nll-n held-out points under the current flow (model_log_prob, evaluation stream 2).
 double held_out_nll(const train::Trainer& trainer, const data::Source& prior, const Holdout& h,
                     const TrainArgs& a, torch::Device device) {
   const int64_t m = std::min<int64_t>(a.eval_nll_n, h.a.size(0));
-  auto field = trainer.ema_velocity();
-  density::LikelihoodOptions o;
-  o.t_start = trainer.spec().likelihood_start();
-  o.divergence.method = field->has_analytic_divergence() ? density::Divergence::analytic
-                        : h.a[0].numel() <= 16           ? density::Divergence::exact
-                                                         : density::Divergence::hutchinson;
-  auto gen = stream_generator(a.common.seed, Stream::evaluation, 2);
-  const auto r = density::log_likelihood(*field, *trainer.schedule(), prior,
-                                         h.a.slice(0, 0, m).to(device), o, gen);
-  return -r.log_prob.to(torch::kFloat64).mean().item<double>();
+  return -model_log_prob(trainer, prior, h.a.slice(0, 0, m).to(device), a.common.seed, 2)
+              .to(torch::kFloat64)
+              .mean()
+              .item<double>();
 }
 
 class IntervalLog {

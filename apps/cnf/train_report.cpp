@@ -51,6 +51,22 @@ Evaluation evaluate_sharded(nn::VelocityFieldImpl& model, path::Param param,
   return ev;
 }
 
+}  // namespace
+
+torch::Tensor model_log_prob(const train::Trainer& trainer, const data::Source& prior,
+                             const torch::Tensor& x, uint64_t seed, uint64_t stream) {
+  auto field = trainer.ema_velocity();
+  density::LikelihoodOptions o;
+  o.t_start = trainer.spec().likelihood_start();
+  o.divergence.method = field->has_analytic_divergence() ? density::Divergence::analytic
+                        : x[0].numel() <= 16             ? density::Divergence::exact
+                                                         : density::Divergence::hutchinson;
+  auto gen = stream_generator(seed, Stream::evaluation, stream);
+  return density::log_likelihood(*field, *trainer.schedule(), prior, x, o, gen).log_prob;
+}
+
+namespace {
+
 // The box of the 2-D plots.
 constexpr double kPlotLo = -5, kPlotHi = 5;
 
@@ -77,14 +93,8 @@ void write_density_map(const TrainArgs& a, const train::Trainer& trainer, const 
   auto yy = centres.flip(0).view({g, 1}).expand({g, g});
   auto xx = centres.view({1, g}).expand({g, g});
   auto grid = torch::stack({xx.reshape({-1}), yy.reshape({-1})}, 1).to(device);
-  auto field = trainer.ema_velocity();
-  density::LikelihoodOptions o;
-  o.t_start = trainer.spec().likelihood_start();
-  o.divergence.method =
-      field->has_analytic_divergence() ? density::Divergence::analytic : density::Divergence::exact;
-  auto gen = stream_generator(a.common.seed, Stream::evaluation, 1);
-  auto logp = density::log_likelihood(*field, *trainer.schedule(), prior, grid, o, gen)
-                  .log_prob.reshape({g, g})
+  auto logp = model_log_prob(trainer, prior, grid, a.common.seed, 1)
+                  .reshape({g, g})
                   .to(torch::kCPU, torch::kFloat64);
   io::write_npy(a.out + "/density_grid.npy", logp.to(torch::kFloat32));
   const double peak = logp.max().item<double>();

@@ -43,6 +43,14 @@ struct TrainRun {
   std::vector<double> nfe_steps, nfe_values;  // mle: the NFE of each step's solve
 };
 
+/// log rho_0 of `x` under the trainer's current flow (EMA weights when kept): dopri5 at
+/// rtol = atol = 1e-5 from the spec's likelihood start; the divergence analytic where the
+/// network has it, exact up to 16 entries per point, else Hutchinson's estimate with one
+/// Rademacher probe per solve from evaluation stream `stream` of `seed` (the same probes on
+/// every call).
+torch::Tensor model_log_prob(const train::Trainer& trainer, const data::Source& prior,
+                             const torch::Tensor& x, uint64_t seed, uint64_t stream);
+
 /// Samples the trained flow (EMA weights when kept) from t = 1 to 0, scores it against the
 /// held-out data and writes samples, plots and metrics (rank 0). Returns the exit code.
 int evaluate_and_report(const TrainArgs& a, train::Trainer& trainer, const TrainRun& run,

@@ -134,11 +134,17 @@ void SamplerOptions::validate() const {
             churn);
   CNF_CHECK(churn_noise >= 0 && std::isfinite(churn_noise), "churn noise must be >= 0, got ",
             churn_noise);
-  CNF_CHECK(!per_row || sampler.method().integrates_ode,
-            "per-row stepping applies to the ode sampler, not '", sampler_name(sampler), "'");
+  // Per-row stepping integrates the velocity with one time per row (the ode sampler; pf-ode
+  // integrates the same ODE through the score) and has no common times to report at.
+  CNF_CHECK(!per_row || sampler == Sampler::ode,
+            "per-row stepping applies to the ode sampler, not '", sampler_name(sampler),
+            "' (ode integrates the same probability-flow ODE as pf-ode)");
   CNF_CHECK(!per_row || ode::tableaus().get(ode.method).has_error_estimate(),
             "per-row stepping needs an adaptive method (bosh3, dopri5, tsit5), not '", ode.method,
             "'");
+  CNF_CHECK(!per_row || ode.save_at.empty(),
+            "per-row stepping reports no states at save_at times (rows reach each time at their "
+            "own step)");
   CNF_CHECK(churn_sigma_min >= 0 && churn_sigma_min <= churn_sigma_max,
             "the churn window needs 0 <= churn_sigma_min <= churn_sigma_max, got [",
             churn_sigma_min, ", ", churn_sigma_max, "]");
@@ -231,19 +237,9 @@ double mean_norm(const at::Tensor& x) {
 at::Tensor solve_ode(Denoiser& m, const at::Tensor& x, double t0, double t1,
                      const ode::SolveOptions& so, bool probability_flow, bool per_row) {
   const auto& schedule = m.schedule();
-  if (per_row) {
-    const auto& tableau = ode::tableaus().get(so.method);
-    CNF_CHECK(tableau.has_error_estimate(), "per-row stepping needs an adaptive method (bosh3, ",
-              "dopri5, tsit5), not '", so.method, "'");
-    // Rows reach each time at their own step: there are no common intermediate states to
-    // report (an observer sees none), nor states at save_at times.
-    CNF_CHECK(so.save_at.empty(), "per-row stepping reports no states at save_at times");
-    CNF_CHECK(!probability_flow,
-              "per-row stepping runs the ode sampler (the velocity, one "
-              "time per row); use --sampler ode, which integrates the same "
-              "probability-flow ODE");
+  if (per_row) {  // SamplerOptions::validate admits it for the ode sampler only
     ode::RowRhs rhs = [&](const at::Tensor& t, const at::Tensor& y) { return m.velocity(y, t); };
-    return ode::solve_per_row(rhs, x, t0, t1, tableau, so.adaptive).y;
+    return ode::solve_per_row(rhs, x, t0, t1, ode::tableaus().get(so.method), so.adaptive).y;
   }
   ode::Rhs rhs;
   if (probability_flow) {
@@ -463,13 +459,8 @@ at::Tensor Denoiser::as(const Eval& e, Param want) const {
 }
 
 at::Tensor Denoiser::operator()(const at::Tensor& x, double t, Param want) {
-  if (want == Param::velocity && param_ != Param::velocity) {
-    // Velocity at any t in [0, 1]: the clamp rule of predict().
-    ++nfe_;
-    row_evals_ += x.size(0);
-    return predict(net_, param_, schedule_, range_, x, torch::full({x.size(0)}, t, x.options()),
-                   want);
-  }
+  if (want == Param::velocity && param_ != Param::velocity)
+    return velocity(x, torch::full({x.size(0)}, t, x.options()));
   return as(eval(x, t), want);
 }
 
@@ -477,6 +468,7 @@ at::Tensor Denoiser::velocity(const at::Tensor& x, const at::Tensor& t) {
   ++nfe_;
   row_evals_ += x.size(0);
   if (param_ == Param::velocity) return net_.forward(x, t);
+  // Velocity at any t in [0, 1]: the clamp rule of predict().
   return predict(net_, param_, schedule_, range_, x, t, Param::velocity);
 }
 
